@@ -1,0 +1,93 @@
+"""``ScriptedBackend``: a deterministic token source for tests, demos and benchmarks.
+
+It is a real :class:`~engine.backend.Backend`: each generation is an asyncio task
+reading an async generator through the same bridge the HTTP backends use, so
+cancellation reaches it exactly as it would reach a server connection. Every
+generation is recorded in ``backend.generations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from engine.asyncrx import from_async_iterable
+from engine.context import Context
+from engine.options import ModelOption
+from engine.thunk import GenerationInfo, ModelOutputThunk
+
+__all__ = ["ScriptedBackend"]
+
+
+class ScriptedBackend:
+    """Replays *deltas* for every generation, *delay* seconds apart, then raises *error* if given.
+
+    With ``delay=0`` the producer still yields to the event loop between deltas, as
+    a network read would. Without ``ModelOption.STREAM`` the whole text arrives as one
+    delta after the same total time.
+    """
+
+    def __init__(
+        self,
+        deltas: Sequence[str],
+        *,
+        delay: float = 0.0,
+        error: Exception | None = None,
+        model_id: str = "scripted",
+    ) -> None:
+        if isinstance(deltas, str):
+            raise TypeError(
+                "ScriptedBackend takes a list of delta strings, not one string; "
+                "pass [text] for a single delta or list(text) for one character each"
+            )
+        if delay < 0:
+            raise ValueError(f"ScriptedBackend delay must be >= 0 seconds, got {delay!r}")
+        self.deltas = list(deltas)
+        self.delay = delay
+        self.error = error
+        self.model_id = model_id
+        self.generations: list[GenerationInfo] = []
+        """One record per generation started, oldest first."""
+
+    async def generate_from_context(
+        self,
+        action: Any,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> tuple[ModelOutputThunk[str], Context]:
+        """Start replaying the script now; return the lazy thunk and the new context."""
+        stream = bool((model_options or {}).get(ModelOption.STREAM, False))
+        generation = GenerationInfo(model=self.model_id, provider="scripted")
+        generation.extra["streaming"] = stream
+        self.generations.append(generation)
+        source = from_async_iterable(lambda: self._produce(generation, stream))
+        thunk: ModelOutputThunk[str] = ModelOutputThunk(source, generation=generation)
+        return thunk, ctx.add(action).add(thunk)
+
+    async def _produce(self, generation: GenerationInfo, stream: bool) -> AsyncIterator[str]:
+        finished = False
+        try:
+            if stream:
+                for delta in self.deltas:
+                    await asyncio.sleep(self.delay)
+                    generation.deltas_sent += 1
+                    yield delta
+            else:
+                await asyncio.sleep(self.delay * len(self.deltas))
+                generation.deltas_sent += 1
+                yield "".join(self.deltas)
+            finished = True
+        finally:
+            if not finished:
+                generation.cancelled_at = time.perf_counter()
+        if self.error is not None:
+            generation.done_reason = "error"
+            raise self.error
+        generation.done_reason = "stop"
+
+    def __repr__(self) -> str:
+        return f"ScriptedBackend({len(self.deltas)} deltas, delay={self.delay}, model_id={self.model_id!r})"

@@ -1,0 +1,107 @@
+"""Typed events of a ``stream_with_chunking`` run (immutable, pattern-matchable).
+
+Natural end::
+
+    (QuickCheckEvent, ChunkEvent)* -> StreamingDoneEvent -> FullValidationEvent? -> CompletedEvent
+
+Early exit on "fail": ``QuickCheckEvent(passed=False)`` is the last validation event,
+then ``CompletedEvent(success=False)``. On an exception: ``ErrorEvent`` then
+``CompletedEvent(success=False)``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+
+from engine.requirements import PartialValidationResult, ValidationResult
+
+if TYPE_CHECKING:
+    from engine.requirements import Requirement
+
+__all__ = [
+    "ChunkEvent",
+    "CompletedEvent",
+    "ErrorEvent",
+    "FullValidationEvent",
+    "QuickCheckEvent",
+    "RetryEvent",
+    "StreamEvent",
+    "StreamingDoneEvent",
+]
+
+
+@attrs.frozen
+class StreamEvent:
+    """Base of every event. ``timestamp`` is the Unix time at creation (not an init argument)."""
+
+    timestamp: float = attrs.field(init=False, factory=time.time)
+
+
+@attrs.frozen
+class ChunkEvent(StreamEvent):
+    """A validated chunk was delivered to the consumer."""
+
+    text: str
+    chunk_index: int
+    attempt: int = 1
+
+
+@attrs.frozen
+class QuickCheckEvent(StreamEvent):
+    """The per-chunk ``stream_validate`` results of every active requirement, in order.
+
+    ``requirements`` holds the (copied) requirements the results belong to, so a
+    failure can be traced to its requirement. Requirements cancelled because a
+    sibling failed first report ``"unknown"`` with reason ``"cancelled"``.
+    """
+
+    chunk_index: int
+    passed: bool
+    results: tuple[PartialValidationResult, ...]
+    attempt: int = 1
+    requirements: tuple[Requirement, ...] = ()
+
+
+@attrs.frozen
+class StreamingDoneEvent(StreamEvent):
+    """Every chunk, the flushed trailing fragment included, was validated and delivered."""
+
+    full_text: str
+    attempt: int = 1
+
+
+@attrs.frozen
+class FullValidationEvent(StreamEvent):
+    """The final ``validate()`` results of every requirement that did not fail."""
+
+    passed: bool
+    results: tuple[ValidationResult, ...]
+    attempt: int = 1
+
+
+@attrs.frozen
+class RetryEvent(StreamEvent):
+    """Reserved, as in Mellea v1: retries are re-invocations, so this is never emitted."""
+
+    attempt: int
+    reason: str
+
+
+@attrs.frozen
+class ErrorEvent(StreamEvent):
+    """An exception stopped the run (backend, chunker or validator)."""
+
+    exception_type: str
+    detail: str
+
+
+@attrs.frozen
+class CompletedEvent(StreamEvent):
+    """Always the last event. ``success`` is False after a "fail" or an exception."""
+
+    success: bool
+    full_text: str
+    attempts_used: int = 1

@@ -1,0 +1,139 @@
+"""Requirements and the results of checking them.
+
+A :class:`Requirement` is checked twice in a streaming run: ``stream_validate`` on
+every chunk as it arrives (tri-state, cheap), and ``validate`` once on the whole
+output after a natural end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import attrs
+
+if TYPE_CHECKING:
+    from engine.backend import Backend
+    from engine.context import Context
+
+__all__ = ["PartialValidationResult", "Requirement", "ValidationResult", "Outcome"]
+
+Outcome = Literal["pass", "fail", "unknown"]
+_OUTCOMES: tuple[str, ...] = get_args(Outcome)
+
+
+@attrs.frozen(init=False)
+class PartialValidationResult:
+    """The verdict of ``stream_validate`` on one chunk: ``"pass"``, ``"fail"`` or ``"unknown"``."""
+
+    success: Outcome
+    reason: str | None = None
+    score: float | None = None
+
+    def __init__(self, success: Outcome, *, reason: str | None = None, score: float | None = None) -> None:
+        if success not in _OUTCOMES:
+            raise ValueError(
+                f"PartialValidationResult takes 'pass', 'fail' or 'unknown', got {success!r}"
+            )
+        self.__attrs_init__(success, reason, score)  # type: ignore[attr-defined]
+
+    @property
+    def failed(self) -> bool:
+        """True for ``"fail"``."""
+        return self.success == "fail"
+
+
+@attrs.frozen(init=False)
+class ValidationResult:
+    """The verdict of a final ``validate`` on the whole output."""
+
+    result: bool
+    reason: str | None = None
+    score: float | None = None
+
+    def __init__(self, result: bool, *, reason: str | None = None, score: float | None = None) -> None:
+        self.__attrs_init__(bool(result), reason, score)  # type: ignore[attr-defined]
+
+    def as_bool(self) -> bool:
+        """The verdict as a bool."""
+        return self.result
+
+    def __bool__(self) -> bool:
+        return self.result
+
+
+ValidationFn = Callable[[str], "bool | ValidationResult | Awaitable[bool | ValidationResult]"]
+
+
+class Requirement:
+    """Something the output must satisfy.
+
+    Subclass it and override ``stream_validate`` (per chunk) and/or ``validate``
+    (whole output), or pass ``validation_fn``: a plain or async function of the output
+    text returning a bool or a :class:`ValidationResult`. Without either, ``validate``
+    asks the backend to judge the output against ``description`` (LLM-as-judge).
+
+    The engine copies requirements (``copy.copy``) before each run, so state kept on
+    ``self`` during streaming never leaks between runs.
+    """
+
+    def __init__(self, description: str | None = None, validation_fn: ValidationFn | None = None) -> None:
+        self.description = description
+        self.validation_fn = validation_fn
+
+    def format_for_llm(self) -> str:
+        """How the requirement is stated to the model."""
+        return self.description or ""
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Check one chunk as it streams. The default has no opinion: ``"unknown"``."""
+        return PartialValidationResult("unknown")
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Check the whole output (the newest model output in *ctx*)."""
+        output = ctx.last_output()
+        if output is None:
+            raise ValueError(
+                f"{type(self).__name__}.validate found no model output in the context; "
+                "pass the context returned by generate_from_context (it ends with the output)"
+            )
+        text = await output.avalue()
+        if self.validation_fn is not None:
+            verdict = self.validation_fn(text)
+            if isinstance(verdict, Awaitable):
+                verdict = await verdict
+            return verdict if isinstance(verdict, ValidationResult) else ValidationResult(bool(verdict))
+        return await _judge(self, text, backend, model_options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.description!r})"
+
+
+async def _judge(
+    req: Requirement, text: str, backend: Backend, model_options: dict[str, Any] | None
+) -> ValidationResult:
+    """Ask *backend* whether *text* meets *req* (LLM-as-judge), answering yes or no."""
+    # Imported here: components and context are leaf modules, but keeping them out of
+    # this module's import graph keeps requirements importable on their own.
+    from engine.components import Instruction
+    from engine.context import SimpleContext
+
+    if not req.description:
+        raise ValueError(
+            f"{type(req).__name__} has no description and no validation_fn, so there is nothing "
+            "to judge the output against; give it a description or override validate()"
+        )
+    question = Instruction(
+        "Does the following output satisfy the requirement? Answer 'yes' or 'no' first, "
+        f"then one sentence of reason.\n\nRequirement: {req.description}\n\nOutput:\n{text}"
+    )
+    thunk, _ = await backend.generate_from_context(question, SimpleContext(), model_options=model_options)
+    answer = (await thunk.avalue()).strip()
+    return ValidationResult(answer.lower().startswith("yes"), reason=answer)

@@ -1,0 +1,100 @@
+"""``Chunker``: drives a :class:`ChunkingStrategy` over a stream of deltas in linear time.
+
+It keeps only the pending fragment (the text after the last chunk it released) and
+hands the strategy that, never the accumulated text, so the work per delta depends
+on the length of the current chunk, not of the whole output.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from operators.chunking import ChunkingStrategy
+
+__all__ = ["Chunk", "Chunker"]
+
+
+@attrs.frozen
+class Chunk:
+    """One chunk of the output: its text, its position in the stream, and its span.
+
+    ``start`` and ``end`` are offsets into the accumulated output, so
+    ``output[start:end] == text``.
+    """
+
+    text: str
+    index: int
+    start: int
+    end: int
+
+
+class Chunker:
+    """Incremental chunking: ``feed`` deltas, then ``flush`` once at the natural end.
+
+    Feeding any slicing of a text yields the same chunks as feeding it whole (the
+    delta-invariance law), provided the strategy is restartable at chunk ends (see
+    :mod:`operators.chunking`). A strategy that returns an empty chunk, or text that
+    is not a verbatim substring of what it was given, is rejected with a
+    ``ValueError`` naming it.
+    """
+
+    __slots__ = ("strategy", "_pending", "_offset", "_count", "_flushed")
+
+    def __init__(self, strategy: ChunkingStrategy) -> None:
+        self.strategy = strategy
+        self._pending = ""
+        self._offset = 0  # offset of _pending in the accumulated output
+        self._count = 0
+        self._flushed = False
+
+    @property
+    def pending(self) -> str:
+        """The text received after the last released chunk (withheld so far)."""
+        return self._pending
+
+    @property
+    def chunks_released(self) -> int:
+        """How many chunks have been released."""
+        return self._count
+
+    def feed(self, delta: str) -> list[Chunk]:
+        """Add *delta*; return the chunks it completed (often none)."""
+        if self._flushed:
+            raise RuntimeError("Chunker.feed() after flush(): create a new Chunker for a new stream")
+        if not delta:
+            return []
+        self._pending += delta
+        return self._release(self.strategy.split(self._pending), "split")
+
+    def flush(self) -> list[Chunk]:
+        """End of stream: release the withheld fragment, as the strategy's ``flush`` decides."""
+        if self._flushed:
+            return []
+        self._flushed = True
+        return self._release(self.strategy.flush(self._pending), "flush")
+
+    def _release(self, texts: list[str], method: str) -> list[Chunk]:
+        if not texts:
+            return []
+        pending = self._pending
+        chunks: list[Chunk] = []
+        pos = 0
+        for text in texts:
+            start = pending.find(text, pos) if text else -1
+            if start < 0:
+                problem = "an empty chunk" if not text else f"{_preview(text)}, which is not a verbatim substring"
+                raise ValueError(
+                    f"{self.strategy!r}.{method}() returned {problem} of the text it was given "
+                    f"({_preview(pending)}) after the chunks before it. Chunks must be non-empty, "
+                    "verbatim and in order; fix the strategy's split()/flush()."
+                )
+            pos = start + len(text)
+            chunks.append(Chunk(text, self._count, self._offset + start, self._offset + pos))
+            self._count += 1
+        self._pending = pending[pos:]
+        self._offset += pos
+        return chunks
+
+
+def _preview(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")

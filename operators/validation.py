@@ -1,0 +1,292 @@
+"""Validation operators: per-chunk ``stream_validate`` and the final ``validate``.
+
+``validate`` turns chunks into :class:`ChunkVerdict` values. The requirements of one
+chunk run in parallel on the asyncio loop; chunks are validated strictly in order
+by one worker task per subscription (``concat_map`` over futures would start every
+chunk's validation at once; see RX_NOTES.md). The first "fail" decides the chunk at
+once: the verdict is emitted before the slower siblings are cancelled, so a
+downstream ``cancel_on_fail`` stops the generation without waiting for them.
+
+``final_validation`` passes verdicts through and, on a natural end with no failure,
+emits :class:`StreamingDone` and then :class:`FinalValidation` with every
+requirement's ``validate()`` result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import Disposable, SingleAssignmentDisposable
+
+from engine.context import Context
+from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+from operators.chunker import Chunk
+
+__all__ = ["ChunkVerdict", "FinalValidation", "StreamingDone", "final_validation", "validate"]
+
+CANCELLED = PartialValidationResult("unknown", reason="cancelled")
+"""Reported for a requirement whose check was cancelled because a sibling failed first."""
+
+
+@attrs.frozen
+class ChunkVerdict:
+    """A chunk and the ``stream_validate`` results of *requirements* on it, in order."""
+
+    chunk: Chunk
+    results: tuple[PartialValidationResult, ...]
+    requirements: tuple[Requirement, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True unless some requirement returned "fail"."""
+        return not any(r.success == "fail" for r in self.results)
+
+    @property
+    def failures(self) -> list[tuple[Requirement, PartialValidationResult]]:
+        """The ``(requirement, result)`` pairs that failed."""
+        return [(q, r) for q, r in zip(self.requirements, self.results, strict=True) if r.success == "fail"]
+
+
+@attrs.frozen
+class StreamingDone:
+    """Every chunk was validated and delivered, and the stream ended naturally."""
+
+
+@attrs.frozen
+class FinalValidation:
+    """The final ``validate()`` results, in requirement order."""
+
+    results: tuple[ValidationResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True if every result passed."""
+        return all(r.as_bool() for r in self.results)
+
+
+@attrs.frozen
+class _End:
+    error: Exception | None
+
+
+def validate(
+    requirements: Sequence[Requirement], *, backend: Any, ctx: Context
+) -> Callable[[Observable[Chunk]], Observable[ChunkVerdict]]:
+    """Check every chunk against *requirements* (``stream_validate``), in order.
+
+    After a failing verdict nothing later is validated or emitted; the operator
+    completes when its upstream does. An exception from a validator (or a result
+    that is not a ``PartialValidationResult``) cancels the siblings and becomes
+    ``on_error``, after the verdicts of earlier chunks. Disposal cancels the checks
+    in flight. With no requirements every chunk passes with no results.
+    """
+    reqs = tuple(requirements)
+
+    def operator(source: Observable[Chunk]) -> Observable[ChunkVerdict]:
+        if not reqs:
+            return source.pipe(ops.map(lambda c: ChunkVerdict(c, (), ())))
+
+        def subscribe(
+            observer: abc.ObserverBase[ChunkVerdict], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            loop = asyncio.get_running_loop()
+            queue: deque[Chunk | _End] = deque()
+            worker: asyncio.Task[None] | None = None
+            failed = False  # a chunk failed: drop later chunks, still forward the end
+            stopped = False  # terminated or disposed: ignore everything
+
+            async def drain() -> None:
+                nonlocal worker, failed, stopped
+                try:
+                    while queue and not stopped:
+                        item = queue.popleft()
+                        if isinstance(item, _End):
+                            stopped = True
+                            if item.error is None:
+                                observer.on_completed()
+                            else:
+                                observer.on_error(item.error)
+                            return
+                        verdict = await _check(item, reqs, backend, ctx)
+                        if stopped:
+                            return
+                        if not verdict.passed:
+                            failed = True
+                            queue.clear()
+                        observer.on_next(verdict)
+                except Exception as exc:
+                    if not stopped:
+                        stopped = True
+                        queue.clear()
+                        observer.on_error(exc)
+                finally:
+                    worker = None
+
+            def enqueue(item: Chunk | _End) -> None:
+                nonlocal worker
+                if stopped or (failed and isinstance(item, Chunk)):
+                    return
+                queue.append(item)
+                if worker is None:
+                    worker = loop.create_task(drain())
+
+            def dispose() -> None:
+                nonlocal stopped
+                stopped = True
+                queue.clear()
+                upstream.dispose()
+                if worker is not None and worker is not asyncio.current_task():
+                    worker.cancel()
+
+            upstream = SingleAssignmentDisposable()
+            upstream.disposable = source.subscribe(
+                enqueue,
+                lambda exc: enqueue(_End(exc)),
+                lambda: enqueue(_End(None)),
+                scheduler=scheduler,
+            )
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    return operator
+
+
+async def _check(chunk: Chunk, reqs: tuple[Requirement, ...], backend: Any, ctx: Context) -> ChunkVerdict:
+    """Run every requirement on *chunk* in parallel; decide at the first "fail" or error."""
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(req.stream_validate(chunk.text, backend=backend, ctx=ctx)) for req in reqs]
+    decided: asyncio.Future[None] = loop.create_future()
+    remaining = len(tasks)
+
+    def on_done(task: asyncio.Task[Any]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if decided.done():
+            return
+        if remaining == 0 or task.cancelled() or task.exception() is not None or _fails(task.result()):
+            decided.set_result(None)
+
+    for task in tasks:
+        task.add_done_callback(on_done)
+    try:
+        await decided
+    finally:
+        pending = [t for t in tasks if not t.done()]
+        for t in pending:
+            t.cancel()
+
+    results: list[PartialValidationResult] = []
+    for req, task in zip(reqs, tasks, strict=True):
+        if task in pending:
+            results.append(CANCELLED)
+        elif task.cancelled():
+            await _settle(pending)
+            raise RuntimeError(f"{req!r}.stream_validate() was cancelled from inside; it must return a result")
+        elif (exc := task.exception()) is not None:
+            # Siblings finish cancelling before the error propagates: nothing keeps running.
+            await _settle(pending)
+            raise exc
+        else:
+            result = task.result()
+            if not isinstance(result, PartialValidationResult):
+                await _settle(pending)
+                raise TypeError(
+                    f"{req!r}.stream_validate() returned {result!r} ({type(result).__name__}); "
+                    "return PartialValidationResult('pass' | 'fail' | 'unknown') instead"
+                )
+            results.append(result)
+    return ChunkVerdict(chunk, tuple(results), reqs)
+
+
+def _fails(result: Any) -> bool:
+    return not isinstance(result, PartialValidationResult) or result.success == "fail"
+
+
+async def _settle(tasks: list[asyncio.Task[Any]]) -> None:
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+FinalItem = ChunkVerdict | StreamingDone | FinalValidation
+
+
+def final_validation(
+    requirements: Sequence[Requirement], *, backend: Any, ctx: Context
+) -> Callable[[Observable[ChunkVerdict]], Observable[FinalItem]]:
+    """Pass verdicts through; on a natural end with no failure, emit :class:`StreamingDone`
+    and then run every requirement's ``validate(backend, ctx)`` in parallel and emit
+    :class:`FinalValidation`.
+
+    After a failing verdict the end passes straight through: no final validation. A
+    ``validate()`` that raises cancels the others and becomes ``on_error``.
+    """
+    reqs = tuple(requirements)
+
+    def operator(source: Observable[ChunkVerdict]) -> Observable[FinalItem]:
+        def subscribe(observer: abc.ObserverBase[FinalItem], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            failed = False
+            task: asyncio.Task[None] | None = None
+
+            def on_next(verdict: ChunkVerdict) -> None:
+                nonlocal failed
+                failed = failed or not verdict.passed
+                observer.on_next(verdict)
+
+            def on_completed() -> None:
+                nonlocal task
+                if failed:
+                    observer.on_completed()
+                    return
+                observer.on_next(StreamingDone())
+                if not reqs:
+                    observer.on_completed()
+                    return
+                task = asyncio.get_running_loop().create_task(run())
+
+            async def run() -> None:
+                try:
+                    results = await _validate_all(reqs, backend, ctx)
+                except Exception as exc:
+                    observer.on_error(exc)
+                    return
+                observer.on_next(FinalValidation(results))
+                observer.on_completed()
+
+            def dispose() -> None:
+                upstream.dispose()
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+
+            upstream = SingleAssignmentDisposable()
+            upstream.disposable = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    return operator
+
+
+async def _validate_all(reqs: tuple[Requirement, ...], backend: Any, ctx: Context) -> tuple[ValidationResult, ...]:
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(req.validate(backend, ctx)) for req in reqs]
+    except BaseExceptionGroup as group_error:
+        # Surface the validator's own exception, not the group wrapping it.
+        raise group_error.exceptions[0] from None
+    results = []
+    for req, task in zip(reqs, tasks, strict=True):
+        result = task.result()
+        if not isinstance(result, ValidationResult):
+            raise TypeError(
+                f"{req!r}.validate() returned {result!r} ({type(result).__name__}); "
+                "return ValidationResult(True | False) instead"
+            )
+        results.append(result)
+    return tuple(results)

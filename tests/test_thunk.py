@@ -1,0 +1,277 @@
+"""The asyncio/Rx bridges, the replay log, and ModelOutputThunk's reading and cancelling rules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from reactivex import Observable
+from reactivex.subject import Subject
+
+from backends import ScriptedBackend
+from engine import CBlock, ModelOption, ModelOutputThunk, SimpleContext, wait_for_all_mots
+from engine.asyncrx import ReplayLog, from_async_iterable, iterate
+
+STREAM = {ModelOption.STREAM: True}
+
+
+class Source:
+    """An async iterator whose cleanup is observable."""
+
+    def __init__(self, items: list[str], *, pause: float = 0.0, error: Exception | None = None) -> None:
+        self.items, self.pause, self.error = items, pause, error
+        self.started = self.closed = False
+        self.sent = 0
+
+    async def run(self) -> AsyncIterator[str]:
+        self.started = True
+        try:
+            for item in self.items:
+                await asyncio.sleep(self.pause)
+                self.sent += 1
+                yield item
+            if self.error is not None:
+                raise self.error
+        finally:
+            self.closed = True
+
+
+@pytest.mark.asyncio
+async def test_from_async_iterable_pushes_items_then_completes() -> None:
+    source = Source(["a", "b", "c"])
+    got: list[str] = []
+    done = asyncio.Event()
+    from_async_iterable(source.run).subscribe(got.append, on_completed=done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert got == ["a", "b", "c"] and source.closed
+
+
+@pytest.mark.asyncio
+async def test_from_async_iterable_is_cold_and_lazy() -> None:
+    source = Source(["a"])
+    observable = from_async_iterable(source.run)
+    await asyncio.sleep(0)
+    assert not source.started  # nothing runs until someone subscribes
+
+
+@pytest.mark.asyncio
+async def test_from_async_iterable_reports_the_source_error_after_its_items() -> None:
+    source = Source(["a"], error=ValueError("boom"))
+    got: list[object] = []
+    done = asyncio.Event()
+
+    def on_error(exc: Exception) -> None:
+        got.append(exc)
+        done.set()
+
+    from_async_iterable(source.run).subscribe(got.append, on_error)
+    await asyncio.wait_for(done.wait(), 5)
+    assert got[0] == "a" and isinstance(got[1], ValueError)
+
+
+@pytest.mark.asyncio
+async def test_disposal_cancels_the_reader_and_closes_the_source_within_one_loop_turn() -> None:
+    source = Source(["x"] * 1000, pause=0.001)
+    got: list[str] = []
+    subscription = from_async_iterable(source.run).subscribe(got.append)
+    while len(got) < 3:
+        await asyncio.sleep(0.001)
+    subscription.dispose()
+    await asyncio.sleep(0)
+    assert source.closed
+    sent = source.sent
+    await asyncio.sleep(0.02)
+    assert source.sent == sent and len(got) < 1000
+
+
+@pytest.mark.asyncio
+async def test_disposal_from_inside_on_next_stops_reading_buffered_items() -> None:
+    source = Source(["a", "b", "c", "d"])
+    got: list[str] = []
+    holder: dict[str, object] = {}
+
+    def on_next(item: str) -> None:
+        got.append(item)
+        if item == "b":
+            holder["sub"].dispose()  # type: ignore[attr-defined]
+
+    holder["sub"] = from_async_iterable(source.run).subscribe(on_next)
+    await asyncio.sleep(0.05)
+    assert got == ["a", "b"] and source.closed
+
+
+@pytest.mark.asyncio
+async def test_iterate_yields_items_and_raises_errors_after_them() -> None:
+    subject: Subject[int] = Subject()
+
+    async def feed() -> None:
+        await asyncio.sleep(0)
+        subject.on_next(1)
+        subject.on_next(2)
+        subject.on_error(KeyError("k"))
+
+    got: list[int] = []
+    feeder = asyncio.create_task(feed())
+    with pytest.raises(KeyError):
+        async for item in iterate(subject):
+            got.append(item)
+    await feeder
+    assert got == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_leaving_iterate_disposes_the_subscription() -> None:
+    source = Source(["x"] * 100, pause=0.001)
+    async with contextlib.aclosing(iterate(from_async_iterable(source.run))) as items:
+        async for _ in items:
+            break
+    await asyncio.sleep(0)
+    assert source.closed and source.sent < 100
+
+
+def test_replay_log_replays_then_follows_live() -> None:
+    log: ReplayLog[int] = ReplayLog()
+    log.append(1)
+    early: list[object] = []
+    log.observable.subscribe(early.append, on_completed=lambda: early.append("end"))
+    log.append(2)
+    late: list[object] = []
+    log.observable.subscribe(late.append, on_completed=lambda: late.append("end"))
+    log.append(3)
+    log.complete()
+    log.append(4)  # ignored once finished
+    after: list[object] = []
+    log.observable.subscribe(after.append, on_completed=lambda: after.append("end"))
+    assert early == late == after == [1, 2, 3, "end"]
+
+
+# -- ModelOutputThunk ---------------------------------------------------------------
+
+
+async def streaming_thunk(deltas: list[str], delay: float = 0.0, **kw: object) -> ModelOutputThunk[str]:
+    backend = ScriptedBackend(deltas, delay=delay, **kw)  # type: ignore[arg-type]
+    thunk, _ = await backend.generate_from_context(CBlock("q"), SimpleContext(), model_options=STREAM)
+    return thunk
+
+
+@pytest.mark.asyncio
+async def test_the_seed_print_loop_prints_the_text_exactly_once() -> None:
+    thunk = await streaming_thunk(["The ", "robot ", "cooks."], delay=0.001)
+    assert not thunk.is_computed()
+    printed: list[str] = []
+    while not thunk.is_computed():
+        printed.append(await thunk.astream())
+    assert "".join(printed) == "The robot cooks." == thunk.value
+    assert await thunk.astream() == ""  # drained
+
+
+@pytest.mark.asyncio
+async def test_astream_on_a_computed_thunk_returns_the_full_value_then_nothing() -> None:
+    thunk: ModelOutputThunk[str] = ModelOutputThunk(value="done")
+    assert thunk.is_computed()
+    assert await thunk.astream() == "done"
+    assert await thunk.astream() == ""
+
+
+@pytest.mark.asyncio
+async def test_astream_returns_only_new_content() -> None:
+    thunk = await streaming_thunk(["a", "b", "c", "d"], delay=0.01)
+    first = await thunk.astream()
+    assert first and "abcd".startswith(first)
+    rest = ""
+    while not thunk.is_computed():
+        rest += await thunk.astream()
+    assert first + rest == "abcd"
+
+
+@pytest.mark.asyncio
+async def test_avalue_and_value() -> None:
+    thunk = await streaming_thunk(["x", "y"])
+    assert thunk.value is None
+    assert await thunk.avalue() == "xy"
+    assert thunk.value == "xy" and str(thunk) == "xy"
+
+
+@pytest.mark.asyncio
+async def test_late_subscribers_see_what_arrived_and_there_is_one_generation() -> None:
+    backend = ScriptedBackend(["a", "b", "c"], delay=0.005)
+    thunk, _ = await backend.generate_from_context(CBlock("q"), SimpleContext(), model_options=STREAM)
+    await asyncio.sleep(0.012)
+    seen: list[str] = []
+    done = asyncio.Event()
+    thunk.deltas.subscribe(seen.append, on_completed=done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert seen == ["a", "b", "c"]
+    assert len(backend.generations) == 1 and backend.generations[0].deltas_sent == 3
+
+
+@pytest.mark.asyncio
+async def test_cancel_generation_stops_the_source_and_keeps_what_arrived() -> None:
+    backend = ScriptedBackend(["tok "] * 1000, delay=0.001)
+    thunk, _ = await backend.generate_from_context(CBlock("q"), SimpleContext(), model_options=STREAM)
+    while thunk.generation.deltas_received < 3:
+        await asyncio.sleep(0.001)
+    await thunk.cancel_generation()
+    record = backend.generations[0]
+    assert thunk.is_computed() and thunk.value is not None and thunk.value.startswith("tok tok tok ")
+    assert record.cancel_requested_at is not None and record.cancelled_at is not None
+    assert record.cancelled and record.deltas_sent < 1000
+    sent = record.deltas_sent
+    await asyncio.sleep(0.02)
+    assert record.deltas_sent == sent
+    await thunk.cancel_generation()  # idempotent
+
+
+@pytest.mark.asyncio
+async def test_a_backend_error_keeps_the_text_and_surfaces_from_avalue_and_astream() -> None:
+    thunk = await streaming_thunk(["partial ", "text"], error=ConnectionError("dropped"))
+    with pytest.raises(ConnectionError):
+        await thunk.avalue()
+    assert thunk.is_computed() and thunk.value == "partial text"
+    assert isinstance(thunk.error, ConnectionError)
+    # astream hands over the text first, then raises.
+    fresh = await streaming_thunk(["partial ", "text"], error=ConnectionError("dropped"))
+    got = ""
+    with pytest.raises(ConnectionError):
+        while True:
+            got += await fresh.astream()
+    assert got == "partial text"
+
+
+@pytest.mark.asyncio
+async def test_non_streaming_generation_arrives_as_one_delta() -> None:
+    backend = ScriptedBackend(["a", "b"])
+    thunk, ctx = await backend.generate_from_context(CBlock("q"), SimpleContext())
+    assert await thunk.avalue() == "ab"
+    assert thunk.generation.deltas_received == 1
+    assert ctx.as_list()[-1] is thunk and len(ctx) == 2
+
+
+@pytest.mark.asyncio
+async def test_wait_for_all_mots_resolves_concurrently() -> None:
+    backends = [ScriptedBackend([f"t{i}"] * 5, delay=0.02) for i in range(3)]
+    thunks = [(await b.generate_from_context(CBlock("q"), SimpleContext(), model_options=STREAM))[0] for b in backends]
+    assert not any(t.is_computed() for t in thunks)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    values = await wait_for_all_mots(thunks)
+    elapsed = loop.time() - start
+    assert values == ["t0" * 5, "t1" * 5, "t2" * 5]
+    assert all(t.is_computed() for t in thunks)
+    assert elapsed < 3 * 5 * 0.02  # concurrent: well under the sum of the three (generous bound)
+
+
+def test_a_thunk_takes_a_source_or_a_value() -> None:
+    with pytest.raises(TypeError):
+        ModelOutputThunk()
+    with pytest.raises(TypeError):
+        ModelOutputThunk(Observable(), value="x")
+
+
+def test_scripted_backend_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="list of delta strings"):
+        ScriptedBackend("one string")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="delay"):
+        ScriptedBackend(["a"], delay=-1)
