@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
@@ -41,7 +41,9 @@ def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T
     (``aclose()``), so ``async with`` blocks inside an async generator exit.
     """
 
-    def subscribe(observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+    def subscribe(
+        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
         disposed = False
 
         async def pump() -> None:
@@ -81,7 +83,7 @@ def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T
     return Observable(subscribe)
 
 
-async def iterate(source: Observable[T]) -> AsyncIterator[T]:
+async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
     """Iterate over *source* from asyncio (single consumer).
 
     Items are buffered between reads; an ``on_error`` is raised after the items
@@ -131,7 +133,7 @@ async def iterate(source: Observable[T]) -> AsyncIterator[T]:
 class ReplayLog(Generic[T]):
     """Records a stream and replays it: late subscribers see everything, then follow live."""
 
-    __slots__ = ("items", "_observers", "_finished", "_error", "observable")
+    __slots__ = ("_error", "_finished", "_observers", "items", "observable")
 
     def __init__(self) -> None:
         self.items: list[T] = []

@@ -51,7 +51,7 @@ class Instruction:
         """The description, followed by one line per requirement."""
         lines = [self.description]
         rendered = [
-            req.format_for_llm()  # type: ignore[attr-defined]
+            req.format_for_llm()
             for req in self.requirements
             if hasattr(req, "format_for_llm")
         ]

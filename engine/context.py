@@ -22,7 +22,7 @@ class Context(ABC):
 
     def add(self, turn: Any) -> Context:
         """Return a new context with *turn* appended (a component or a thunk)."""
-        return self._with(self._turns + (turn,))
+        return self._with((*self._turns, turn))
 
     def as_list(self) -> list[Any]:
         """Every turn, oldest first."""

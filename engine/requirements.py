@@ -32,10 +32,8 @@ class PartialValidationResult:
 
     def __init__(self, success: Outcome, *, reason: str | None = None, score: float | None = None) -> None:
         if success not in _OUTCOMES:
-            raise ValueError(
-                f"PartialValidationResult takes 'pass', 'fail' or 'unknown', got {success!r}"
-            )
-        self.__attrs_init__(success, reason, score)  # type: ignore[attr-defined]
+            raise ValueError(f"PartialValidationResult takes 'pass', 'fail' or 'unknown', got {success!r}")
+        self.__attrs_init__(success, reason, score)
 
     @property
     def failed(self) -> bool:
@@ -52,7 +50,7 @@ class ValidationResult:
     score: float | None = None
 
     def __init__(self, result: bool, *, reason: str | None = None, score: float | None = None) -> None:
-        self.__attrs_init__(bool(result), reason, score)  # type: ignore[attr-defined]
+        self.__attrs_init__(bool(result), reason, score)
 
     def as_bool(self) -> bool:
         """The verdict as a bool."""

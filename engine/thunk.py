@@ -73,7 +73,9 @@ class ModelOutputThunk(Generic[T]):
         parsed_repr: T | None = None,
     ) -> None:
         if (source is None) == (value is None):
-            raise TypeError("ModelOutputThunk takes either a delta source or a computed value, not both or neither")
+            raise TypeError(
+                "ModelOutputThunk takes either a delta source or a computed value, not both or neither"
+            )
         self.generation = generation if generation is not None else GenerationInfo()
         self.parsed_repr: T | None = parsed_repr
         self._log: ReplayLog[str] = ReplayLog()

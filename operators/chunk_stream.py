@@ -24,7 +24,9 @@ def chunk(strategy: ChunkingStrategy | str = "sentence") -> Callable[[Observable
     resolved = resolve_chunking_strategy(strategy)
 
     def operator(source: Observable[str]) -> Observable[Chunk]:
-        def subscribe(observer: abc.ObserverBase[Chunk], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[Chunk], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             chunker = Chunker(resolved)
             upstream = SingleAssignmentDisposable()
 
@@ -48,7 +50,9 @@ def chunk(strategy: ChunkingStrategy | str = "sentence") -> Callable[[Observable
                     observer.on_next(c)
                 observer.on_completed()
 
-            upstream.disposable = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            upstream.disposable = source.subscribe(
+                on_next, observer.on_error, on_completed, scheduler=scheduler
+            )
             return upstream
 
         return Observable(subscribe)

@@ -38,7 +38,7 @@ class Chunker:
     ``ValueError`` naming it.
     """
 
-    __slots__ = ("strategy", "_pending", "_offset", "_count", "_flushed")
+    __slots__ = ("_count", "_flushed", "_offset", "_pending", "strategy")
 
     def __init__(self, strategy: ChunkingStrategy) -> None:
         self.strategy = strategy
@@ -82,7 +82,9 @@ class Chunker:
         for text in texts:
             start = pending.find(text, pos) if text else -1
             if start < 0:
-                problem = "an empty chunk" if not text else f"{_preview(text)}, which is not a verbatim substring"
+                problem = (
+                    "an empty chunk" if not text else f"{_preview(text)}, which is not a verbatim substring"
+                )
                 raise ValueError(
                     f"{self.strategy!r}.{method}() returned {problem} of the text it was given "
                     f"({_preview(pending)}) after the chunks before it. Chunks must be non-empty, "

@@ -32,7 +32,9 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
     """
 
     def operator(source: Observable[FinalItem]) -> Observable[StreamEvent]:
-        def subscribe(observer: abc.ObserverBase[StreamEvent], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[StreamEvent], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             failed = False
             emitted_end = 0
 
@@ -61,7 +63,9 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
 
             def on_completed() -> None:
                 text = received_text()
-                observer.on_next(CompletedEvent(success=not failed, full_text=text[:emitted_end] if failed else text))
+                observer.on_next(
+                    CompletedEvent(success=not failed, full_text=text[:emitted_end] if failed else text)
+                )
                 observer.on_completed()
 
             def on_error(exc: Exception) -> None:

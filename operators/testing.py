@@ -22,6 +22,7 @@ The laws, for any text and any slicing of it into deltas:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,9 +35,39 @@ __all__ = ["check_chunking_strategy", "check_laws", "slicings", "text_samples", 
 # Pieces of model-like output: words, every sentence-end form the built-ins know,
 # quotes, whitespace runs, paragraph breaks, multi-byte characters.
 _PIECES = [
-    "word", "The", "e.g.", "3.14", "x", "é", "漢字", "😀", "—", ",", ";", ":",
-    ".", "!", "?", "...", "?!", '"', "'", "\u201d", "\u2019", ")", "(",
-    " ", " ", " ", "  ", "\t", "\n", "\n\n", "\n\n\n", "\r\n", "\u00a0",
+    "word",
+    "The",
+    "e.g.",
+    "3.14",
+    "x",
+    "é",
+    "漢字",
+    "😀",
+    "—",
+    ",",
+    ";",
+    ":",
+    ".",
+    "!",
+    "?",
+    "...",
+    "?!",
+    '"',
+    "'",
+    "\u201d",
+    "\u2019",
+    ")",
+    "(",
+    " ",
+    " ",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\n\n",
+    "\n\n\n",
+    "\r\n",
+    "\u00a0",
 ]
 
 
@@ -53,13 +84,15 @@ def slicings(text: str) -> st.SearchStrategy[list[str]]:
 
     def cut(points: list[int]) -> list[str]:
         bounds = [0, *sorted(points), len(text)]
-        return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        return [text[a:b] for a, b in pairwise(bounds)]
 
     return cuts.map(cut)
 
 
 @st.composite
-def texts_with_slicings(draw: st.DrawFn, texts: st.SearchStrategy[str] | None = None) -> tuple[str, list[str]]:
+def texts_with_slicings(
+    draw: st.DrawFn, texts: st.SearchStrategy[str] | None = None
+) -> tuple[str, list[str]]:
     """A text and one slicing of it into deltas."""
     text = draw(texts if texts is not None else text_samples())
     return text, draw(slicings(text))
@@ -114,12 +147,13 @@ def check_laws(
     for c in one_pass:
         assert text[c.start : c.end] == c.text, f"offset law: chunk {c!r} does not match text[start:end]"
     if require_coverage:
-        covered = set()
+        covered: set[int] = set()
         for c in one_pass:
             covered.update(range(c.start, c.end))
         missing = [i for i, ch in enumerate(text) if not ch.isspace() and i not in covered]
         assert not missing, (
-            f"coverage law: {strategy!r} never released {text[missing[0]]!r} at offset {missing[0]} of {text!r}"
+            f"coverage law: {strategy!r} never released {text[missing[0]]!r} "
+            f"at offset {missing[0]} of {text!r}"
         )
 
 

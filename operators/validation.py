@@ -90,7 +90,7 @@ def validate(
 
     def operator(source: Observable[Chunk]) -> Observable[ChunkVerdict]:
         if not reqs:
-            return source.pipe(ops.map(lambda c: ChunkVerdict(c, (), ())))
+            return source.pipe(ops.map(_unchecked))
 
         def subscribe(
             observer: abc.ObserverBase[ChunkVerdict], scheduler: abc.SchedulerBase | None = None
@@ -118,7 +118,10 @@ def validate(
                             return
                         if not verdict.passed:
                             failed = True
+                            # Later chunks are dropped; the upstream's end still passes.
+                            ends = [i for i in queue if isinstance(i, _End)]
                             queue.clear()
+                            queue.extend(ends)
                         observer.on_next(verdict)
                 except Exception as exc:
                     if not stopped:
@@ -158,6 +161,10 @@ def validate(
     return operator
 
 
+def _unchecked(chunk: Chunk) -> ChunkVerdict:
+    return ChunkVerdict(chunk, (), ())
+
+
 async def _check(chunk: Chunk, reqs: tuple[Requirement, ...], backend: Any, ctx: Context) -> ChunkVerdict:
     """Run every requirement on *chunk* in parallel; decide at the first "fail" or error."""
     loop = asyncio.get_running_loop()
@@ -188,7 +195,9 @@ async def _check(chunk: Chunk, reqs: tuple[Requirement, ...], backend: Any, ctx:
             results.append(CANCELLED)
         elif task.cancelled():
             await _settle(pending)
-            raise RuntimeError(f"{req!r}.stream_validate() was cancelled from inside; it must return a result")
+            raise RuntimeError(
+                f"{req!r}.stream_validate() was cancelled from inside; it must return a result"
+            )
         elif (exc := task.exception()) is not None:
             # Siblings finish cancelling before the error propagates: nothing keeps running.
             await _settle(pending)
@@ -230,7 +239,9 @@ def final_validation(
     reqs = tuple(requirements)
 
     def operator(source: Observable[ChunkVerdict]) -> Observable[FinalItem]:
-        def subscribe(observer: abc.ObserverBase[FinalItem], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[FinalItem], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             failed = False
             task: asyncio.Task[None] | None = None
 
@@ -265,7 +276,9 @@ def final_validation(
                     task.cancel()
 
             upstream = SingleAssignmentDisposable()
-            upstream.disposable = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            upstream.disposable = source.subscribe(
+                on_next, observer.on_error, on_completed, scheduler=scheduler
+            )
             return Disposable(dispose)
 
         return Observable(subscribe)
@@ -273,7 +286,9 @@ def final_validation(
     return operator
 
 
-async def _validate_all(reqs: tuple[Requirement, ...], backend: Any, ctx: Context) -> tuple[ValidationResult, ...]:
+async def _validate_all(
+    reqs: tuple[Requirement, ...], backend: Any, ctx: Context
+) -> tuple[ValidationResult, ...]:
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(req.validate(backend, ctx)) for req in reqs]

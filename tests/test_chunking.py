@@ -69,7 +69,11 @@ def test_word_chunking(text: str, chunks: list[str], tail: list[str]) -> None:
 @pytest.mark.parametrize(
     ("text", "chunks", "tail"),
     [
-        ("First para.\n\nSecond\nstill second.\n\n\nThird", ["First para.", "Second\nstill second."], ["Third"]),
+        (
+            "First para.\n\nSecond\nstill second.\n\n\nThird",
+            ["First para.", "Second\nstill second."],
+            ["Third"],
+        ),
         ("\n\nLeading break\n\n", ["Leading break"], []),
         ("Only one\n", [], ["Only one\n"]),  # the tail is released byte for byte
         ("A\r\n\r\nB", [], ["A\r\n\r\nB"]),  # CRLF breaks are not paragraph breaks (as in Mellea)
@@ -132,7 +136,9 @@ class Empty(ChunkingStrategy):
         return [""] if accumulated_text else []
 
 
-@pytest.mark.parametrize(("strategy", "problem"), [(Inventing(), "not a verbatim substring"), (Empty(), "empty chunk")])
+@pytest.mark.parametrize(
+    ("strategy", "problem"), [(Inventing(), "not a verbatim substring"), (Empty(), "empty chunk")]
+)
 def test_chunker_rejects_a_strategy_that_breaks_the_rules_and_names_it(
     strategy: ChunkingStrategy, problem: str
 ) -> None:

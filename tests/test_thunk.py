@@ -54,6 +54,10 @@ async def test_from_async_iterable_is_cold_and_lazy() -> None:
     observable = from_async_iterable(source.run)
     await asyncio.sleep(0)
     assert not source.started  # nothing runs until someone subscribes
+    done = asyncio.Event()
+    observable.subscribe(on_completed=done.set)
+    await asyncio.wait_for(done.wait(), 5)
+    assert source.started and source.closed
 
 
 @pytest.mark.asyncio
@@ -252,7 +256,10 @@ async def test_non_streaming_generation_arrives_as_one_delta() -> None:
 @pytest.mark.asyncio
 async def test_wait_for_all_mots_resolves_concurrently() -> None:
     backends = [ScriptedBackend([f"t{i}"] * 5, delay=0.02) for i in range(3)]
-    thunks = [(await b.generate_from_context(CBlock("q"), SimpleContext(), model_options=STREAM))[0] for b in backends]
+    thunks = [
+        (await b.generate_from_context(CBlock("q"), SimpleContext(), model_options=STREAM))[0]
+        for b in backends
+    ]
     assert not any(t.is_computed() for t in thunks)
     loop = asyncio.get_running_loop()
     start = loop.time()
