@@ -169,7 +169,13 @@ def check_chunking_strategy(
     Raises hypothesis' falsifying example with the law's ``AssertionError`` if one fails.
     """
 
-    @settings(max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    # One falsifying example, the simplest, rather than a group of them.
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        report_multiple_bugs=False,
+    )
     @given(texts_with_slicings(texts))
     def laws_hold(example: tuple[str, list[str]]) -> None:
         text, deltas = example

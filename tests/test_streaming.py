@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -450,3 +451,21 @@ async def test_plain_cblock_action_and_thousands_of_deltas() -> None:
     chunks = [c async for c in result.astream()]
     await result.acomplete()
     assert chunks == ["Tick."] * 2000 and result.full_text == text
+
+
+@pytest.mark.asyncio
+async def test_cancel_reaches_the_source_at_once_not_at_the_next_token() -> None:
+    verdict_at: list[float] = []
+
+    class FailsFirst(Requirement):
+        async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+            verdict_at.append(time.perf_counter())
+            return PartialValidationResult("fail")
+
+    # One token every 2 s: a cancel that waited for the next token would take ~2 s.
+    backend = ScriptedBackend(["Done. ", "never ", "sent. "], delay=2.0)
+    result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[FailsFirst()])
+    await asyncio.wait_for(result.acomplete(), 10)
+    record = backend.generations[0]
+    assert record.cancelled_at is not None and record.deltas_sent == 1
+    assert record.cancelled_at - verdict_at[0] < 1.0  # generous: measured in microseconds by benchmarks/
