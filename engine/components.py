@@ -6,6 +6,7 @@ Components are immutable attrs values. Anything with ``format_for_llm() -> str``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
@@ -36,6 +37,10 @@ class CBlock:
         return self.value
 
 
+def _as_tuple(items: Iterable[object]) -> tuple[object, ...]:
+    return tuple(items)
+
+
 @attrs.frozen
 class Instruction:
     """An instruction to the model, with the requirements its output should meet.
@@ -45,16 +50,12 @@ class Instruction:
     """
 
     description: str
-    requirements: tuple[object, ...] = attrs.field(default=(), converter=tuple)
+    requirements: tuple[object, ...] = attrs.field(default=(), converter=_as_tuple)
 
     def format_for_llm(self) -> str:
         """The description, followed by one line per requirement."""
         lines = [self.description]
-        rendered = [
-            req.format_for_llm()
-            for req in self.requirements
-            if hasattr(req, "format_for_llm")
-        ]
+        rendered = [req.format_for_llm() for req in self.requirements if hasattr(req, "format_for_llm")]
         rendered = [r for r in rendered if r]
         if rendered:
             lines.append("")
