@@ -1,6 +1,43 @@
 """Token sources: the ``Backend`` protocol and its implementations."""
 
-from engine.backend import Backend
+from backends.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendProtocolError,
+    BackendStatusError,
+    BackendTimeoutError,
+    BackendUnreachableError,
+    BadRequestError,
+    ConnectTimeoutError,
+    IdleTimeoutError,
+    IncompleteStreamError,
+    MalformedStreamError,
+    ModelNotFoundError,
+    RateLimitError,
+    ServerError,
+)
+from backends.ollama import OllamaBackend
+from backends.openai import OpenAIBackend
 from backends.scripted import ScriptedBackend
+from engine.backend import Backend
 
-__all__ = ["Backend", "ScriptedBackend"]
+__all__ = [
+    "AuthenticationError",
+    "Backend",
+    "BackendError",
+    "BackendProtocolError",
+    "BackendStatusError",
+    "BackendTimeoutError",
+    "BackendUnreachableError",
+    "BadRequestError",
+    "ConnectTimeoutError",
+    "IdleTimeoutError",
+    "IncompleteStreamError",
+    "MalformedStreamError",
+    "ModelNotFoundError",
+    "OllamaBackend",
+    "OpenAIBackend",
+    "RateLimitError",
+    "ScriptedBackend",
+    "ServerError",
+]

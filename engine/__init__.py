@@ -13,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from engine.backend import Backend
+from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
 from engine.components import CBlock, Component, Instruction, Message
 from engine.context import ChatContext, Context, SimpleContext
 from engine.events import (
@@ -30,12 +31,30 @@ from engine.requirements import PartialValidationResult, Requirement, Validation
 from engine.thunk import GenerationInfo, ModelOutputThunk, wait_for_all_mots
 
 if TYPE_CHECKING:
+    from engine.genslot import GenerativeOutputError, generative
+    from engine.sampling import (
+        RejectionSamplingStrategy,
+        RepairTemplateStrategy,
+        SamplingAttempt,
+        SamplingResult,
+        SamplingStrategy,
+    )
+    from engine.session import Session, start_session
     from engine.streaming import StreamChunkingResult, stream_with_chunking
 
 # Public name -> module that defines it, for the names loaded on first use.
 _LAZY = {
     "StreamChunkingResult": "engine.streaming",
     "stream_with_chunking": "engine.streaming",
+    "Session": "engine.session",
+    "start_session": "engine.session",
+    "generative": "engine.genslot",
+    "GenerativeOutputError": "engine.genslot",
+    "SamplingStrategy": "engine.sampling",
+    "RejectionSamplingStrategy": "engine.sampling",
+    "RepairTemplateStrategy": "engine.sampling",
+    "SamplingResult": "engine.sampling",
+    "SamplingAttempt": "engine.sampling",
 }
 
 
@@ -59,19 +78,35 @@ __all__ = [
     "ErrorEvent",
     "FullValidationEvent",
     "GenerationInfo",
+    "GenerativeOutputError",
     "Instruction",
     "Message",
     "ModelOption",
     "ModelOutputThunk",
     "PartialValidationResult",
     "QuickCheckEvent",
+    "RejectionSamplingStrategy",
+    "RepairTemplateStrategy",
     "Requirement",
     "RetryEvent",
+    "SamplingAttempt",
+    "SamplingResult",
+    "SamplingStrategy",
+    "Session",
     "SimpleContext",
     "StreamChunkingResult",
     "StreamEvent",
     "StreamingDoneEvent",
     "ValidationResult",
+    "generative",
+    "start_session",
     "stream_with_chunking",
     "wait_for_all_mots",
+    # Ready-made requirements (engine.checks).
+    "ForbiddenWords",
+    "MaxCharacters",
+    "MaxSentences",
+    "MaxWords",
+    "MustNotMatch",
+    "req",
 ]

@@ -1,0 +1,237 @@
+"""``OllamaBackend``: Ollama's ``POST /api/chat``, streaming (NDJSON) or not.
+
+Wire format (Ollama ``docs/api.md``): the request is
+``{"model", "messages", "stream", "options", ...}``; a streaming answer is one JSON
+object per line, ``{"message": {"role": "assistant", "content": "..."}, "done": false}``,
+ending with a ``"done": true`` object that carries ``done_reason``,
+``prompt_eval_count``, ``eval_count`` and the durations; a non-streaming answer is
+that final object with the whole message. Errors are ``{"error": "..."}``, as the
+body of an error status or as a line inside a stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
+from backends.sse import LineSplitter, LineTooLongError
+from engine.context import Context
+from engine.options import ModelOption
+from engine.thunk import GenerationInfo
+
+__all__ = ["OllamaBackend", "ollama_base_url"]
+
+logger = logging.getLogger("backends.ollama")
+
+DEFAULT_PORT = 11434
+
+_OPTIONS = {
+    ModelOption.TEMPERATURE: "temperature",
+    ModelOption.MAX_NEW_TOKENS: "num_predict",
+    ModelOption.SEED: "seed",
+}
+_TOP_LEVEL = frozenset({"format", "keep_alive", "think", "tools"})
+"""Non-sentinel keys that are request fields rather than entries of ``options``."""
+
+_DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+
+
+def ollama_base_url(value: str | None = None) -> str:
+    """The server URL for an ``OLLAMA_HOST``-style *value*, read the way Ollama's client reads it.
+
+    ``"host"``, ``"host:port"``, ``":port"``, ``"http://host:port"`` and ``"https://host"``
+    all work; without a scheme the default is ``http`` and port 11434; empty or
+    ``None`` means ``http://127.0.0.1:11434``.
+    """
+    text = (value or "").strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest, default_port = "http", text, DEFAULT_PORT
+    else:
+        default_port = 443 if scheme == "https" else 80
+    hostport, _, path = rest.partition("/")
+    parts = urlsplit(f"//{hostport}")
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ValueError(
+            f"OLLAMA_HOST={value!r} has an invalid port; use host:port, e.g. 127.0.0.1:11434"
+        ) from None
+    if ":" in host:
+        host = f"[{host}]"
+    base = f"{scheme}://{host}:{port}"
+    return f"{base}/{path.strip('/')}" if path.strip("/") else base
+
+
+class OllamaBackend(HttpBackend):
+    """Generates with a model served by Ollama.
+
+    *base_url* defaults to ``OLLAMA_HOST``, else ``http://localhost:11434``.
+    *model_options* are defaults merged under each call's options:
+    ``ModelOption.TEMPERATURE``, ``MAX_NEW_TOKENS`` (``num_predict``) and ``SEED`` map
+    to Ollama options, ``SYSTEM_PROMPT`` becomes a system message, and any other
+    (non-sentinel) key passes through: into ``options`` (``top_k``, ``num_ctx``, ...)
+    or, for ``format``, ``keep_alive``, ``think`` and ``tools``, into the request.
+    See :class:`~backends._http.HttpBackend` for the timeouts and pooling.
+    """
+
+    provider = "ollama"
+    provider_name = "Ollama"
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        base_url: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
+        connect_timeout: float | None = 10.0,
+        idle_timeout: float | None = 300.0,
+        max_connections: int | None = None,
+    ) -> None:
+        if base_url is None:
+            base_url = ollama_base_url(os.environ.get("OLLAMA_HOST"))
+        super().__init__(
+            model_id,
+            base_url=base_url,
+            model_options=model_options,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
+        )
+
+    def _request(
+        self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": chat_messages(action, ctx, options.get(ModelOption.SYSTEM_PROMPT)),
+            "stream": stream,
+        }
+        ollama_options: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in _OPTIONS:
+                if value is not None:
+                    ollama_options[_OPTIONS[key]] = value
+            elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
+                continue
+            elif key.startswith("@@@"):
+                logger.debug("OllamaBackend ignores model option %s", key)
+            elif key in _TOP_LEVEL:
+                body[key] = value
+            else:
+                ollama_options[key] = value
+        if ollama_options:
+            body["options"] = ollama_options
+        if format is not None:
+            body["format"] = json_schema_for(format)
+        return f"{self.base_url}/api/chat", body
+
+    def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
+        return _OllamaParser(self, url, generation, stream)
+
+    def hint_unreachable(self) -> str:
+        """Tell the user to start Ollama or point the backend elsewhere."""
+        return (
+            "Is `ollama serve` running? Set OLLAMA_HOST or pass base_url= to use another server, "
+            "or use ScriptedBackend to run without one."
+        )
+
+    def hint_model_not_found(self) -> str:
+        """Tell the user to pull the model."""
+        return f"Run `ollama pull {self.model_id}` (or `ollama list` to see the models you have)."
+
+    def hint_auth(self) -> str:
+        """Ollama has no keys: a proxy in front of it refused the request."""
+        return (
+            "Ollama itself needs no key: a proxy in front of it refused the request; check its credentials."
+        )
+
+    def is_model_not_found(self, status: int, server_message: str) -> bool:
+        """Ollama answers 404 ``model "x" not found, try pulling it first``."""
+        lowered = server_message.lower()
+        return status == 404 and "model" in lowered and "not found" in lowered
+
+
+class _OllamaParser(StreamParser):
+    def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
+        super().__init__(backend, url, generation)
+        self.stream = stream
+        self.lines = LineSplitter()
+        self.body = bytearray()
+
+    def _feed(self, data: bytes) -> Iterator[str]:
+        if not self.stream:
+            self.body += data
+            return
+        try:
+            lines = self.lines.feed(data)
+        except LineTooLongError as exc:
+            raise self.malformed(f"a line longer than {exc.limit} bytes", exc.head) from None
+        for line in lines:
+            yield self._line(line)
+
+    def _close(self) -> Iterator[str]:
+        if not self.stream:
+            if not self.body.strip():
+                raise self.incomplete("sent an empty body")
+            yield self._line(bytes(self.body))
+            if not self.done:
+                raise self.incomplete("sent a response without `done: true`")
+            return
+        rest = self.lines.close()
+        if rest is not None:
+            yield self._line(rest)
+        if not self.done:
+            raise self.incomplete("ended the stream")
+
+    def _line(self, line: bytes) -> str:
+        if not line.strip():
+            return ""
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise self.malformed("a line that is not JSON", line) from None
+        if not isinstance(obj, dict):
+            raise self.malformed("a line that is not a JSON object", line)
+        if "error" in obj:
+            raise self.stream_error(str(obj["error"]))
+        if self.done:
+            return ""  # nothing follows the final object
+        self.frames += 1
+        message = obj.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is not None and not isinstance(content, str):
+            raise self.malformed("a message whose content is not a string", line)
+        if isinstance(message, dict) and isinstance(message.get("thinking"), str):
+            self.generation.extra["thinking"] = (
+                self.generation.extra.get("thinking", "") + message["thinking"]
+            )
+        if obj.get("done") is True:
+            self.done = True
+            self._finish(obj)
+        elif "done" not in obj and message is None:
+            raise self.malformed("a line that is neither a message nor the final object", line)
+        return content or ""
+
+    def _finish(self, obj: dict[str, Any]) -> None:
+        generation = self.generation
+        generation.done_reason = str(obj.get("done_reason") or "stop")
+        usage = generation.usage
+        for key, alias in (("prompt_eval_count", "prompt_tokens"), ("eval_count", "completion_tokens")):
+            value = obj.get(key)
+            if isinstance(value, int):
+                usage[key] = value
+                usage[alias] = value
+        if "prompt_tokens" in usage and "completion_tokens" in usage:
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        for key in _DURATIONS:
+            if isinstance(obj.get(key), int):
+                generation.extra[key] = obj[key]
+        if isinstance(obj.get("model"), str):
+            generation.extra["response_model"] = obj["model"]

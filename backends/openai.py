@@ -1,0 +1,266 @@
+"""``OpenAIBackend``: ``POST {base_url}/chat/completions`` on any OpenAI-compatible server.
+
+Works with OpenAI, vLLM, llama.cpp's server (and llama-cpp-python's), LM Studio and
+others. Streaming requests send ``stream: true`` with
+``stream_options: {"include_usage": true}`` and read server-sent events
+(:class:`~backends.sse.SSEDecoder`): each ``data:`` event is a
+``chat.completion.chunk`` whose ``choices[0].delta.content`` is the next delta; the
+chunk with ``finish_reason`` gives the done reason; with ``include_usage`` a last
+chunk with empty ``choices`` carries ``usage``; ``data: [DONE]`` ends the stream
+(without it the stream is incomplete). Errors are ``{"error": {"message": ...}}``.
+
+The API key (argument, else ``OPENAI_API_KEY``) is sent as a bearer token only; it
+never appears in ``repr()``, log records or error messages (server text that echoes
+it is redacted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
+from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
+from engine.context import Context
+from engine.options import ModelOption
+from engine.thunk import GenerationInfo
+
+__all__ = ["OpenAIBackend"]
+
+logger = logging.getLogger("backends.openai")
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_OPTIONS = {
+    ModelOption.TEMPERATURE: "temperature",
+    ModelOption.MAX_NEW_TOKENS: "max_tokens",
+    ModelOption.SEED: "seed",
+}
+
+
+class OpenAIBackend(HttpBackend):
+    """Generates with an OpenAI-compatible chat-completions server.
+
+    *base_url* is the API root including its version path (``http://127.0.0.1:8000/v1``);
+    it defaults to ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1``. *api_key*
+    defaults to ``OPENAI_API_KEY``; local servers usually need none.
+    ``ModelOption.TEMPERATURE``, ``MAX_NEW_TOKENS`` (``max_tokens``) and ``SEED`` map to
+    request fields, ``SYSTEM_PROMPT`` becomes a system message, and other non-sentinel
+    keys (``top_p``, ``stop``, ``logit_bias``, ...) pass through into the request.
+    ``include_usage=False`` leaves out ``stream_options`` for servers that reject it.
+    See :class:`~backends._http.HttpBackend` for the timeouts and pooling.
+    """
+
+    provider = "openai"
+    provider_name = "OpenAI-compatible server"
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
+        include_usage: bool = True,
+        connect_timeout: float | None = 10.0,
+        idle_timeout: float | None = 300.0,
+        max_connections: int | None = None,
+    ) -> None:
+        if base_url is None:
+            base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        super().__init__(
+            model_id,
+            base_url=base_url,
+            model_options=model_options,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
+        )
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        self.include_usage = include_usage
+
+    @property
+    def has_api_key(self) -> bool:
+        """Whether requests carry an API key (the key itself is not readable through the API)."""
+        return bool(self._api_key)
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        headers = super()._headers(stream)
+        headers["Accept"] = "text/event-stream" if stream else "application/json"
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def redact(self, text: str) -> str:
+        """*text* with the API key replaced by ``***``."""
+        key = self._api_key
+        return text.replace(key, "***") if key else text
+
+    def _request(
+        self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": chat_messages(action, ctx, options.get(ModelOption.SYSTEM_PROMPT)),
+            "stream": stream,
+        }
+        if stream and self.include_usage:
+            body["stream_options"] = {"include_usage": True}
+        for key, value in options.items():
+            if key in _OPTIONS:
+                if value is not None:
+                    body[_OPTIONS[key]] = value
+            elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
+                continue
+            elif key.startswith("@@@"):
+                logger.debug("OpenAIBackend ignores model option %s", key)
+            else:
+                body[key] = value
+        if format is not None:
+            name = getattr(format, "__name__", "output")
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": json_schema_for(format)},
+            }
+        return f"{self.base_url}/chat/completions", body
+
+    def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
+        return _OpenAIParser(self, url, generation, stream)
+
+    def hint_unreachable(self) -> str:
+        """Tell the user to start the server or fix base_url."""
+        return (
+            f"Is the server running and serving the OpenAI API under {self.base_url}? "
+            f"Pass base_url= (including the /v1 path) or set OPENAI_BASE_URL."
+        )
+
+    def hint_model_not_found(self) -> str:
+        """Tell the user how to list the models."""
+        return f"Check the model name {self.model_id!r}: GET {self.base_url}/models lists the ones served."
+
+    def hint_auth(self) -> str:
+        """Tell the user where the key comes from."""
+        state = "was sent" if self._api_key else "was not set"
+        return f"The API key {state}: pass api_key= or set OPENAI_API_KEY to a key valid for this server."
+
+    def hint_wire_format(self) -> str:
+        """Name the endpoint the base URL should serve."""
+        return (
+            f"Check that {self.base_url}/chat/completions is an OpenAI-compatible endpoint "
+            f"(base_url usually ends in /v1)."
+        )
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"OpenAIBackend({self.model_id!r}, base_url={self.base_url!r}, api_key=<{key}>)"
+
+
+class _OpenAIParser(StreamParser):
+    def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
+        super().__init__(backend, url, generation)
+        self.stream = stream
+        self.events = SSEDecoder()
+        self.body = bytearray()
+
+    def _feed(self, data: bytes) -> Iterator[str]:
+        if not self.stream:
+            self.body += data
+            return
+        try:
+            events = self.events.feed(data)
+        except LineTooLongError as exc:
+            raise self.malformed(f"a line longer than {exc.limit} bytes", exc.head) from None
+        for event in events:
+            yield self._event(event)
+
+    def _close(self) -> Iterator[str]:
+        if not self.stream:
+            yield from self._whole(bytes(self.body))
+            return
+        for event in self.events.close():
+            yield self._event(event)
+        if not self.done:
+            raise self.incomplete("ended the stream without `data: [DONE]`")
+
+    def _event(self, event: SSEEvent) -> str:
+        if self.done:
+            return ""
+        data = event.data
+        if event.event == "error":
+            raise self.stream_error(_error_message(data))
+        self.frames += 1
+        if data.strip() == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise self.malformed("an event whose data is not JSON", data) from None
+        if not isinstance(obj, dict):
+            raise self.malformed("an event whose data is not a JSON object", data)
+        if obj.get("error") is not None:
+            raise self.stream_error(_error_message(data))
+        self._usage(obj)
+        choices = obj.get("choices")
+        if choices is None:
+            return ""
+        if not isinstance(choices, list):
+            raise self.malformed("a chunk whose choices are not a list", data)
+        text = ""
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content is not None and not isinstance(content, str):
+                raise self.malformed("a delta whose content is not a string", data)
+            text += content or ""
+            if choice.get("finish_reason"):
+                self.generation.done_reason = str(choice["finish_reason"])
+        return text
+
+    def _whole(self, body: bytes) -> list[str]:
+        if not body.strip():
+            raise self.incomplete("sent an empty body")
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise self.malformed("a response that is not JSON", body) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list) or not obj["choices"]:
+            raise self.malformed("a response without choices", body)
+        choice = obj["choices"][0]
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is not None and not isinstance(content, str):
+            raise self.malformed("a message whose content is not a string", body)
+        self.frames += 1
+        self.done = True
+        self.generation.done_reason = str(choice.get("finish_reason") or "stop")
+        self._usage(obj)
+        return [content] if content else []
+
+    def _usage(self, obj: dict[str, Any]) -> None:
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                if isinstance(usage.get(key), int):
+                    self.generation.usage[key] = usage[key]
+        if isinstance(obj.get("model"), str):
+            self.generation.extra["response_model"] = obj["model"]
+
+
+def _error_message(data: str) -> str:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return data
+    if isinstance(obj, dict):
+        error = obj.get("error", obj)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return data

@@ -1,0 +1,151 @@
+"""Fan-out: 1,000 and 5,000 concurrent streams on one event loop, three requirements each.
+
+Every stream is a full pipeline run (``ScriptedBackend``, one loop turn per delta,
+sentence chunking, three no-op requirements, events consumed), all started at once
+with ``asyncio.gather``. Each measurement runs in a fresh child process, so its
+peak resident memory (``ru_maxrss``) belongs to that run alone: memory per stream
+is (peak RSS - RSS before the streams started) / streams. One more child per size
+runs under ``tracemalloc`` (slower, so it is not timed) for the peak of Python
+allocations per stream.
+
+Run: ``python benchmarks/fanout.py [--quick] [--out PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from _harness import make_text, parse_args, run_async, split_deltas, summarize, write_result
+
+STREAMS = (1_000, 5_000)
+QUICK_STREAMS = (50, 200)
+CHARS_PER_STREAM = 500
+DELTA_SIZE = 4
+
+COLUMNS = [
+    ("streams", "streams"),
+    ("runs", "runs"),
+    ("errors", "errors"),
+    ("wall_s", "wall time (s)"),
+    ("deltas_per_s", "deltas/s (all streams)"),
+    ("rss_kib_per_stream", "peak RSS per stream (KiB)"),
+    ("traced_kib_per_stream", "peak Python heap per stream (KiB)"),
+]
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+async def _worker(streams: int, chars: int, trace: bool) -> dict[str, Any]:
+    # Imported here: the parent process only orchestrates.
+    from _ours import NoOpRequirement, run_ours
+
+    deltas = split_deltas(make_text(chars), DELTA_SIZE)
+    requirements = [NoOpRequirement() for _ in range(3)]
+    rss_before = _rss_kib()
+    if trace:
+        tracemalloc.start()
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(run_ours(deltas, requirements) for _ in range(streams)), return_exceptions=True
+    )
+    wall = time.perf_counter() - start
+    traced_peak = tracemalloc.get_traced_memory()[1] if trace else 0
+    errors = [r for r in results if isinstance(r, BaseException)]
+    incomplete = sum(1 for r in results if not isinstance(r, BaseException) and not r[2])
+    return {
+        "streams": streams,
+        "deltas": streams * len(deltas),
+        "wall_s": wall,
+        "errors": len(errors) + incomplete,
+        "first_error": repr(errors[0]) if errors else None,
+        "rss_before_kib": rss_before,
+        "rss_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "traced_peak_bytes": traced_peak,
+    }
+
+
+def run_child(streams: int, chars: int, trace: bool) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its JSON line."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(streams), "--chars", str(chars)]
+    if trace:
+        cmd.append("--trace")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fan-out child {cmd} failed with exit code {proc.returncode}:\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(streams: int, chars: int, repeats: int) -> dict[str, Any]:
+    """*repeats* timed children and one traced child for one stream count."""
+    runs = [run_child(streams, chars, trace=False) for _ in range(repeats)]
+    traced = run_child(streams, chars, trace=True)
+    errors = sum(r["errors"] for r in runs) + traced["errors"]
+    return {
+        "streams": streams,
+        "chars_per_stream": chars,
+        "runs": repeats,
+        "errors": errors,
+        "first_error": next((r["first_error"] for r in [*runs, traced] if r["first_error"]), None),
+        "wall_s": summarize([r["wall_s"] for r in runs]),
+        "deltas_per_s": summarize([r["deltas"] / r["wall_s"] for r in runs]),
+        "rss_kib_per_stream": summarize([(r["rss_peak_kib"] - r["rss_before_kib"]) / streams for r in runs]),
+        "traced_kib_per_stream": traced["traced_peak_bytes"] / 1024 / streams,
+        "deltas_per_stream": runs[0]["deltas"] // streams,
+    }
+
+
+def main(args: argparse.Namespace) -> None:
+    sizes = QUICK_STREAMS if args.quick else STREAMS
+    chars = 200 if args.quick else CHARS_PER_STREAM
+    repeats = 1 if args.quick else 3
+    rows = [measure(n, chars, repeats) for n in sizes]
+    write_result(
+        "fanout",
+        title="Fan-out: concurrent streams on one loop",
+        columns=COLUMNS,
+        rows=rows,
+        params={
+            "streams": list(sizes),
+            "chars_per_stream": chars,
+            "delta_chars": DELTA_SIZE,
+            "requirements": 3,
+        },
+        notes=[
+            f"Each stream: {chars:,} characters in {DELTA_SIZE}-character deltas, sentence chunking, three "
+            "no-op requirements, events consumed; all streams started at once on one loop, no pacing. "
+            "Median [min, max] over runs, each in a fresh process.",
+            "Peak RSS per stream: (ru_maxrss - RSS before the streams) / streams. Peak Python heap: "
+            "tracemalloc peak / streams, from one separate untimed run.",
+            "Target (issue 5): 5,000 concurrent streams without error.",
+        ],
+        quick=args.quick,
+        out=args.out,
+    )
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--worker", type=int, required=True)
+        parser.add_argument("--chars", type=int, required=True)
+        parser.add_argument("--trace", action="store_true")
+        worker_args = parser.parse_args()
+        outcome = run_async(lambda: _worker(worker_args.worker, worker_args.chars, worker_args.trace))
+        print(json.dumps(outcome))
+    else:
+        main(parse_args(__doc__ or ""))

@@ -1,0 +1,435 @@
+"""Ready-made requirements: the checks users reach for first.
+
+Each is a :class:`~engine.requirements.Requirement` that answers twice: per chunk
+while the output streams (``stream_validate``: ``"fail"`` as soon as the output can
+no longer pass, so the generation is cancelled early), and once on the whole output
+after a natural end (``validate``)::
+
+    from engine.checks import ForbiddenWords, MaxSentences, req
+
+    requirements = [
+        MaxSentences(3),
+        ForbiddenWords(["guarantee", "risk-free"]),
+        req("No chunk shouts", lambda chunk: not chunk.isupper()),
+    ]
+
+The checks count across chunks, so they give the same verdict whatever the chunking
+(sentence, word, paragraph or your own). A chunk boundary counts as whitespace: the
+built-in chunkers cut at whitespace and drop it, so ``"Hello."`` then ``"World."`` are
+two sentences and ``"new"`` then ``"york"`` contain the phrase "new york". A custom
+chunker that cuts inside words makes the streaming counts approximate; the final
+``validate`` always judges the exact whole output. The engine copies requirements
+(``copy.copy``) before every run, so the running counts start from zero each run;
+they are kept in immutable values that are reassigned, never mutated, so a copy
+never shares state with its original.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+
+if TYPE_CHECKING:
+    from engine.backend import Backend
+    from engine.context import Context
+
+__all__ = [
+    "ChunkCheck",
+    "ForbiddenWords",
+    "MaxCharacters",
+    "MaxSentences",
+    "MaxWords",
+    "MustNotMatch",
+    "count_sentences",
+    "req",
+]
+
+# A sentence ends at a run of terminal punctuation, optionally followed by closing
+# quotes or brackets, that is followed by whitespace (or, for a finished text, the end).
+# (The same rule as operators.SentenceChunking, so the counts agree with its chunks.)
+_WHITESPACE = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)]?(?=\s)")
+
+
+def _split_sentences(text: str) -> tuple[int, str]:
+    """Count the sentences of *text* that are known to be complete; return it and the rest.
+
+    The rest (the open tail) may be empty, whitespace, or the start of the next sentence.
+    """
+    count = 0
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        if text[start : match.start()].strip():
+            count += 1
+            start = match.end()
+    return count, text[start:]
+
+
+def count_sentences(text: str) -> int:
+    """Count the sentences in a finished *text*.
+
+    A sentence ends at ``.``, ``!`` or ``?`` (runs such as ``?!`` or ``...`` count once;
+    a closing quote or parenthesis belongs to the sentence) followed by whitespace or the end
+    of the text; trailing text without terminal punctuation counts as one more sentence.
+    It is a heuristic: an abbreviation such as ``e.g.`` followed by a space ends a sentence.
+    """
+    count, tail = _split_sentences(text)
+    return count + (1 if tail.strip() else 0)
+
+
+def _require_limit(name: str, limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"{name} takes a limit that is a whole number >= 0, got {limit!r}")
+    return limit
+
+
+async def _output_text(req: Requirement, ctx: Context) -> str:
+    """The newest model output in *ctx*, as text (what ``validate`` judges)."""
+    output = ctx.last_output()
+    if output is None:
+        raise ValueError(
+            f"{type(req).__name__}.validate found no model output in the context; "
+            "pass the context returned by generate_from_context (it ends with the output)"
+        )
+    text: str = await output.avalue()
+    return text
+
+
+class _CountingCheck(Requirement):
+    """Shared shape of the "at most *limit* units" checks."""
+
+    unit: str = "unit"
+    """The singular name of what is counted; ``_n`` makes the plural."""
+
+    def __init__(self, limit: int, rule: str) -> None:
+        self.limit = _require_limit(type(self).__name__, limit)
+        super().__init__(rule.format(self._n(limit)))
+
+    def _verdict(self, count: int) -> PartialValidationResult:
+        if count > self.limit:
+            return PartialValidationResult(
+                "fail", reason=f"{self._n(count)} so far, more than the limit of {self.limit}"
+            )
+        # Below the limit says nothing yet: later chunks may still push it over.
+        return PartialValidationResult("unknown", reason=f"{count} of at most {self._n(self.limit)}")
+
+    def _final(self, count: int) -> ValidationResult:
+        ok = count <= self.limit
+        relation = "within" if ok else "over"
+        return ValidationResult(ok, reason=f"{self._n(count)}, {relation} the limit of {self.limit}")
+
+    def _n(self, count: int) -> str:
+        return f"{count} {self.unit}" + ("" if count == 1 else "s")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.limit})"
+
+
+class MaxSentences(_CountingCheck):
+    """The output has at most *limit* sentences (see :func:`count_sentences`).
+
+    Fails mid-stream as soon as sentence ``limit + 1`` begins.
+    """
+
+    unit = "sentence"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit, "The response must be at most {}.")
+        self._complete = 0
+        self._tail = ""
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Count the sentences seen so far, an open (unfinished) one included."""
+        # The trailing space: the chunk boundary is whitespace (see the module docstring).
+        complete, tail = _split_sentences(self._tail + chunk + " ")
+        self._complete += complete
+        self._tail = tail
+        return self._verdict(self._complete + (1 if tail.strip() else 0))
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Count the sentences of the whole output."""
+        return self._final(count_sentences(await _output_text(self, ctx)))
+
+
+class MaxWords(_CountingCheck):
+    """The output has at most *limit* words (runs of non-whitespace characters).
+
+    Fails mid-stream as soon as word ``limit + 1`` begins.
+    """
+
+    unit = "word"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit, "The response must be at most {}.")
+        self._count = 0
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Count the words seen so far (a chunk boundary separates words)."""
+        self._count += len(chunk.split())
+        return self._verdict(self._count)
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Count the words of the whole output."""
+        return self._final(len((await _output_text(self, ctx)).split()))
+
+
+class MaxCharacters(_CountingCheck):
+    """The output has at most *limit* characters (whitespace included).
+
+    While streaming, the whitespace a chunker dropped between chunks counts as one
+    character per boundary; the final ``validate`` counts the exact output.
+    """
+
+    unit = "character"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit, "The response must be at most {} long.")
+        self._count = 0
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Count the characters seen so far."""
+        self._count += len(chunk) + (1 if self._count else 0)
+        return self._verdict(self._count)
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Count the characters of the whole output."""
+        return self._final(len(await _output_text(self, ctx)))
+
+
+class ForbiddenWords(Requirement):
+    """The output uses none of *words*: whole words (or phrases), case-insensitive.
+
+    ``ForbiddenWords(["cat"])`` fails on "Cat" and "CAT" but not on "category" or
+    "concat". A phrase that spans two chunks is found too. Chunks are assumed to end on
+    word boundaries (the built-in chunkers do); a custom chunker that splits inside a
+    word may see a false match on the word's first part during streaming.
+    """
+
+    def __init__(self, words: Iterable[str]) -> None:
+        if isinstance(words, str):
+            raise TypeError(
+                f"ForbiddenWords takes a list of words, not one string; write ForbiddenWords([{words!r}])"
+            )
+        cleaned = tuple(w.strip() for w in words)
+        if not cleaned or not all(cleaned):
+            raise ValueError(f"ForbiddenWords needs at least one non-empty word, got {list(cleaned)!r}")
+        super().__init__("The response must not use these words: " + ", ".join(cleaned) + ".")
+        self.words = cleaned
+        # Longest first, so "new york" wins over "new"; whitespace in a phrase matches any whitespace.
+        alternatives = (
+            r"\s+".join(map(re.escape, w.split())) for w in sorted(cleaned, key=len, reverse=True)
+        )
+        self._pattern = re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+        # Enough of the previous text to find a phrase that straddles a chunk boundary.
+        self._keep = max(len(w) for w in cleaned) + 1
+        self._tail = ""
+
+    def _find(self, text: str, start: int = 0) -> str | None:
+        match = self._pattern.search(text, start)
+        return None if match is None else match.group(0)
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Fail on the first forbidden word in the chunk (or straddling the previous one)."""
+        # The previous text's end, then a space for the boundary (see the module docstring).
+        text = self._tail + " " + chunk if self._tail else chunk
+        seen = len(text) - len(chunk)
+        found = None
+        for match in self._pattern.finditer(text):
+            if match.end() > seen:  # involves the new chunk
+                found = match.group(0)
+                break
+        # Whitespace collapsed, so the kept tail always holds enough words for a phrase.
+        self._tail = _WHITESPACE.sub(" ", text[-4 * self._keep :])[-self._keep :]
+        if found is not None:
+            return PartialValidationResult("fail", reason=f"forbidden word {found!r}")
+        return PartialValidationResult("pass")
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Search the whole output for the forbidden words."""
+        found = self._find(await _output_text(self, ctx))
+        if found is not None:
+            return ValidationResult(False, reason=f"forbidden word {found!r}")
+        return ValidationResult(True, reason="no forbidden words")
+
+    def __repr__(self) -> str:
+        return f"ForbiddenWords({list(self.words)!r})"
+
+
+class MustNotMatch(Requirement):
+    """Neither any chunk nor the whole output matches the regular expression *pattern*.
+
+    ``pattern`` is a string (compiled with *flags*) or a compiled pattern. Each chunk
+    is searched on its own while streaming, and the whole output at the end, so a match
+    that spans chunks is caught by the final validation.
+    """
+
+    def __init__(
+        self, pattern: str | re.Pattern[str], *, flags: int = 0, description: str | None = None
+    ) -> None:
+        if isinstance(pattern, re.Pattern):
+            if flags:
+                raise ValueError(
+                    "MustNotMatch takes flags only with a pattern string, not a compiled pattern"
+                )
+            compiled = pattern
+        else:
+            try:
+                compiled = re.compile(pattern, flags)
+            except re.error as exc:
+                raise ValueError(
+                    f"MustNotMatch: {pattern!r} is not a valid regular expression: {exc}"
+                ) from exc
+        super().__init__(
+            description or f"The response must not match the regular expression {compiled.pattern!r}."
+        )
+        self.pattern = compiled
+
+    def _verdict(self, text: str) -> str | None:
+        match = self.pattern.search(text)
+        return None if match is None else match.group(0)
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Fail if the chunk matches."""
+        found = self._verdict(chunk)
+        if found is not None:
+            return PartialValidationResult("fail", reason=f"{found!r} matches /{self.pattern.pattern}/")
+        return PartialValidationResult("pass")
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Fail if the whole output matches."""
+        found = self._verdict(await _output_text(self, ctx))
+        if found is not None:
+            return ValidationResult(False, reason=f"{found!r} matches /{self.pattern.pattern}/")
+        return ValidationResult(True, reason=f"nothing matches /{self.pattern.pattern}/")
+
+    def __repr__(self) -> str:
+        return f"MustNotMatch({self.pattern.pattern!r})"
+
+
+CheckOutcome: TypeAlias = bool | str | PartialValidationResult | None
+"""What a :func:`req` function returns: ``True`` (pass), ``False`` (fail), ``None``
+(no opinion: unknown), a verdict string, or a :class:`PartialValidationResult`."""
+
+CheckFn: TypeAlias = Callable[[str], CheckOutcome | Awaitable[CheckOutcome]]
+"""A plain or async function of the chunk text, for :func:`req`."""
+
+
+def _fn_name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
+
+
+def _as_partial(outcome: object, fn: Callable[..., Any]) -> PartialValidationResult:
+    if isinstance(outcome, PartialValidationResult):
+        return outcome
+    if outcome is None:
+        return PartialValidationResult("unknown")
+    if isinstance(outcome, bool):
+        if outcome:
+            return PartialValidationResult("pass")
+        return PartialValidationResult("fail", reason=f"{_fn_name(fn)} returned False")
+    if outcome in ("pass", "fail", "unknown"):
+        return PartialValidationResult(outcome)
+    name = _fn_name(fn)
+    raise TypeError(
+        f"the check function {name} returned {outcome!r}; return True (pass), False (fail), "
+        "None (no opinion), 'pass'/'fail'/'unknown', or a PartialValidationResult"
+    )
+
+
+class ChunkCheck(Requirement):
+    """A requirement made from a plain or async function of the chunk; see :func:`req`."""
+
+    def __init__(self, description: str, fn: CheckFn, *, check_whole_output: bool = True) -> None:
+        if not callable(fn):
+            raise TypeError(f"req() takes a function of the chunk as its second argument, got {fn!r}")
+        super().__init__(description)
+        self.fn = fn
+        self.check_whole_output = check_whole_output
+        self._chunks_checked = 0
+
+    async def _call(self, text: str) -> PartialValidationResult:
+        outcome = self.fn(text)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        return _as_partial(outcome, self.fn)
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Apply the function to the chunk."""
+        self._chunks_checked += 1
+        return await self._call(chunk)
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Apply the function to the whole output ("unknown" counts as a pass).
+
+        With ``check_whole_output=False``, a run whose every chunk was checked passes
+        without calling the function again (for checks that only make sense per chunk,
+        such as "no sentence longer than 40 words").
+        """
+        if not self.check_whole_output and self._chunks_checked:
+            return ValidationResult(True, reason=f"all {self._chunks_checked} chunks passed")
+        partial = await self._call(await _output_text(self, ctx))
+        return ValidationResult(not partial.failed, reason=partial.reason, score=partial.score)
+
+    def __repr__(self) -> str:
+        return f"req({self.description!r}, {_fn_name(self.fn)})"
+
+
+def req(description: str, fn: CheckFn, *, check_whole_output: bool = True) -> ChunkCheck:
+    """Turn a plain or async function of the chunk into a requirement.
+
+    *fn* takes the chunk text and returns ``True`` (pass), ``False`` (fail: the stream
+    stops), ``None`` (no opinion yet), a verdict string or a
+    :class:`~engine.requirements.PartialValidationResult`; it may be ``async``. The
+    final ``validate()`` applies *fn* to the whole output, unless
+    ``check_whole_output=False`` (then every chunk having passed is enough).
+    *description* is what the model is told (``format_for_llm``).
+
+    >>> no_todo = req("No TODO markers", lambda chunk: "TODO" not in chunk)
+    """
+    return ChunkCheck(description, fn, check_whole_output=check_whole_output)

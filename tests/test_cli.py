@@ -1,0 +1,497 @@
+"""The ``rxllm`` command through its entry points, in a subprocess.
+
+Against the scripted backend (no server) and against loopback fake Ollama / OpenAI
+servers started by the test on 127.0.0.1: exit codes, ``--json`` parsed and checked
+event by event, plain and ``--events`` output, and the error messages. The child runs
+with ``-X dev -W error::ResourceWarning`` and must leave nothing on stderr that looks
+like a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from engine.checks import ForbiddenWords, MaxSentences
+from engine.cli import (
+    DEMO_ANSWER,
+    EXIT_BACKEND_ERROR,
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL_MISSING,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    event_to_json,
+    tokenize,
+)
+from engine.events import ChunkEvent, QuickCheckEvent
+from engine.requirements import PartialValidationResult
+from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-m", "engine"]
+LEAKS = ("ResourceWarning", "Unclosed", "Task was destroyed", "never retrieved", "Traceback")
+# The child must not pick up a developer's server settings.
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "OPENAI_", "RXLLM_"))}
+ENV["PYTHONUNBUFFERED"] = "1"
+
+TEXT = "Rivers carve valleys. They carry silt to the sea.\n\nDeltas form where they slow. That is all."
+SENTENCES = [
+    "Rivers carve valleys.",
+    "They carry silt to the sea.",
+    "Deltas form where they slow.",
+    "That is all.",
+]
+
+
+@attrs.frozen
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every stdout line parsed as JSON (each line must be one event)."""
+        return [json.loads(line) for line in self.out.splitlines()]
+
+
+def _checked(code: int, out: bytes, err: bytes) -> Ran:
+    ran = Ran(code, out.decode(), err.decode())
+    for leak in LEAKS:
+        assert leak not in ran.err, ran.err
+    return ran
+
+
+def rxllm(*args: str, command: list[str] | None = None) -> Ran:
+    """Run the command synchronously (no server needed)."""
+    proc = subprocess.run(
+        [*(command or PYTHON), *args], capture_output=True, env=ENV, cwd=ROOT, timeout=120, check=False
+    )
+    return _checked(proc.returncode, proc.stdout, proc.stderr)
+
+
+async def arxllm(*args: str) -> Ran:
+    """Run the command while this loop keeps serving a fake server."""
+    proc = await asyncio.create_subprocess_exec(
+        *PYTHON, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return _checked(proc.returncode, out, err)
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> str:
+    path = tmp_path / "answer.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return str(path)
+
+
+# -- the demo ------------------------------------------------------------------------------
+
+
+def test_demo_shows_both_runs_and_exits_0() -> None:
+    ran = rxllm("demo", "--delay", "0.002")
+    assert ran.code == EXIT_OK, ran.err
+    out = ran.out
+    assert "SIMULATOR" in out and "rxllm stream" in out and "--backend ollama" in out
+    run1, run2 = out.split("Run 1 of 2")[1].split("Run 2 of 2")
+    assert "final validation: passed" in run1
+    assert "completed: success=True" in run1
+    assert "quick check  chunk 4: FAILED  [fail, pass, pass]" in run2
+    assert "max 4 sentences: FAIL (5 sentences so far, more than the limit of 4)" in run2
+    assert "-> chunk 4 is withheld and the generation is cancelled now" in run2
+    assert "generation: cancelled after" in run2
+    assert "final validation: skipped" in run2
+    assert "completed: success=False" in run2
+    # The failing (fifth) sentence is never shown.
+    assert "Between 24 and 27" in run1 and "Between 24 and 27" not in run2
+    assert "s  chunk 4 " not in run2
+
+
+def test_demo_json_is_one_event_per_line_for_both_runs() -> None:
+    ran = rxllm("demo", "--delay", "0.002", "--json")
+    assert ran.code == EXIT_OK, ran.err
+    events = ran.events()
+    ends = [i for i, e in enumerate(events) if e["type"] == "CompletedEvent"]
+    assert len(ends) == 2
+    run1, run2 = events[: ends[0] + 1], events[ends[0] + 1 :]
+    sentences = 12
+    assert types(run1) == ["QuickCheckEvent", "ChunkEvent"] * sentences + [
+        "StreamingDoneEvent",
+        "FullValidationEvent",
+        "CompletedEvent",
+    ]
+    assert [e["chunk_index"] for e in run1 if e["type"] == "ChunkEvent"] == list(range(sentences))
+    assert run1[-2]["passed"] is True
+    assert [r["result"] for r in run1[-2]["results"]] == [True, True, True]
+    assert run1[-1]["success"] is True
+    assert run1[-1]["full_text"] == DEMO_ANSWER
+    assert types(run2) == ["QuickCheckEvent", "ChunkEvent"] * 4 + ["QuickCheckEvent", "CompletedEvent"]
+    failed = run2[-2]
+    assert failed["passed"] is False and failed["chunk_index"] == 4
+    assert failed["results"][0] == {
+        "requirement": "The response must be at most 4 sentences.",
+        "success": "fail",
+        "reason": "5 sentences so far, more than the limit of 4",
+        "score": None,
+    }
+    assert run2[-1]["success"] is False
+    elapsed = [e["elapsed"] for e in run2]
+    assert elapsed == sorted(elapsed)
+
+
+def test_the_console_script_and_python_m_are_the_same_command() -> None:
+    script = Path(sys.executable).with_name("rxllm")
+    assert script.exists(), "the rxllm console script is missing: run `pip install -e .` (make does)"
+    ran = rxllm("--help", command=[str(script)])
+    assert ran.code == EXIT_OK
+    assert "demo" in ran.out and "stream" in ran.out
+    assert ran.out == rxllm("--help").out
+
+
+# -- stream on the scripted backend --------------------------------------------------------
+
+
+def test_stream_plain_prints_the_text_with_its_layout_and_a_summary(script: str) -> None:
+    ran = rxllm("stream", "Explain rivers.", "--backend", "scripted", "--script", script, "--delay", "0")
+    assert ran.code == EXIT_OK, ran.err
+    assert ran.out == TEXT + "\n"  # the paragraph break the sentence chunker dropped is restored
+    assert "-- chunks delivered: 4" in ran.err
+    assert "-- time to first chunk:" in ran.err
+
+
+def test_stream_json_with_requirements_from_flags(script: str) -> None:
+    ran = rxllm(
+        "stream", "Explain rivers.", "--backend", "scripted", "--script", script, "--delay", "0",
+        "--json", "--max-words", "100", "--forbid", "ocean", "lake", "--regex", r"\d",
+    )  # fmt: skip
+    assert ran.code == EXIT_OK, ran.err
+    events = ran.events()
+    assert types(events) == ["QuickCheckEvent", "ChunkEvent"] * 4 + [
+        "StreamingDoneEvent",
+        "FullValidationEvent",
+        "CompletedEvent",
+    ]
+    assert [e["text"] for e in events if e["type"] == "ChunkEvent"] == SENTENCES
+    first = events[0]["results"]
+    assert [r["requirement"] for r in first] == [
+        "The response must be at most 100 words.",
+        "The response must not use these words: ocean, lake.",
+        "The response must not match the regular expression '\\\\d'.",
+    ]
+    assert [r["success"] for r in first] == ["unknown", "pass", "pass"]
+    assert events[-3]["full_text"] == TEXT
+    assert events[-2]["passed"] is True
+    assert events[-2]["results"][0]["reason"] == "17 words, within the limit of 100"
+    assert all(isinstance(e["timestamp"], float) for e in events)
+
+
+def test_stream_fails_mid_stream_with_exit_1(script: str) -> None:
+    ran = rxllm(
+        "stream", "Explain rivers.", "--backend", "scripted", "--script", script, "--delay", "0.005",
+        "--json", "--max-sentences", "2",
+    )  # fmt: skip
+    assert ran.code == EXIT_CHECK_FAILED
+    events = ran.events()
+    assert types(events) == ["QuickCheckEvent", "ChunkEvent"] * 2 + ["QuickCheckEvent", "CompletedEvent"]
+    assert events[-2]["results"][0]["success"] == "fail"
+    assert events[-1] | {"timestamp": 0, "elapsed": 0} == {
+        "type": "CompletedEvent",
+        "timestamp": 0,
+        "elapsed": 0,
+        "success": False,
+        "full_text": "Rivers carve valleys. They carry silt to the sea.",
+        "attempts_used": 1,
+    }
+
+
+def test_stream_events_lines_and_word_chunking(script: str) -> None:
+    ran = rxllm(
+        "stream", "Explain rivers.", "--backend", "scripted", "--script", script, "--delay", "0",
+        "--events", "--chunking", "word", "--forbid", "silt",
+    )  # fmt: skip
+    assert ran.code == EXIT_CHECK_FAILED
+    lines = [line.strip() for line in ran.out.splitlines()]
+    at = next(i for i, line in enumerate(lines) if line.endswith("quick check  chunk 5: FAILED  [fail]"))
+    assert lines[at + 1] == "forbidden: silt: FAIL (forbidden word 'silt')"
+    assert lines[at + 2].endswith("completed: success=False")
+    assert "chunk 4      'carry'" in ran.out
+    assert "completed: success=False" in ran.out
+    assert "failed quick checks: 1 (forbidden: silt (forbidden word 'silt'))" in ran.out
+
+
+def test_stream_reads_the_script_from_stdin() -> None:
+    proc = subprocess.run(
+        [*PYTHON, "stream", "x", "--backend", "scripted", "--script", "-", "--delay", "0", "--json"],
+        input=b"One. Two.",
+        capture_output=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    ran = _checked(proc.returncode, proc.stdout, proc.stderr)
+    assert ran.code == EXIT_OK
+    assert [e["text"] for e in ran.events() if e["type"] == "ChunkEvent"] == ["One.", "Two."]
+
+
+def test_ctrl_c_exits_130_and_says_so() -> None:
+    proc = subprocess.Popen(
+        [*PYTHON, "stream", "x", "--backend", "scripted", "--delay", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    # Returns once the first chunk is printed: the run is streaming.
+    first = os.read(proc.stdout.fileno(), 12)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    ran = _checked(proc.returncode, first + out, err)
+    assert ran.code == EXIT_INTERRUPTED
+    assert ran.out.startswith("A sourdough starter")
+    assert "-- error: interrupted" in ran.err
+    assert ran.err.rstrip().endswith("rxllm: interrupted")
+
+
+# -- bad command lines ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "required: COMMAND"),
+        (["stream"], "required: PROMPT"),
+        (["stream", "x", "--max-sentences", "-1"], "expected a whole number >= 0, got -1"),
+        (["stream", "x", "--max-words", "many"], "expected a whole number >= 0, got 'many'"),
+        (["stream", "x", "--regex", "(oops"], "is not a valid regular expression"),
+        (["stream", "x", "--base-url", "localhost:11434"], "expected an http:// or https:// URL"),
+        (["stream", "x", "--chunking", "line"], "invalid choice: 'line'"),
+        (["stream", "x", "--backend", "vllm"], "invalid choice: 'vllm'"),
+        (["stream", "x", "--script", "a.txt"], "--script only works with --backend scripted"),
+        (["stream", "x", "--backend", "scripted", "--script", "/nonexistent/a.txt"], "no such file"),
+        (["stream", "x", "--json", "--events"], "not allowed with argument"),
+        (["stream", "x", "--backend", "openai"], "--backend openai needs --model"),
+        (["demo", "--delay", "-1"], "expected a number of seconds >= 0"),
+    ],
+)
+def test_bad_flags_exit_2_and_say_what_is_wrong(args: list[str], message: str) -> None:
+    ran = rxllm(*args)
+    assert ran.code == EXIT_USAGE
+    assert message in ran.err
+    assert ran.out == ""
+
+
+# -- real HTTP backends against loopback fake servers ---------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_stream_from_ollama_with_json_events() -> None:
+    async with FakeOllamaServer(Reply(deltas=tokenize(TEXT))) as server:
+        ran = await arxllm(
+            "stream", "Explain rivers.", "--base-url", server.url, "--model", "tiny",
+            "--json", "--max-sentences", "5", "--forbid", "ocean",
+        )  # fmt: skip
+        record = server.requests[-1]
+    assert ran.code == EXIT_OK, ran.err
+    events = ran.events()
+    assert types(events)[-3:] == ["StreamingDoneEvent", "FullValidationEvent", "CompletedEvent"]
+    assert [e["text"] for e in events if e["type"] == "ChunkEvent"] == SENTENCES
+    assert events[-1]["full_text"] == TEXT
+    # The model was asked for what the flags check.
+    assert record.body["model"] == "tiny"
+    prompt = json.dumps(record.body["messages"])
+    assert "Explain rivers." in prompt and "at most 5 sentences" in prompt and "ocean" in prompt
+
+
+@pytest.mark.asyncio
+async def test_a_failing_check_closes_the_connection_to_the_server() -> None:
+    deltas = tokenize(TEXT)
+    async with FakeOllamaServer(Reply(deltas=deltas, delay=0.01)) as server:
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--max-sentences", "1")
+        record = server.requests[-1]
+        await record.wait_disconnected(within=5)
+    assert ran.code == EXIT_CHECK_FAILED
+    assert ran.out == "Rivers carve valleys.\n"
+    assert "-- generation: cancelled after" in ran.err
+    assert record.frames_written < len(deltas)
+
+
+@pytest.mark.asyncio
+async def test_stream_from_an_openai_compatible_server() -> None:
+    async with FakeOpenAIServer(Reply(deltas=tokenize(TEXT))) as server:
+        ran = await arxllm(
+            "stream", "x", "--backend", "openai", "--base-url", server.url, "--model", "m",
+            "--api-key", "sk-test", "--chunking", "paragraph",
+        )  # fmt: skip
+        record = server.requests[-1]
+    assert ran.code == EXIT_OK, ran.err
+    assert ran.out == TEXT + "\n"
+    assert record.headers.get("Authorization") == "Bearer sk-test"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_unreachable_server_exits_3_with_a_hint() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    ran = rxllm("stream", "x", "--base-url", url, "--json")
+    assert ran.code == EXIT_UNREACHABLE
+    events = ran.events()
+    assert types(events) == ["ErrorEvent", "CompletedEvent"]
+    assert events[0]["exception_type"] == "BackendUnreachableError"
+    assert events[1]["success"] is False
+    assert url in ran.err
+    assert "hint: start it with `ollama serve`" in ran.err
+    assert "rxllm demo" in ran.err
+
+
+@pytest.mark.asyncio
+async def test_missing_model_exits_4_and_says_how_to_get_it() -> None:
+    reply = Reply(status=404, error='model "nope" not found, try pulling it first')
+    async with FakeOllamaServer(reply) as server:
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--model", "nope")
+    assert ran.code == EXIT_MODEL_MISSING
+    assert "ModelNotFoundError" in ran.err
+    assert "ollama pull nope" in ran.err
+    assert ran.out == ""
+
+
+@pytest.mark.asyncio
+async def test_missing_model_on_openai_exits_4() -> None:
+    async with FakeOpenAIServer(Reply(status=404, error="The model `nope` does not exist")) as server:
+        ran = await arxllm("stream", "x", "--backend", "openai", "--base-url", server.url, "--model", "nope")
+    assert ran.code == EXIT_MODEL_MISSING
+    assert "--model" in ran.err
+
+
+@pytest.mark.asyncio
+async def test_server_error_mid_stream_exits_5_after_the_text_that_arrived() -> None:
+    reply = Reply(deltas=tokenize(TEXT), error="out of memory", error_after=12)
+    async with FakeOllamaServer(reply) as server:
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--json")
+    assert ran.code == EXIT_BACKEND_ERROR
+    events = ran.events()
+    assert types(events)[-2:] == ["ErrorEvent", "CompletedEvent"]
+    assert [e["text"] for e in events if e["type"] == "ChunkEvent"][:2] == SENTENCES[:2]
+    assert "out of memory" in events[-2]["detail"]
+    assert "out of memory" in ran.err
+
+
+# -- in process: the JSON form of events ----------------------------------------------------------
+
+
+def test_event_to_json_names_the_requirement_of_each_result() -> None:
+    reqs = (MaxSentences(2), ForbiddenWords(["x"]))
+    event = QuickCheckEvent(
+        chunk_index=3,
+        passed=False,
+        results=(PartialValidationResult("fail", reason="3 > 2"), PartialValidationResult("pass")),
+        requirements=reqs,
+    )
+    data = event_to_json(event, elapsed=1.5)
+    assert json.loads(json.dumps(data)) == data
+    assert data["type"] == "QuickCheckEvent" and data["elapsed"] == 1.5 and data["chunk_index"] == 3
+    assert data["results"][0] == {
+        "requirement": "The response must be at most 2 sentences.",
+        "success": "fail",
+        "reason": "3 > 2",
+        "score": None,
+    }
+    assert "requirements" not in data
+    chunk = event_to_json(ChunkEvent(text="Hi.", chunk_index=0), elapsed=0.25)
+    assert chunk == {
+        "type": "ChunkEvent",
+        "elapsed": 0.25,
+        "timestamp": chunk["timestamp"],
+        "text": "Hi.",
+        "chunk_index": 0,
+        "attempt": 1,
+    }
+
+
+def test_tokenize_round_trips() -> None:
+    for text in (TEXT, DEMO_ANSWER, "", "  a  b\n\n", "it's 24-27 °C!"):
+        assert "".join(tokenize(text)) == text
+    assert tokenize("Hi, you.") == ["Hi", ",", " you", "."]
+
+
+# -- in process: the live view ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_live_view_renders_text_checks_and_summary() -> None:
+    from rich.console import Console
+
+    from backends.scripted import ScriptedBackend
+    from engine.cli import LiveView, run_once
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100, height=40, color_system=None)
+    backend = ScriptedBackend(tokenize(TEXT), delay=0.002)
+    reqs = [MaxSentences(2), ForbiddenWords(["ocean"])]
+    stats = await run_once(
+        "Explain rivers.", backend, reqs, "sentence", LiveView(console), title="scripted · test"
+    )
+    assert stats.exit_code == EXIT_CHECK_FAILED
+    assert stats.chunks == 2
+    assert stats.failures == ["max 2 sentences (3 sentences so far, more than the limit of 2)"]
+    screen = buffer.getvalue()
+    assert "scripted · test" in screen
+    assert "waiting for the model" in screen  # the spinner line before the first chunk
+    assert "They carry silt to the sea." in screen
+    assert "✓ chunk 1: unknown · pass" in screen
+    assert "✗ chunk 2: FAILED: max 2 sentences" in screen
+    assert "Deltas form" not in screen  # the failing sentence is never shown
+    for row in ("chunks delivered", "failed quick checks", "time to first chunk", "total time"):
+        assert row in screen
+
+
+class _ComputedBackend:
+    """A broken backend: ignores ModelOption.STREAM and returns a finished thunk."""
+
+    async def generate_from_context(
+        self, action: Any, ctx: Any, *, format: Any = None, model_options: Any = None
+    ) -> tuple[Any, Any]:
+        from engine.thunk import ModelOutputThunk
+
+        thunk: ModelOutputThunk[str] = ModelOutputThunk(value="done")
+        return thunk, ctx.add(action).add(thunk)
+
+
+@pytest.mark.asyncio
+async def test_an_error_before_the_stream_still_ends_the_json_events() -> None:
+    from engine.cli import JsonView, run_once
+
+    buffer = io.StringIO()
+    stats = await run_once(
+        "x", _ComputedBackend(), [MaxSentences(1)], "sentence", JsonView(buffer), title="t"
+    )
+    events = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert types(events) == ["ErrorEvent", "CompletedEvent"]
+    assert events[0]["exception_type"] == "RuntimeError"
+    assert "does not honour ModelOption.STREAM" in events[0]["detail"]
+    assert events[1]["success"] is False
+    assert stats.exit_code == EXIT_BACKEND_ERROR
