@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
-from reactivex import Observable
-from reactivex import operators as ops
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
 from operators.validation import ChunkVerdict
 
@@ -13,13 +14,51 @@ __all__ = ["cancel_on_fail"]
 
 
 def cancel_on_fail() -> Callable[[Observable[ChunkVerdict]], Observable[ChunkVerdict]]:
-    """Pass verdicts until the first failing one; emit it, complete, and dispose upstream.
+    """Pass verdicts until the first failing one; then stop the source, report it, and complete.
 
-    Disposal travels up the chain synchronously, so when the source is a thunk's
-    owned delta stream the generation is cancelled in the same call.
+    This is ``take_while(passed, inclusive=True)`` with the order changed for cancel
+    latency: the upstream is disposed first, synchronously (so when the source is a
+    thunk's owned delta stream the generation is cancelled in this very call), and
+    the failing verdict and the completion go downstream on the next loop turn. By
+    then the backend's task has already run its cancellation, instead of waiting
+    behind the building and delivery of the final events (measured in
+    ``benchmarks/cancel_latency.py``: about half the verdict-to-cancelled time).
+    Must run on an asyncio loop.
     """
-    return ops.take_while(_passed, inclusive=True)
 
+    def operator(source: Observable[ChunkVerdict]) -> Observable[ChunkVerdict]:
+        def subscribe(
+            observer: abc.ObserverBase[ChunkVerdict], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            upstream = SingleAssignmentDisposable()
+            disposed = False
 
-def _passed(verdict: ChunkVerdict) -> bool:
-    return verdict.passed
+            def on_next(verdict: ChunkVerdict) -> None:
+                if verdict.passed:
+                    observer.on_next(verdict)
+                    return
+                upstream.dispose()
+                asyncio.get_running_loop().call_soon(report, verdict)
+
+            def report(verdict: ChunkVerdict) -> None:
+                if disposed:
+                    return
+                try:
+                    observer.on_next(verdict)
+                except Exception as exc:  # a loop callback must not swallow it (RX_NOTES pitfall 2)
+                    observer.on_error(exc)
+                    return
+                observer.on_completed()
+
+            def dispose() -> None:
+                nonlocal disposed
+                disposed = True
+
+            upstream.disposable = source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+            return CompositeDisposable(upstream, Disposable(dispose))
+
+        return Observable(subscribe)
+
+    return operator

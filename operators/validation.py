@@ -113,16 +113,11 @@ def validate(
                             else:
                                 observer.on_error(item.error)
                             return
-                        verdict = await _check(item, reqs, backend, ctx)
+                        verdict = await _check(item, reqs, backend, ctx, emit_failure)
                         if stopped:
                             return
-                        if not verdict.passed:
-                            failed = True
-                            # Later chunks are dropped; the upstream's end still passes.
-                            ends = [i for i in queue if isinstance(i, _End)]
-                            queue.clear()
-                            queue.extend(ends)
-                        observer.on_next(verdict)
+                        if verdict is not None:
+                            observer.on_next(verdict)
                 except Exception as exc:
                     if not stopped:
                         stopped = True
@@ -130,6 +125,18 @@ def validate(
                         observer.on_error(exc)
                 finally:
                     worker = None
+
+            def emit_failure(verdict: ChunkVerdict) -> None:
+                # Called from inside the failing validator's task (see _check).
+                nonlocal failed
+                if stopped:
+                    return
+                failed = True
+                # Later chunks are dropped; the upstream's end still passes.
+                ends = [i for i in queue if isinstance(i, _End)]
+                queue.clear()
+                queue.extend(ends)
+                observer.on_next(verdict)
 
             def enqueue(item: Chunk | _End) -> None:
                 nonlocal worker
@@ -165,12 +172,41 @@ def _unchecked(chunk: Chunk) -> ChunkVerdict:
     return ChunkVerdict(chunk, (), ())
 
 
-async def _check(chunk: Chunk, reqs: tuple[Requirement, ...], backend: Any, ctx: Context) -> ChunkVerdict:
-    """Run every requirement on *chunk* in parallel; decide at the first "fail" or error."""
+async def _check(
+    chunk: Chunk,
+    reqs: tuple[Requirement, ...],
+    backend: Any,
+    ctx: Context,
+    emit_failure: Callable[[ChunkVerdict], None],
+) -> ChunkVerdict | None:
+    """Run every requirement on *chunk* in parallel.
+
+    A "fail" is decided inside the failing validator's own task step: the verdict is
+    handed to *emit_failure* there and then (so a downstream ``cancel_on_fail`` stops
+    the generation before the loop runs anything else) and the slower siblings are
+    cancelled; this then returns ``None``. Otherwise it returns the verdict once every
+    requirement has answered, or raises the first validator error after cancelling
+    the others.
+    """
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(req.stream_validate(chunk.text, backend=backend, ctx=ctx)) for req in reqs]
     decided: asyncio.Future[None] = loop.create_future()
-    remaining = len(tasks)
+    tasks: list[asyncio.Task[PartialValidationResult]] = []
+    emitted = False
+
+    async def run(index: int, req: Requirement) -> PartialValidationResult:
+        nonlocal emitted
+        result = await req.stream_validate(chunk.text, backend=backend, ctx=ctx)
+        if _is_fail(result) and not decided.done():
+            decided.set_result(None)
+            emitted = True
+            results = tuple(result if j == index else _settled_result(task) for j, task in enumerate(tasks))
+            for j, task in enumerate(tasks):
+                if j != index and not task.done():
+                    task.cancel()
+            emit_failure(ChunkVerdict(chunk, results, reqs))
+        return result
+
+    remaining = len(reqs)
 
     def on_done(task: asyncio.Task[Any]) -> None:
         nonlocal remaining
@@ -180,14 +216,22 @@ async def _check(chunk: Chunk, reqs: tuple[Requirement, ...], backend: Any, ctx:
         if remaining == 0 or task.cancelled() or task.exception() is not None or _fails(task.result()):
             decided.set_result(None)
 
-    for task in tasks:
+    for i, req in enumerate(reqs):
+        task = loop.create_task(run(i, req))
         task.add_done_callback(on_done)
+        tasks.append(task)
     try:
         await decided
     finally:
         pending = [t for t in tasks if not t.done()]
         for t in pending:
             t.cancel()
+    if emitted:
+        for t in tasks:  # retrieve a sibling's late error, if any: the failure decided first
+            if t.done() and not t.cancelled():
+                t.exception()
+        await _settle(pending)
+        return None  # emitted by the failing validator itself
 
     results: list[PartialValidationResult] = []
     for req, task in zip(reqs, tasks, strict=True):
@@ -212,6 +256,20 @@ async def _check(chunk: Chunk, reqs: tuple[Requirement, ...], backend: Any, ctx:
                 )
             results.append(result)
     return ChunkVerdict(chunk, tuple(results), reqs)
+
+
+def _settled_result(task: asyncio.Task[Any]) -> PartialValidationResult:
+    """A sibling's result at the moment another requirement failed: its answer if it had a
+    valid one, else "unknown" (cancelled)."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        result = task.result()
+        if isinstance(result, PartialValidationResult):
+            return result
+    return CANCELLED
+
+
+def _is_fail(result: Any) -> bool:
+    return isinstance(result, PartialValidationResult) and result.success == "fail"
 
 
 def _fails(result: Any) -> bool:

@@ -314,7 +314,8 @@ def verdict(text: str, outcome: str) -> ChunkVerdict:
     return ChunkVerdict(chunks_of(text)[0], (PartialValidationResult(outcome),), (req,))  # type: ignore[arg-type]
 
 
-def test_cancel_on_fail_emits_the_failure_completes_and_disposes_upstream() -> None:
+@pytest.mark.asyncio
+async def test_cancel_on_fail_disposes_upstream_at_once_then_reports_the_failure_and_completes() -> None:
     disposed: list[bool] = []
     subject: Subject[ChunkVerdict] = Subject()
     source = reactivex.using(
@@ -324,11 +325,25 @@ def test_cancel_on_fail_emits_the_failure_completes_and_disposes_upstream() -> N
     completed: list[bool] = []
     source.pipe(cancel_on_fail()).subscribe(got.append, on_completed=lambda: completed.append(True))
     subject.on_next(verdict("a", "pass"))
-    assert not disposed
+    assert not disposed and [v.chunk.text for v in got] == ["a"]
     subject.on_next(verdict("b", "fail"))
-    assert [v.chunk.text for v in got] == ["a", "b"] and completed and disposed
+    assert disposed  # the source is stopped in the same call...
+    assert [v.chunk.text for v in got] == ["a"] and not completed
+    await asyncio.sleep(0)  # ...and the failure is reported on the next loop turn
+    assert [v.chunk.text for v in got] == ["a", "b"] and completed
     subject.on_next(verdict("c", "pass"))
     assert len(got) == 2
+
+
+@pytest.mark.asyncio
+async def test_cancel_on_fail_reports_nothing_once_disposed() -> None:
+    subject: Subject[ChunkVerdict] = Subject()
+    got: list[ChunkVerdict] = []
+    subscription = subject.pipe(cancel_on_fail()).subscribe(got.append)
+    subject.on_next(verdict("b", "fail"))
+    subscription.dispose()
+    await asyncio.sleep(0)
+    assert got == []
 
 
 # -- final_validation -----------------------------------------------------------------
