@@ -188,6 +188,7 @@ class HttpBackend(ABC):
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._live: set[_Connection] = set()
 
     # -- subclass hooks ----------------------------------------------------------
 
@@ -263,6 +264,7 @@ class HttpBackend(ABC):
             subscription = reader.subscribe(observer, scheduler=scheduler)
 
             def dispose() -> None:
+                live.disposed = True
                 live.close_now()  # closes the socket in this call, before the reading task even runs
                 subscription.dispose()
 
@@ -302,8 +304,19 @@ class HttpBackend(ABC):
         return self._session
 
     async def aclose(self) -> None:
-        """Close the session and its connections; in-flight generations fail. Idempotent."""
+        """Close the session and its connections. Idempotent.
+
+        Generations still running fail with a :class:`BackendError` saying so (their
+        thunks keep the text received); cancel them first to stop them quietly.
+        """
         self._closed = True
+        live = [c for c in self._live if c.task is not None and not c.task.done()]
+        for connection in live:
+            connection.aborted = True
+            assert connection.task is not None
+            connection.task.cancel()
+        if live:
+            await asyncio.wait([c.task for c in live if c.task is not None])
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
@@ -335,6 +348,8 @@ class HttpBackend(ABC):
         response: aiohttp.ClientResponse | None = None
         finished = False
         logger.debug("POST %s (model %s, stream=%s)", url, self.model_id, stream)
+        live.task = asyncio.current_task()
+        self._live.add(live)
         try:
             async with idle_timer:
                 if idle is not None:
@@ -362,7 +377,16 @@ class HttpBackend(ABC):
                 if parser.error is not None:
                     raise parser.error
                 finished = live.finished = True
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            if live.aborted and not live.disposed and isinstance(exc, asyncio.CancelledError):
+                # Our own aclose() stopped this read: fail the generation, keeping its text.
+                raise BackendError(
+                    f"{type(self).__name__}.aclose() closed the connection to {url} while this generation "
+                    f"was running, after {generation.deltas_sent} deltas (kept on the thunk); close the "
+                    f"backend only after its generations finish, or cancel them first.",
+                    url=url,
+                    provider=self.provider,
+                ) from None
             generation.cancelled_at = time.perf_counter()
             raise
         except BackendError:
@@ -396,14 +420,6 @@ class HttpBackend(ABC):
                 provider=self.provider,
             ) from exc
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            if self._closed:
-                raise BackendError(
-                    f"{type(self).__name__}.aclose() closed the connection to {url} while this generation "
-                    f"was running, after {generation.deltas_sent} deltas (kept on the thunk); close the "
-                    f"backend only after its generations finish, or cancel them first.",
-                    url=url,
-                    provider=self.provider,
-                ) from exc
             if response is None:
                 raise BackendUnreachableError(
                     f"{self.provider_name} at {url} closed the connection before answering ({exc}). "
@@ -415,6 +431,7 @@ class HttpBackend(ABC):
                 "closed the connection mid-stream"
             ) from exc
         finally:
+            self._live.discard(live)
             if response is not None:
                 if finished:
                     response.release()
@@ -468,12 +485,17 @@ class HttpBackend(ABC):
 class _Connection:
     """The response of one generation, so that disposal can close it synchronously."""
 
-    __slots__ = ("finished", "generation", "response")
+    __slots__ = ("aborted", "disposed", "finished", "generation", "response", "task")
 
     def __init__(self, generation: GenerationInfo) -> None:
         self.generation = generation
         self.response: aiohttp.ClientResponse | None = None
+        self.task: asyncio.Task[Any] | None = None
         self.finished = False
+        self.disposed = False
+        """The subscriber went away (a cancel): the reading task is being cancelled."""
+        self.aborted = False
+        """The backend's aclose() cancelled the reading task."""
 
     def close_now(self) -> None:
         """Close the connection (once) unless the stream ended normally; record when."""

@@ -30,6 +30,13 @@ async with FakeOllamaServer(Reply(deltas=["Hel", "lo"], delay=0.01)) as server:
   empty ``choices`` when ``stream_options.include_usage`` is set, then
   ``data: [DONE]``). Non-streaming requests get the single JSON object.
 
+* A "frame" is one delta's write (for OpenAI the first one also carries the role chunk),
+  or one write of the ending; in piece mode, one piece. ``RequestRecord`` keeps the
+  request ``body`` (parsed JSON), ``headers``, the client's ``peer`` address (equal for
+  requests that reused a pooled connection), ``frame_times``, ``completed_at``,
+  ``disconnected_at``; ``await server.wait_request(n)`` and ``await record.wait_frames(n)``
+  wait for progress without sleeping.
+
 Timestamps are ``time.perf_counter()`` readings, comparable with the engine's
 ``GenerationInfo`` fields.
 """
