@@ -136,7 +136,11 @@ def validate(
                 ends = [i for i in queue if isinstance(i, _End)]
                 queue.clear()
                 queue.extend(ends)
-                observer.on_next(verdict)
+                try:
+                    observer.on_next(verdict)
+                except Exception as exc:
+                    dispose()
+                    observer.on_error(exc)
 
             def enqueue(item: Chunk | _End) -> None:
                 nonlocal worker
@@ -197,13 +201,16 @@ async def _check(
         nonlocal emitted
         result = await req.stream_validate(chunk.text, backend=backend, ctx=ctx)
         if _is_fail(result) and not decided.done():
-            decided.set_result(None)
             emitted = True
             results = tuple(result if j == index else _settled_result(task) for j, task in enumerate(tasks))
+            # Emit first: a downstream cancel_on_fail cancels the generation in this call,
+            # so the backend's task is the first thing the loop runs next.
+            emit_failure(ChunkVerdict(chunk, results, reqs))
+            if not decided.done():  # the emission may have cancelled the worker (and it)
+                decided.set_result(None)
             for j, task in enumerate(tasks):
                 if j != index and not task.done():
                     task.cancel()
-            emit_failure(ChunkVerdict(chunk, results, reqs))
         return result
 
     remaining = len(reqs)
