@@ -68,7 +68,7 @@ class Probe:
         self.sent_at_verdict = 0
 
 
-class FailOnChunk(Requirement):
+class FailOnChunk(NoOpRequirement):
     """Returns "fail" on chunk number *n* (1-based), recording the verdict time in *probe*."""
 
     def __init__(self, n: int, probe: Probe) -> None:
@@ -85,16 +85,6 @@ class FailOnChunk(Requirement):
             probe.verdict_at = time.perf_counter()
             return _FAIL
         return _UNKNOWN
-
-    async def validate(
-        self,
-        backend: Any,
-        ctx: Any,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
-        return _PASSED
 
 
 class _ProbedBackend(ScriptedBackend):
