@@ -64,8 +64,10 @@ class StreamParser(ABC):
     """Turns one response body into text deltas and fills in the generation record.
 
     ``feed`` gets the body in network-sized pieces; ``close`` is called at the end of
-    the body. Subclasses implement ``_feed`` and ``_close`` as generators of deltas
-    that raise a :class:`BackendError` where the stream goes wrong (``_close`` raises
+    the body. A streaming body goes to ``_feed`` piece by piece and ends with
+    ``_close``; a non-streaming one is buffered here and handed whole to
+    ``_close_whole``. All three are generators of deltas that raise a
+    :class:`BackendError` where the stream goes wrong (the closing ones raise
     :class:`IncompleteStreamError` if the terminal frame never came). The deltas
     parsed before the error are still returned, and the error is kept in ``error``
     for the caller to raise after handing them on: text that arrived is never lost.
@@ -73,21 +75,26 @@ class StreamParser(ABC):
     timer restarts whenever it grows.
     """
 
-    def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo) -> None:
+    def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
         self.backend = backend
         self.url = url
         self.generation = generation
+        self.stream = stream
         self.frames = 0
         self.done = False
         self.error: BackendError | None = None
+        self._body = bytearray()  # a non-streaming body, until close()
 
     def feed(self, data: bytes) -> list[str]:
         """Parse *data*; return the non-empty deltas it completed (then check ``error``)."""
+        if not self.stream:
+            self._body += data
+            return []
         return self._collect(self._feed(data))
 
     def close(self) -> list[str]:
         """End of body: return any last deltas (then check ``error``)."""
-        return self._collect(self._close())
+        return self._collect(self._close() if self.stream else self._close_whole(bytes(self._body)))
 
     def _collect(self, deltas: Iterator[str]) -> list[str]:
         out: list[str] = []
@@ -107,7 +114,11 @@ class StreamParser(ABC):
 
     @abstractmethod
     def _close(self) -> Iterator[str]:
-        """Yield the last deltas; raise if the stream is incomplete."""
+        """Yield the last deltas of a stream; raise if it is incomplete."""
+
+    @abstractmethod
+    def _close_whole(self, body: bytes) -> Iterator[str]:
+        """Yield the deltas of a whole non-streaming *body*; raise if it is incomplete."""
 
     def malformed(self, what: str, line: bytes | str) -> MalformedStreamError:
         """A :class:`MalformedStreamError` quoting *line* (truncated)."""

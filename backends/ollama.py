@@ -160,15 +160,10 @@ class OllamaBackend(HttpBackend):
 
 class _OllamaParser(StreamParser):
     def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
-        super().__init__(backend, url, generation)
-        self.stream = stream
+        super().__init__(backend, url, generation, stream)
         self.lines = LineSplitter()
-        self.body = bytearray()
 
     def _feed(self, data: bytes) -> Iterator[str]:
-        if not self.stream:
-            self.body += data
-            return
         try:
             lines = self.lines.feed(data)
         except LineTooLongError as exc:
@@ -176,14 +171,14 @@ class _OllamaParser(StreamParser):
         for line in lines:
             yield self._line(line)
 
+    def _close_whole(self, body: bytes) -> Iterator[str]:
+        if not body.strip():
+            raise self.incomplete("sent an empty body")
+        yield self._line(body)
+        if not self.done:
+            raise self.incomplete("sent a response without `done: true`")
+
     def _close(self) -> Iterator[str]:
-        if not self.stream:
-            if not self.body.strip():
-                raise self.incomplete("sent an empty body")
-            yield self._line(bytes(self.body))
-            if not self.done:
-                raise self.incomplete("sent a response without `done: true`")
-            return
         rest = self.lines.close()
         if rest is not None:
             yield self._line(rest)

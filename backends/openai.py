@@ -160,15 +160,10 @@ class OpenAIBackend(HttpBackend):
 
 class _OpenAIParser(StreamParser):
     def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
-        super().__init__(backend, url, generation)
-        self.stream = stream
+        super().__init__(backend, url, generation, stream)
         self.events = SSEDecoder()
-        self.body = bytearray()
 
     def _feed(self, data: bytes) -> Iterator[str]:
-        if not self.stream:
-            self.body += data
-            return
         try:
             events = self.events.feed(data)
         except LineTooLongError as exc:
@@ -177,9 +172,6 @@ class _OpenAIParser(StreamParser):
             yield self._event(event)
 
     def _close(self) -> Iterator[str]:
-        if not self.stream:
-            yield from self._whole(bytes(self.body))
-            return
         for event in self.events.close():
             yield self._event(event)
         if not self.done:
@@ -222,7 +214,7 @@ class _OpenAIParser(StreamParser):
                 self.generation.done_reason = str(choice["finish_reason"])
         return text
 
-    def _whole(self, body: bytes) -> list[str]:
+    def _close_whole(self, body: bytes) -> Iterator[str]:
         if not body.strip():
             raise self.incomplete("sent an empty body")
         try:
@@ -240,7 +232,8 @@ class _OpenAIParser(StreamParser):
         self.done = True
         self.generation.done_reason = str(choice.get("finish_reason") or "stop")
         self._usage(obj)
-        return [content] if content else []
+        if content:
+            yield content
 
     def _usage(self, obj: dict[str, Any]) -> None:
         usage = obj.get("usage")
