@@ -5,10 +5,9 @@
     thunk deltas ─► chunk(strategy) ─► validate(reqs) ─► cancel_on_fail()
                  ─► final_validation(reqs) ─► to_events()  ═► StreamChunkingResult
 
-The source is the thunk's delta stream wrapped in ``reactivex.using`` with the
-thunk's ``cancel`` as the resource, so whenever the pipeline is disposed (a
-"fail" completes it early, an error, an external cancel) the generation is
-cancelled in the same call.
+The source is the thunk's ``owned_deltas()``, so whenever the pipeline is
+disposed (a "fail" completes it early, an error, an external cancel) the
+generation is cancelled in the same call.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import attrs
-import reactivex
 from reactivex import Observable
-from reactivex.disposable import Disposable
 
 from engine.asyncrx import ReplayLog, iterate
 from engine.backend import Backend
@@ -75,8 +72,7 @@ async def stream_with_chunking(
             "streaming request: the backend does not honour ModelOption.STREAM, so there is nothing to stream"
         )
     checker = validation_backend if validation_backend is not None else backend
-    owned_deltas: Observable[str] = reactivex.using(lambda: Disposable(mot.cancel), lambda _: mot.deltas)
-    events = owned_deltas.pipe(
+    events = mot.owned_deltas().pipe(
         chunk(strategy),
         validate(reqs, backend=checker, ctx=gen_ctx),
         cancel_on_fail(),

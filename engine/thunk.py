@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import attrs
+import reactivex
 from reactivex import Observable, abc
+from reactivex.disposable import Disposable
 
 from engine.asyncrx import ReplayLog
 
@@ -97,6 +99,16 @@ class ModelOutputThunk(Generic[T]):
     def deltas(self) -> Observable[str]:
         """Every delta of this generation: what already arrived, then the rest live."""
         return self._log.observable
+
+    def owned_deltas(self) -> Observable[str]:
+        """:attr:`deltas`, owning the generation: disposing a subscription cancels it.
+
+        Whatever disposes the pipeline (a "fail" completing it early, an error, a
+        consumer leaving) then stops the generation in the same call. The
+        subscription is removed *before* the thunk is cancelled, so the pipeline
+        never sees the cancel as a natural end (a chunker would flush on it).
+        """
+        return reactivex.using(lambda: Disposable(self.cancel), lambda _: self.deltas)
 
     @property
     def value(self) -> str | None:

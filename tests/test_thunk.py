@@ -282,3 +282,18 @@ def test_scripted_backend_rejects_bad_arguments() -> None:
         ScriptedBackend("one string")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="delay"):
         ScriptedBackend(["a"], delay=-1)
+
+
+@pytest.mark.asyncio
+async def test_disposing_owned_deltas_cancels_the_generation_without_completing_the_subscriber() -> None:
+    thunk = await streaming_thunk(["tok "] * 1000, delay=0.001)
+    got: list[str] = []
+    completed: list[bool] = []
+    subscription = thunk.owned_deltas().subscribe(got.append, on_completed=lambda: completed.append(True))
+    while len(got) < 3:
+        await asyncio.sleep(0.001)
+    subscription.dispose()
+    assert thunk.is_computed() and thunk.generation.cancelled
+    assert completed == []  # unsubscribed first: the cancel is not seen as a natural end
+    await asyncio.sleep(0)
+    assert thunk.generation.cancelled_at is not None
