@@ -19,7 +19,7 @@ from backends.errors import (
 from backends.ollama import OllamaBackend
 from backends.openai import OpenAIBackend
 from backends.scripted import ScriptedBackend
-from engine.backend import Backend
+from engine.core.backend import Backend
 
 __all__ = [
     "AuthenticationError",

@@ -3,7 +3,7 @@
 :class:`HttpBackend` owns one ``aiohttp.ClientSession`` (created lazily on the
 running loop, shared by every concurrent generation, closed by ``aclose()``) and
 runs each generation as an async generator read by
-:func:`engine.asyncrx.from_async_iterable`. A subclass supplies only the wire format:
+:func:`engine.core.asyncrx.from_async_iterable`. A subclass supplies only the wire format:
 the request it sends (:meth:`HttpBackend._request`), a :class:`StreamParser` for the
 body, and the provider-specific hints that go into error messages.
 
@@ -46,11 +46,11 @@ from backends.errors import (
     ServerError,
     truncate,
 )
-from engine.asyncrx import from_async_iterable
-from engine.components import Message
-from engine.context import Context
-from engine.options import ModelOption
-from engine.thunk import GenerationInfo, ModelOutputThunk
+from engine.core.asyncrx import from_async_iterable
+from engine.core.components import Message
+from engine.core.context import Context
+from engine.core.options import ModelOption
+from engine.core.thunk import GenerationInfo, ModelOutputThunk
 
 __all__ = ["HttpBackend", "StreamParser", "chat_messages", "json_schema_for", "server_error_text"]
 

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
 from backends.sse import LineSplitter, LineTooLongError
-from engine.context import Context
-from engine.options import ModelOption
-from engine.thunk import GenerationInfo
+from engine.core.context import Context
+from engine.core.options import ModelOption
+from engine.core.thunk import GenerationInfo
 
 __all__ = ["OllamaBackend", "ollama_base_url"]
 

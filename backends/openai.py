@@ -24,9 +24,9 @@ from typing import Any
 
 from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
-from engine.context import Context
-from engine.options import ModelOption
-from engine.thunk import GenerationInfo
+from engine.core.context import Context
+from engine.core.options import ModelOption
+from engine.core.thunk import GenerationInfo
 
 __all__ = ["OpenAIBackend"]
 

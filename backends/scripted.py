@@ -1,6 +1,6 @@
 """``ScriptedBackend``: a deterministic token source for tests, demos and benchmarks.
 
-It is a real :class:`~engine.backend.Backend`: each generation is an asyncio task
+It is a real :class:`~engine.core.backend.Backend`: each generation is an asyncio task
 reading an async generator through the same bridge the HTTP backends use, so
 cancellation reaches it exactly as it would reach a server connection. Every
 generation is recorded in ``backend.generations``.
@@ -13,10 +13,10 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from engine.asyncrx import from_async_iterable
-from engine.context import Context
-from engine.options import ModelOption
-from engine.thunk import GenerationInfo, ModelOutputThunk
+from engine.core.asyncrx import from_async_iterable
+from engine.core.context import Context
+from engine.core.options import ModelOption
+from engine.core.thunk import GenerationInfo, ModelOutputThunk
 
 __all__ = ["ScriptedBackend"]
 

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from backends.scripted import ScriptedBackend
-from engine.components import CBlock
-from engine.context import SimpleContext
-from engine.events import (
+from engine.core.components import CBlock
+from engine.core.context import SimpleContext
+from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
     FullValidationEvent,
@@ -30,9 +30,9 @@ from engine.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.thunk import GenerationInfo
 from engine.streaming import stream_with_chunking
-from engine.thunk import GenerationInfo
 from operators.chunker import Chunker
 from operators.chunking import SentenceChunking
 

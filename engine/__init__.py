@@ -12,11 +12,11 @@ never meets a half-initialised ``engine``.
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from engine.backend import Backend
 from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
-from engine.components import CBlock, Component, Instruction, Message
-from engine.context import ChatContext, Context, SimpleContext
-from engine.events import (
+from engine.core.backend import Backend
+from engine.core.components import CBlock, Component, Instruction, Message
+from engine.core.context import ChatContext, Context, SimpleContext
+from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
     ErrorEvent,
@@ -26,9 +26,9 @@ from engine.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
-from engine.options import ModelOption
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.thunk import GenerationInfo, ModelOutputThunk, wait_for_all_mots
+from engine.core.options import ModelOption
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.thunk import GenerationInfo, ModelOutputThunk, wait_for_all_mots
 
 if TYPE_CHECKING:
     from engine.genslot import GenerativeOutputError, generative

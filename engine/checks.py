@@ -1,6 +1,6 @@
 """Ready-made requirements: the checks users reach for first.
 
-Each is a :class:`~engine.requirements.Requirement` that answers twice: per chunk
+Each is a :class:`~engine.core.requirements.Requirement` that answers twice: per chunk
 while the output streams (``stream_validate``: ``"fail"`` as soon as the output can
 no longer pass, so the generation is cancelled early), and once on the whole output
 after a natural end (``validate``)::
@@ -31,11 +31,11 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 
 if TYPE_CHECKING:
-    from engine.backend import Backend
-    from engine.context import Context
+    from engine.core.backend import Backend
+    from engine.core.context import Context
 
 __all__ = [
     "ChunkCheck",
@@ -425,7 +425,7 @@ def req(description: str, fn: CheckFn, *, check_whole_output: bool = True) -> Ch
 
     *fn* takes the chunk text and returns ``True`` (pass), ``False`` (fail: the stream
     stops), ``None`` (no opinion yet), a verdict string or a
-    :class:`~engine.requirements.PartialValidationResult`; it may be ``async``. The
+    :class:`~engine.core.requirements.PartialValidationResult`; it may be ``async``. The
     final ``validate()`` applies *fn* to the whole output, unless
     ``check_whole_output=False`` (then every chunk having passed is enough).
     *description* is what the model is told (``format_for_llm``).

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 import attrs
 
 from engine.checks import ChunkCheck, ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
-from engine.components import Instruction
-from engine.context import SimpleContext
-from engine.events import (
+from engine.core.components import Instruction
+from engine.core.context import SimpleContext
+from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
     ErrorEvent,
@@ -43,14 +43,14 @@ from engine.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.session import DEFAULT_OLLAMA_MODEL
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from engine.backend import Backend
+    from engine.core.backend import Backend
 
 __all__ = [
     "EXIT_BACKEND_ERROR",

@@ -14,7 +14,6 @@ records every attempt, so a caller can see what was tried and why it was rejecte
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 from collections.abc import Callable, Sequence
@@ -22,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from engine.components import Instruction
-from engine.requirements import Requirement, ValidationResult
+from engine.core.components import Instruction
+from engine.core.requirements import Requirement, ValidationResult, as_requirements, validate_all
 
 if TYPE_CHECKING:
-    from engine.backend import Backend
-    from engine.context import Context
-    from engine.thunk import ModelOutputThunk
+    from engine.core.backend import Backend
+    from engine.core.context import Context
+    from engine.core.thunk import ModelOutputThunk
 
 __all__ = [
     "RejectionSamplingStrategy",
@@ -36,9 +35,7 @@ __all__ = [
     "SamplingAttempt",
     "SamplingResult",
     "SamplingStrategy",
-    "as_requirements",
     "make_instruction",
-    "validate_all",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,27 +45,6 @@ def make_instruction(description: str, requirements: Sequence[Any] = ()) -> Inst
     """``Instruction(description, requirements=...)`` (typed helper: the attrs converter confuses mypy)."""
     build: Callable[..., Instruction] = Instruction
     return build(description, requirements=tuple(requirements))
-
-
-def as_requirements(
-    requirements: Sequence[Requirement | str] | Requirement | str | None,
-) -> list[Requirement]:
-    """Normalise what users pass as requirements: a string becomes ``Requirement(description)``."""
-    if requirements is None:
-        return []
-    if isinstance(requirements, (Requirement, str)):
-        requirements = [requirements]
-    out: list[Requirement] = []
-    for req in requirements:
-        if isinstance(req, str):
-            out.append(Requirement(req))
-        elif isinstance(req, Requirement):
-            out.append(req)
-        else:
-            raise TypeError(
-                f"requirements must be Requirement objects or strings, got {type(req).__name__}: {req!r}"
-            )
-    return out
 
 
 @attrs.frozen
@@ -199,7 +175,9 @@ class SamplingStrategy:
             except BaseException:
                 thunk.cancel()
                 raise
-            validations = await validate_all(reqs, judge, new_ctx, model_options)
+            copies = [copy.copy(req) for req in reqs]
+            results = await validate_all(copies, judge, new_ctx, model_options=model_options)
+            validations = tuple(zip(reqs, results, strict=True))
             attempt = SamplingAttempt(current, thunk, new_ctx, validations)
             attempts.append(attempt)
             if attempt.success:
@@ -234,7 +212,7 @@ class RejectionSamplingStrategy(SamplingStrategy):
 
 
 class RepairTemplateStrategy(SamplingStrategy):
-    """After a failure, re-sends an :class:`~engine.components.Instruction` with the failed
+    """After a failure, re-sends an :class:`~engine.core.components.Instruction` with the failed
     requirements (and their reasons) appended; on exhaustion returns the last attempt.
 
     Actions that are not instructions are sent again unchanged.
@@ -257,38 +235,3 @@ class RepairTemplateStrategy(SamplingStrategy):
 
 
 _REPAIR_MARKER = "Your previous answer did not meet these requirements; fix it:"
-
-
-async def validate_all(
-    requirements: Sequence[Requirement],
-    backend: Backend,
-    ctx: Context,
-    model_options: dict[str, Any] | None,
-) -> tuple[tuple[Requirement, ValidationResult], ...]:
-    """Validate the output at the end of *ctx* against every requirement, in parallel.
-
-    A validator that raises cancels its siblings and the error propagates.
-    """
-    if not requirements:
-        return ()
-    copies = [copy.copy(req) for req in requirements]
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(req.validate(backend, ctx, model_options=model_options)) for req in copies
-            ]
-    except ExceptionGroup as group_error:
-        # Surface the validator's own exception, not the TaskGroup wrapper.
-        if len(group_error.exceptions) == 1:
-            raise group_error.exceptions[0] from None
-        raise
-    results: list[tuple[Requirement, ValidationResult]] = []
-    for req, task in zip(requirements, tasks, strict=True):
-        result = task.result()
-        if not isinstance(result, ValidationResult):
-            raise TypeError(
-                f"{type(req).__name__}.validate returned {type(result).__name__}; "
-                "it must return a ValidationResult"
-            )
-        results.append((req, result))
-    return tuple(results)

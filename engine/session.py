@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import importlib
 import logging
 import re
@@ -31,22 +32,20 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
-from engine.components import CBlock, Message
-from engine.context import Context, SimpleContext
-from engine.options import ModelOption
-from engine.requirements import Requirement, ValidationResult
+from engine.core.components import CBlock, Message
+from engine.core.context import Context, SimpleContext
+from engine.core.options import ModelOption
+from engine.core.requirements import Requirement, ValidationResult, as_requirements, validate_all
+from engine.core.thunk import ModelOutputThunk
 from engine.sampling import (
     RejectionSamplingStrategy,
     SamplingResult,
     SamplingStrategy,
-    as_requirements,
     make_instruction,
-    validate_all,
 )
-from engine.thunk import ModelOutputThunk
 
 if TYPE_CHECKING:
-    from engine.backend import Backend
+    from engine.core.backend import Backend
 
 __all__ = [
     "BACKEND_NAMES",
@@ -656,8 +655,8 @@ class Session:
         judge = self.validation_backend if self.validation_backend is not None else self.backend
         if any(req.validation_fn is None for req in reqs):
             await self._ready()
-        pairs = await validate_all(reqs, judge, ctx, self._options(model_options))
-        return [result for _, result in pairs]
+        copies = [copy.copy(req) for req in reqs]
+        return list(await validate_all(copies, judge, ctx, model_options=self._options(model_options)))
 
     def validate(
         self,

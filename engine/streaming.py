@@ -21,18 +21,19 @@ from typing import Any
 import attrs
 from reactivex import Observable
 
-from engine.asyncrx import ReplayLog, iterate
-from engine.backend import Backend
-from engine.context import Context
-from engine.events import ChunkEvent, CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
-from engine.options import ModelOption
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.thunk import ModelOutputThunk
-from operators.cancellation import cancel_on_fail
-from operators.chunk_stream import chunk
+from engine.core.asyncrx import ReplayLog, iterate
+from engine.core.backend import Backend
+from engine.core.context import Context
+from engine.core.events import ChunkEvent, CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
+from engine.core.options import ModelOption
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.thunk import ModelOutputThunk
+from operators.cancel_on_fail import cancel_on_fail
+from operators.chunk import chunk
 from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
-from operators.eventing import to_events
-from operators.validation import final_validation, validate
+from operators.final_validation import final_validation
+from operators.to_events import to_events
+from operators.validate import validate
 
 __all__ = ["StreamChunkingResult", "stream_with_chunking"]
 

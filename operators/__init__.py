@@ -11,8 +11,8 @@ Each operator is a plain function returning an Rx operator, composable with ``pi
     )
 """
 
-from operators.cancellation import cancel_on_fail
-from operators.chunk_stream import chunk
+from operators.cancel_on_fail import cancel_on_fail
+from operators.chunk import chunk
 from operators.chunker import Chunk, Chunker
 from operators.chunking import (
     CHUNKING_ALIASES,
@@ -22,8 +22,10 @@ from operators.chunking import (
     WordChunking,
     resolve_chunking_strategy,
 )
-from operators.eventing import to_events
-from operators.validation import ChunkVerdict, FinalValidation, StreamingDone, final_validation, validate
+from operators.final_validation import final_validation
+from operators.to_events import to_events
+from operators.validate import validate
+from operators.verdicts import ChunkVerdict, FinalValidation, StreamingDone
 
 __all__ = [
     "CHUNKING_ALIASES",

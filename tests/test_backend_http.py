@@ -101,7 +101,7 @@ async def test_a_normal_stream_delivers_every_delta_and_records_the_generation(k
 
 
 async def _deltas(thunk: ModelOutputThunk[str]) -> AsyncIterator[str]:
-    from engine.asyncrx import iterate
+    from engine.core.asyncrx import iterate
 
     async with contextlib.aclosing(iterate(thunk.deltas)) as deltas:
         async for delta in deltas:

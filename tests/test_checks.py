@@ -22,12 +22,12 @@ from engine.checks import (
     count_sentences,
     req,
 )
-from engine.components import Instruction
-from engine.context import Context, SimpleContext
-from engine.events import CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamingDoneEvent
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.components import Instruction
+from engine.core.context import Context, SimpleContext
+from engine.core.events import CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamingDoneEvent
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.thunk import ModelOutputThunk
 from engine.streaming import stream_with_chunking
-from engine.thunk import ModelOutputThunk
 from operators.chunking import resolve_chunking_strategy
 
 BACKEND = ScriptedBackend([])

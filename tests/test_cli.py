@@ -36,8 +36,8 @@ from engine.cli import (
     event_to_json,
     tokenize,
 )
-from engine.events import ChunkEvent, QuickCheckEvent
-from engine.requirements import PartialValidationResult
+from engine.core.events import ChunkEvent, QuickCheckEvent
+from engine.core.requirements import PartialValidationResult
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -475,7 +475,7 @@ class _ComputedBackend:
     async def generate_from_context(
         self, action: Any, ctx: Any, *, format: Any = None, model_options: Any = None
     ) -> tuple[Any, Any]:
-        from engine.thunk import ModelOutputThunk
+        from engine.core.thunk import ModelOutputThunk
 
         thunk: ModelOutputThunk[str] = ModelOutputThunk(value="done")
         return thunk, ctx.add(action).add(thunk)

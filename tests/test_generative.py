@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.scripted import ScriptedBackend
-from engine.components import Instruction
-from engine.context import ChatContext, Context
+from engine.core.components import Instruction
+from engine.core.context import ChatContext, Context
+from engine.core.thunk import ModelOutputThunk
 from engine.genslot import (
     AsyncGenerativeFunction,
     GenerativeFunction,
@@ -22,7 +23,6 @@ from engine.genslot import (
     parse_output,
 )
 from engine.session import Session, start_session
-from engine.thunk import ModelOutputThunk
 
 
 @attrs.frozen

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from backends.scripted import ScriptedBackend
-from engine.components import CBlock, Instruction
-from engine.context import ChatContext, Context, SimpleContext
-from engine.requirements import Requirement, ValidationResult
+from engine.core.components import CBlock, Instruction
+from engine.core.context import ChatContext, Context, SimpleContext
+from engine.core.requirements import Requirement, ValidationResult
+from engine.core.thunk import ModelOutputThunk
 from engine.sampling import (
     RejectionSamplingStrategy,
     RepairTemplateStrategy,
@@ -19,7 +20,6 @@ from engine.sampling import (
     as_requirements,
 )
 from engine.session import Session
-from engine.thunk import ModelOutputThunk
 
 
 class SequenceBackend:

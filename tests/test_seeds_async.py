@@ -38,10 +38,10 @@ import pytest
 
 import engine
 from backends.scripted import ScriptedBackend
-from engine.components import Message
-from engine.context import Context
+from engine.core.components import Message
+from engine.core.context import Context
+from engine.core.thunk import GenerationInfo, ModelOutputThunk
 from engine.session import CHAT_CONTEXT_WARNING, start_session
-from engine.thunk import GenerationInfo, ModelOutputThunk
 from tests.fake_servers import FakeOllamaServer, Reply
 
 SEEDS: dict[str, str] = {

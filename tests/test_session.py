@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from backends.scripted import ScriptedBackend
-from engine.components import CBlock, Instruction, Message
-from engine.context import ChatContext, Context, SimpleContext
-from engine.options import ModelOption
-from engine.requirements import Requirement, ValidationResult
+from engine.core.components import CBlock, Instruction, Message
+from engine.core.context import ChatContext, Context, SimpleContext
+from engine.core.options import ModelOption
+from engine.core.requirements import Requirement, ValidationResult
+from engine.core.thunk import ModelOutputThunk
 from engine.session import (
     CHAT_CONTEXT_WARNING,
     DEFAULT_SCRIPT,
@@ -26,7 +27,6 @@ from engine.session import (
     fill_user_variables,
     start_session,
 )
-from engine.thunk import ModelOutputThunk
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 

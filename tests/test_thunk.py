@@ -12,7 +12,7 @@ from reactivex.subject import Subject
 
 from backends import ScriptedBackend
 from engine import CBlock, ModelOption, ModelOutputThunk, SimpleContext, wait_for_all_mots
-from engine.asyncrx import ReplayLog, from_async_iterable, iterate
+from engine.core.asyncrx import ReplayLog, from_async_iterable, iterate
 
 STREAM = {ModelOption.STREAM: True}
 

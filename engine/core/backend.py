@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from engine.context import Context
-    from engine.thunk import ModelOutputThunk
+    from engine.core.context import Context
+    from engine.core.thunk import ModelOutputThunk
 
 __all__ = ["Backend"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
-from operators.validation import ChunkVerdict
+from operators.verdicts import ChunkVerdict
 
 __all__ = ["cancel_on_fail"]
 

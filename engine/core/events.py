@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from engine.requirements import PartialValidationResult, ValidationResult
+from engine.core.requirements import PartialValidationResult, ValidationResult
 
 if TYPE_CHECKING:
-    from engine.requirements import Requirement
+    from engine.core.requirements import Requirement
 
 __all__ = [
     "ChunkEvent",

@@ -7,16 +7,24 @@ output after a natural end.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 
 if TYPE_CHECKING:
-    from engine.backend import Backend
-    from engine.context import Context
+    from engine.core.backend import Backend
+    from engine.core.context import Context
 
-__all__ = ["PartialValidationResult", "Requirement", "ValidationResult", "Outcome"]
+__all__ = [
+    "Outcome",
+    "PartialValidationResult",
+    "Requirement",
+    "ValidationResult",
+    "as_requirements",
+    "validate_all",
+]
 
 Outcome = Literal["pass", "fail", "unknown"]
 _OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -120,8 +128,8 @@ async def _judge(
     """Ask *backend* whether *text* meets *req* (LLM-as-judge), answering yes or no."""
     # Imported here: components and context are leaf modules, but keeping them out of
     # this module's import graph keeps requirements importable on their own.
-    from engine.components import Instruction
-    from engine.context import SimpleContext
+    from engine.core.components import Instruction
+    from engine.core.context import SimpleContext
 
     if not req.description:
         raise ValueError(
@@ -135,3 +143,59 @@ async def _judge(
     thunk, _ = await backend.generate_from_context(question, SimpleContext(), model_options=model_options)
     answer = (await thunk.avalue()).strip()
     return ValidationResult(answer.lower().startswith("yes"), reason=answer)
+
+
+def as_requirements(
+    requirements: Sequence[Requirement | str] | Requirement | str | None,
+) -> list[Requirement]:
+    """Normalise what users pass as requirements: a string becomes ``Requirement(description)``."""
+    if requirements is None:
+        return []
+    if isinstance(requirements, (Requirement, str)):
+        requirements = [requirements]
+    out: list[Requirement] = []
+    for req in requirements:
+        if isinstance(req, str):
+            out.append(Requirement(req))
+        elif isinstance(req, Requirement):
+            out.append(req)
+        else:
+            raise TypeError(
+                f"requirements must be Requirement objects or strings, got {type(req).__name__}: {req!r}"
+            )
+    return out
+
+
+async def validate_all(
+    requirements: Sequence[Requirement],
+    backend: Backend,
+    ctx: Context,
+    *,
+    model_options: dict[str, Any] | None = None,
+) -> tuple[ValidationResult, ...]:
+    """Run every requirement's ``validate(backend, ctx)`` in parallel; results in order.
+
+    A validator that raises cancels its siblings (nothing keeps running) and its own
+    exception propagates (not the ``TaskGroup``'s group). A result that is not a
+    :class:`ValidationResult` is a ``TypeError`` naming the requirement.
+    """
+    if not requirements:
+        return ()
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(req.validate(backend, ctx, model_options=model_options))
+                for req in requirements
+            ]
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    results: list[ValidationResult] = []
+    for req, task in zip(requirements, tasks, strict=True):
+        result = task.result()
+        if not isinstance(result, ValidationResult):
+            raise TypeError(
+                f"{req!r}.validate() returned {result!r} ({type(result).__name__}); "
+                "return ValidationResult(True | False) instead"
+            )
+        results.append(result)
+    return tuple(results)

@@ -1,4 +1,4 @@
-"""The ``to_events`` operator: pipeline values in, typed :class:`~engine.events.StreamEvent` out."""
+"""The ``to_events`` operator: pipeline values in, typed :class:`~engine.core.events.StreamEvent` out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 from reactivex import Observable, abc
 from reactivex.disposable import SingleAssignmentDisposable
 
-from engine.events import (
+from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
     ErrorEvent,
@@ -16,7 +16,7 @@ from engine.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
-from operators.validation import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
 
 __all__ = ["to_events"]
 

@@ -1,7 +1,7 @@
 """``ModelOutputThunk``: the output of one generation, computed or still streaming.
 
 A thunk owns one subscription to its generation's delta observable (one upstream
-request, never two) and records every delta in a :class:`~engine.asyncrx.ReplayLog`,
+request, never two) and records every delta in a :class:`~engine.core.asyncrx.ReplayLog`,
 so ``thunk.deltas`` gives any late subscriber what already arrived, then the rest.
 """
 
@@ -17,7 +17,7 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from engine.asyncrx import ReplayLog
+from engine.core.asyncrx import ReplayLog
 
 __all__ = ["GenerationInfo", "ModelOutputThunk", "wait_for_all_mots"]
 

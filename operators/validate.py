@@ -1,15 +1,11 @@
-"""Validation operators: per-chunk ``stream_validate`` and the final ``validate``.
+"""The ``validate`` operator: per-chunk ``stream_validate`` of every requirement.
 
-``validate`` turns chunks into :class:`ChunkVerdict` values. The requirements of one
-chunk run in parallel on the asyncio loop; chunks are validated strictly in order
-by one worker task per subscription (``concat_map`` over futures would start every
-chunk's validation at once; see RX_NOTES.md). The first "fail" decides the chunk at
+``validate`` turns chunks into :class:`~operators.verdicts.ChunkVerdict` values. The
+requirements of one chunk run in parallel on the asyncio loop; chunks are validated
+strictly in order by one worker task per subscription (``concat_map`` over futures
+would start every chunk's validation at once). The first "fail" decides the chunk at
 once: the verdict is emitted before the slower siblings are cancelled, so a
 downstream ``cancel_on_fail`` stops the generation without waiting for them.
-
-``final_validation`` passes verdicts through and, on a natural end with no failure,
-emits :class:`StreamingDone` and then :class:`FinalValidation` with every
-requirement's ``validate()`` result.
 """
 
 from __future__ import annotations
@@ -24,50 +20,12 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable, SingleAssignmentDisposable
 
-from engine.context import Context
-from engine.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.context import Context
+from engine.core.requirements import PartialValidationResult, Requirement
 from operators.chunker import Chunk
+from operators.verdicts import CANCELLED, ChunkVerdict
 
-__all__ = ["ChunkVerdict", "FinalValidation", "StreamingDone", "final_validation", "validate"]
-
-CANCELLED = PartialValidationResult("unknown", reason="cancelled")
-"""Reported for a requirement whose check was cancelled because a sibling failed first."""
-
-
-@attrs.frozen
-class ChunkVerdict:
-    """A chunk and the ``stream_validate`` results of *requirements* on it, in order."""
-
-    chunk: Chunk
-    results: tuple[PartialValidationResult, ...]
-    requirements: tuple[Requirement, ...]
-
-    @property
-    def passed(self) -> bool:
-        """True unless some requirement returned "fail"."""
-        return not any(r.success == "fail" for r in self.results)
-
-    @property
-    def failures(self) -> list[tuple[Requirement, PartialValidationResult]]:
-        """The ``(requirement, result)`` pairs that failed."""
-        return [(q, r) for q, r in zip(self.requirements, self.results, strict=True) if r.success == "fail"]
-
-
-@attrs.frozen
-class StreamingDone:
-    """Every chunk was validated and delivered, and the stream ended naturally."""
-
-
-@attrs.frozen
-class FinalValidation:
-    """The final ``validate()`` results, in requirement order."""
-
-    results: tuple[ValidationResult, ...]
-
-    @property
-    def passed(self) -> bool:
-        """True if every result passed."""
-        return all(r.as_bool() for r in self.results)
+__all__ = ["validate"]
 
 
 @attrs.frozen
@@ -286,87 +244,3 @@ def _fails(result: Any) -> bool:
 async def _settle(tasks: list[asyncio.Task[Any]]) -> None:
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-FinalItem = ChunkVerdict | StreamingDone | FinalValidation
-
-
-def final_validation(
-    requirements: Sequence[Requirement], *, backend: Any, ctx: Context
-) -> Callable[[Observable[ChunkVerdict]], Observable[FinalItem]]:
-    """Pass verdicts through; on a natural end with no failure, emit :class:`StreamingDone`
-    and then run every requirement's ``validate(backend, ctx)`` in parallel and emit
-    :class:`FinalValidation`.
-
-    After a failing verdict the end passes straight through: no final validation. A
-    ``validate()`` that raises cancels the others and becomes ``on_error``.
-    """
-    reqs = tuple(requirements)
-
-    def operator(source: Observable[ChunkVerdict]) -> Observable[FinalItem]:
-        def subscribe(
-            observer: abc.ObserverBase[FinalItem], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            failed = False
-            task: asyncio.Task[None] | None = None
-
-            def on_next(verdict: ChunkVerdict) -> None:
-                nonlocal failed
-                failed = failed or not verdict.passed
-                observer.on_next(verdict)
-
-            def on_completed() -> None:
-                nonlocal task
-                if failed:
-                    observer.on_completed()
-                    return
-                observer.on_next(StreamingDone())
-                if not reqs:
-                    observer.on_completed()
-                    return
-                task = asyncio.get_running_loop().create_task(run())
-
-            async def run() -> None:
-                try:
-                    results = await _validate_all(reqs, backend, ctx)
-                except Exception as exc:
-                    observer.on_error(exc)
-                    return
-                observer.on_next(FinalValidation(results))
-                observer.on_completed()
-
-            def dispose() -> None:
-                upstream.dispose()
-                if task is not None and task is not asyncio.current_task():
-                    task.cancel()
-
-            upstream = SingleAssignmentDisposable()
-            upstream.disposable = source.subscribe(
-                on_next, observer.on_error, on_completed, scheduler=scheduler
-            )
-            return Disposable(dispose)
-
-        return Observable(subscribe)
-
-    return operator
-
-
-async def _validate_all(
-    reqs: tuple[Requirement, ...], backend: Any, ctx: Context
-) -> tuple[ValidationResult, ...]:
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(req.validate(backend, ctx)) for req in reqs]
-    except BaseExceptionGroup as group_error:
-        # Surface the validator's own exception, not the group wrapping it.
-        raise group_error.exceptions[0] from None
-    results = []
-    for req, task in zip(reqs, tasks, strict=True):
-        result = task.result()
-        if not isinstance(result, ValidationResult):
-            raise TypeError(
-                f"{req!r}.validate() returned {result!r} ({type(result).__name__}); "
-                "return ValidationResult(True | False) instead"
-            )
-        results.append(result)
-    return tuple(results)
