@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 from reactivex import Observable
 
-from engine.core.asyncrx import ReplayLog, iterate
+from engine.core.asyncrx import ReplayLog, iterate, subscribe
 from engine.core.backend import Backend
 from engine.core.context import Context
 from engine.core.events import ChunkEvent, CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
@@ -46,6 +46,7 @@ async def stream_with_chunking(
     requirements: Sequence[Requirement] | None = None,
     chunking: str | ChunkingStrategy = "sentence",
     validation_backend: Backend | None = None,
+    validation_timeout: float | None = None,
 ) -> StreamChunkingResult:
     """Generate a streaming response with per-chunk validation.
 
@@ -57,6 +58,8 @@ async def stream_with_chunking(
     validated too, then ``validate()`` runs on every requirement. Requirements are
     copied (``copy.copy``) before generation starts; the originals are untouched.
     *validation_backend* (default *backend*) is what validators receive.
+    *validation_timeout* (seconds) is the deadline of every check whose requirement
+    sets no ``timeout`` of its own (past it the check counts as its ``on_timeout``).
 
     Raises:
         ValueError: *chunking* is an unknown alias.
@@ -75,9 +78,10 @@ async def stream_with_chunking(
     checker = validation_backend if validation_backend is not None else backend
     events = mot.owned_deltas().pipe(
         chunk(strategy),
-        validate(reqs, backend=checker, ctx=gen_ctx),
+        # stop=: a failing check stops the producer in its own step, before anything else.
+        validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=validation_timeout),
         cancel_on_fail(),
-        final_validation(reqs, backend=checker, ctx=gen_ctx),
+        final_validation(reqs, backend=checker, ctx=gen_ctx, timeout=validation_timeout),
         to_events(lambda: mot.text),
     )
     return StreamChunkingResult(mot, gen_ctx, events)
@@ -122,7 +126,7 @@ class StreamChunkingResult:
         self._error_raised = False
         self._cancelled = False
         self._consumers: set[str] = set()
-        self._subscription = events.subscribe(self._on_event, self._on_error, self._on_completed)
+        self._subscription = subscribe(events, self._on_event, self._on_error, self._on_completed)
 
     @property
     def observable(self) -> Observable[StreamEvent]:

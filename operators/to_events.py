@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from reactivex import Observable, abc
-from reactivex.disposable import SingleAssignmentDisposable
+from reactivex import Observable
 
+from engine.core.asyncrx import LoopObservable, Relay
 from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
@@ -32,51 +33,60 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
     """
 
     def operator(source: Observable[FinalItem]) -> Observable[StreamEvent]:
-        def subscribe(
-            observer: abc.ObserverBase[StreamEvent], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            failed = False
-            emitted_end = 0
-
-            def on_next(item: FinalItem) -> None:
-                nonlocal failed, emitted_end
-                if isinstance(item, ChunkVerdict):
-                    passed = item.passed
-                    if item.requirements:
-                        observer.on_next(
-                            QuickCheckEvent(
-                                chunk_index=item.chunk.index,
-                                passed=passed,
-                                results=item.results,
-                                requirements=item.requirements,
-                            )
-                        )
-                    if passed:
-                        observer.on_next(ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index))
-                        emitted_end = item.chunk.end
-                    else:
-                        failed = True
-                elif isinstance(item, StreamingDone):
-                    observer.on_next(StreamingDoneEvent(full_text=received_text()))
-                elif isinstance(item, FinalValidation):
-                    observer.on_next(FullValidationEvent(passed=item.passed, results=item.results))
-
-            def on_completed() -> None:
-                text = received_text()
-                observer.on_next(
-                    CompletedEvent(success=not failed, full_text=text[:emitted_end] if failed else text)
-                )
-                observer.on_completed()
-
-            def on_error(exc: Exception) -> None:
-                observer.on_next(ErrorEvent(exception_type=type(exc).__name__, detail=str(exc) or repr(exc)))
-                observer.on_next(CompletedEvent(success=False, full_text=received_text()))
-                observer.on_error(exc)
-
-            upstream = SingleAssignmentDisposable()
-            upstream.disposable = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-            return upstream
-
-        return Observable(subscribe)
+        return LoopObservable(lambda observer: _ToEvents(observer, received_text).connect(source))
 
     return operator
+
+
+class _ToEvents(Relay[StreamEvent]):
+    __slots__ = ("emitted_end", "failed", "received_text")
+
+    def __init__(self, downstream: Any, received_text: Callable[[], str]) -> None:
+        super().__init__(downstream)
+        self.received_text = received_text
+        self.failed = False
+        self.emitted_end = 0
+
+    def on_next(self, item: FinalItem) -> None:
+        if self.stopped:
+            return
+        observer = self.downstream
+        if isinstance(item, ChunkVerdict):
+            passed = item.passed
+            if item.requirements:
+                observer.on_next(
+                    QuickCheckEvent(
+                        chunk_index=item.chunk.index,
+                        passed=passed,
+                        results=item.results,
+                        requirements=item.requirements,
+                    )
+                )
+            if not passed:
+                self.failed = True
+            elif not item.flush:
+                observer.on_next(ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index))
+                self.emitted_end = item.chunk.end
+        elif isinstance(item, StreamingDone):
+            observer.on_next(StreamingDoneEvent(full_text=self.received_text()))
+        elif isinstance(item, FinalValidation):
+            observer.on_next(FullValidationEvent(passed=item.passed, results=item.results))
+
+    def on_completed(self) -> None:
+        if self.stopped:
+            return
+        text = self.received_text()
+        self.downstream.on_next(
+            CompletedEvent(
+                success=not self.failed, full_text=text[: self.emitted_end] if self.failed else text
+            )
+        )
+        super().on_completed()
+
+    def on_error(self, error: Exception) -> None:
+        if self.stopped:
+            return
+        observer = self.downstream
+        observer.on_next(ErrorEvent(exception_type=type(error).__name__, detail=str(error) or repr(error)))
+        observer.on_next(CompletedEvent(success=False, full_text=self.received_text()))
+        super().on_error(error)

@@ -15,11 +15,19 @@ CANCELLED = PartialValidationResult("unknown", reason="cancelled")
 
 @attrs.frozen
 class ChunkVerdict:
-    """A chunk and the ``stream_validate`` results of *requirements* on it, in order."""
+    """A chunk and the ``stream_validate`` results of *requirements* on it, in order.
+
+    ``flush`` marks the verdict on the fragments that requirements with their own
+    chunking withheld until the natural end: it carries no chunk text to deliver.
+    ``restore`` (only on a failing verdict, only when asked for): each requirement as
+    it was right after the last chunk before the failing one, for a retry to go on from.
+    """
 
     chunk: Chunk
     results: tuple[PartialValidationResult, ...]
     requirements: tuple[Requirement, ...]
+    flush: bool = False
+    restore: tuple[Requirement, ...] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def passed(self) -> bool:
