@@ -144,11 +144,10 @@ async def trace_once(delay: float) -> None:
     def prof(frame: Any, event: str, arg: Any) -> None:
         if event == "call" and frame.f_code.co_name == "stream_validate" and not state["on"]:
             return
-        if event in ("call", "c_call"):
-            if state["on"]:
-                name = frame.f_code.co_name if event == "call" else getattr(arg, "__qualname__", str(arg))
-                mod = frame.f_globals.get("__name__", "?")
-                calls.append(f"{mod}:{name}" + ("" if event == "call" else " [C]"))
+        if event in ("call", "c_call") and state["on"]:
+            name = frame.f_code.co_name if event == "call" else getattr(arg, "__qualname__", str(arg))
+            mod = frame.f_globals.get("__name__", "?")
+            calls.append(f"{mod}:{name}" + ("" if event == "call" else " [C]"))
 
     class TracedFail(FailSecond):
         async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import attrs
-from reactivex import Observable
+from reactivex import Observable, abc
 
 from engine.core.asyncrx import ReplayLog, iterate, subscribe
 from engine.core.backend import Backend
@@ -126,7 +126,12 @@ class StreamChunkingResult:
         self._error_raised = False
         self._cancelled = False
         self._consumers: set[str] = set()
-        self._subscription = subscribe(events, self._on_event, self._on_error, self._on_completed)
+        self._subscription: abc.DisposableBase | None = None
+        subscription = subscribe(events, self._on_event, self._on_error, self._on_completed)
+        if self._done.done():  # it ended while subscribing
+            subscription.dispose()
+        else:
+            self._subscription = subscription
 
     @property
     def observable(self) -> Observable[StreamEvent]:
@@ -217,6 +222,10 @@ class StreamChunkingResult:
         self._finish()
 
     def _finish(self) -> None:
+        # The pipeline is over: drop the subscription (it holds this result's callbacks),
+        # so a finished run is freed by reference counting, not left to the cycle collector.
+        if self._subscription is not None:
+            self._subscription.dispose()
         self._log.complete()
         if not self._done.done():
             self._done.set_result(None)
@@ -226,7 +235,8 @@ class StreamChunkingResult:
         if self._done.done():
             return
         self._cancelled = True
-        self._subscription.dispose()  # disposes the owned delta stream: the generation is cancelled
+        if self._subscription is not None:  # disposes the owned delta stream: the generation is cancelled
+            self._subscription.dispose()
         self._on_event(CompletedEvent(success=False, full_text=self.mot.text))
         self._finish()
 

@@ -19,13 +19,16 @@ class Chunk:
     """One chunk of the output: its text, its position in the stream, and its span.
 
     ``start`` and ``end`` are offsets into the accumulated output, so
-    ``output[start:end] == text``.
+    ``output[start:end] == text``. ``gap`` is the text between the previous chunk's end
+    and ``start`` (separators the strategy left out), so chunks with their gaps
+    re-assemble the output: what a requirement with its own chunking is fed.
     """
 
     text: str
     index: int
     start: int
     end: int
+    gap: str = attrs.field(default="", repr=False, eq=False)
 
 
 class Chunker:
@@ -90,8 +93,9 @@ class Chunker:
                     f"({_preview(pending)}) after the chunks before it. Chunks must be non-empty, "
                     "verbatim and in order; fix the strategy's split()/flush()."
                 )
+            gap = pending[pos:start]
             pos = start + len(text)
-            chunks.append(Chunk(text, self._count, self._offset + start, self._offset + pos))
+            chunks.append(Chunk(text, self._count, self._offset + start, self._offset + pos, gap))
             self._count += 1
         self._pending = pending[pos:]
         self._offset += pos

@@ -267,7 +267,7 @@ class _Scheduler:
             if slot.flush:
                 coro = self._check_own(worker, None)
             elif worker.chunker is not None:
-                coro = self._check_own(worker, slot.chunk.text)
+                coro = self._check_own(worker, slot.chunk.gap + slot.chunk.text)
             else:
                 coro = req.stream_validate(slot.chunk.text, backend=self.backend, ctx=self.ctx)
                 if not hasattr(coro, "send"):

@@ -274,14 +274,22 @@ async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
 class ReplayLog(Generic[T]):
     """Records a stream and replays it: late subscribers see everything, then follow live."""
 
-    __slots__ = ("_error", "_finished", "_observers", "items", "observable")
+    __slots__ = ("_error", "_finished", "_observers", "items")
 
     def __init__(self) -> None:
         self.items: list[T] = []
         self._observers: list[abc.ObserverBase[T]] = []
         self._finished = False
         self._error: Exception | None = None
-        self.observable: Observable[T] = LoopObservable(self.attach)
+
+    @property
+    def observable(self) -> Observable[T]:
+        """The log as an observable: each subscription replays what was recorded, then follows.
+
+        Built on each access rather than kept, so the log and its observable hold no
+        cycle: a finished log is freed by reference counting.
+        """
+        return LoopObservable(self.attach)
 
     @property
     def finished(self) -> bool:

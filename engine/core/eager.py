@@ -44,12 +44,20 @@ class DeadlineExceeded(TimeoutError):
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Continue *coro*, which suspended by yielding *yielded*, inside the awaiting task.
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any, cancel: bool = False) -> Generator[Any, Any, Any]:
+    """Continue *coro*, which suspended by yielding *yielded*, inside the awaiting task
+    (first cancelling it, with *cancel*).
 
     This is what ``await coro`` would do from that point on: pass each yielded
     future up to the task and send (or throw) what comes back into *coro*.
     """
+    if cancel:
+        try:
+            # The class, not an instance: no local may hold the exception, or its
+            # traceback (which holds this frame) would make a cycle.
+            yielded = coro.throw(asyncio.CancelledError)
+        except StopIteration as stop:
+            return stop.value
     while True:
         try:
             sent = yield yielded
@@ -63,6 +71,10 @@ def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any,
                 yielded = coro.send(sent)
             except StopIteration as stop:
                 return stop.value
+
+
+def _ignore(lane: Lane, result: Any, error: BaseException | None) -> None:
+    pass
 
 
 class _Job:
@@ -134,10 +146,8 @@ class Lane:
     def cancel(self) -> None:
         """Cancel the coroutine this lane is continuing (its *done* gets ``CancelledError``)."""
         job = self._pending
-        if job is not None:
-            self._pending = None
-            job.coro.close()
-            self._done(self, None, asyncio.CancelledError())
+        if job is not None:  # handed over, not picked up yet: the task throws the cancellation in
+            job.cancelled = True
             return
         job = self._current
         if job is not None and not job.cancelled:
@@ -150,11 +160,16 @@ class Lane:
         if self._closed:
             return
         self._closed = True
+        # Drop the owner's callback: a cancelled check's traceback (kept alive by
+        # asyncio's own future/exception cycle) references this lane, and must not
+        # keep the owner (a whole run) alive with it.
+        self._done = _ignore
         job, self._pending = self._pending, None
         if job is not None:
             job.coro.close()
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
     async def _drive(self) -> None:
         while not self._closed:
@@ -172,10 +187,10 @@ class Lane:
             deadline = None
             try:
                 if job.deadline is None:
-                    result = await _resume(job.coro, job.yielded)
+                    result = await _resume(job.coro, job.yielded, job.cancelled)
                 else:
                     async with asyncio.timeout_at(job.deadline) as deadline:
-                        result = await _resume(job.coro, job.yielded)
+                        result = await _resume(job.coro, job.yielded, job.cancelled)
             except asyncio.CancelledError as exc:
                 self._current = None
                 if self._closed:

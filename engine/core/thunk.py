@@ -232,6 +232,7 @@ class ModelOutputThunk(Generic[T]):
 
     def _notify(self, error: Exception | None) -> None:
         self.generation.finished_at = time.perf_counter()
+        self._upstream = None  # it holds this thunk's callbacks: drop the cycle
         if error is None:
             self._log.complete()
         else:
