@@ -38,7 +38,7 @@ from typing import Any
 
 from reactivex import Observable, abc
 
-from engine.core.asyncrx import LoopObservable, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, Subscription, observe, subscribe
 from engine.core.context import Context
 from engine.core.eager import PENDING, DeadlineExceeded, Lane
 from engine.core.requirements import PartialValidationResult, Policy, Requirement
@@ -129,7 +129,6 @@ class _Worker:
         "concurrency",
         "idle",
         "index",
-        "lanes",
         "next",
         "on_error",
         "on_timeout",
@@ -150,7 +149,6 @@ class _Worker:
         self.on_timeout: Policy = getattr(req, "on_timeout", "fail")
         self.on_error = getattr(req, "on_error", "raise")
         self.next = -1  # the chunk index it checks next (set at the first chunk)
-        self.lanes: list[Lane] = []
         self.idle: list[Lane] = []
         self.busy: dict[Lane, int] = {}  # lanes continuing a suspended check -> chunk index
         self.snaps: dict[int, Requirement] = {}
@@ -213,7 +211,7 @@ class _Scheduler:
     # -- upstream --------------------------------------------------------------
 
     def connect(self, source: Observable[Chunk]) -> None:
-        self.upstream = subscribe(source, self.on_next, self.on_error, self.on_completed)
+        self.upstream = observe(source, self)
         if self.stopped:  # it ended while subscribing
             self.upstream.dispose()
 
@@ -285,9 +283,7 @@ class _Scheduler:
         self._answer(worker, k, result, None)
 
     def _new_lane(self, worker: _Worker) -> Lane:
-        lane = Lane(self.loop, self._lane_done)
-        worker.lanes.append(lane)
-        return lane
+        return Lane(self.loop, self._lane_done)
 
     def _lane_done(self, lane: Lane, result: Any, error: BaseException | None) -> None:
         # Runs in the lane's task (or inside a cancel): nothing may escape from here.
@@ -498,10 +494,9 @@ class _Scheduler:
         self.stopped = True
         self.pending.clear()
         for worker in self.workers:
-            worker.busy.clear()
-            for lane in worker.lanes:
+            for lane in (*worker.idle, *worker.busy):
                 lane.close()
-            worker.lanes.clear()
+            worker.busy.clear()
             worker.idle.clear()
             worker.snaps.clear()
         upstream, self.upstream = self.upstream, None

@@ -41,6 +41,7 @@ __all__ = [
     "Subscription",
     "from_async_iterable",
     "iterate",
+    "observe",
     "subscribe",
 ]
 
@@ -101,6 +102,14 @@ class LoopObservable(Observable[T]):
         self._direct = subscribe
 
 
+def observe(source: Observable[T], observer: Any) -> abc.DisposableBase:
+    """Subscribe *observer* (an object with ``on_next``, ``on_error``, ``on_completed``) to
+    *source*: directly if it is a :class:`LoopObservable`, else through reactivex."""
+    if isinstance(source, LoopObservable):
+        return source._direct(observer)
+    return source.subscribe(observer)
+
+
 def subscribe(
     source: Observable[T],
     on_next: Callable[[T], None],
@@ -131,7 +140,7 @@ class Relay(Generic[T]):
 
     def connect(self, source: Observable[Any]) -> abc.DisposableBase:
         """Subscribe to *source*; return the subscription that disposes this link."""
-        upstream = subscribe(source, self.on_next, self.on_error, self.on_completed)
+        upstream = observe(source, self)
         if self.stopped:  # it ended while subscribing (a replaying source)
             upstream.dispose()
         else:
@@ -176,52 +185,58 @@ def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T
     (``aclose()``), so ``async with`` blocks inside an async generator exit.
     """
 
-    def subscribe_fn(observer: Any) -> abc.DisposableBase:
-        disposed = False
-        delivering = False  # inside observer.on_next, on the pump's own step
+    return LoopObservable(lambda observer: _Pump(factory(), observer))
 
-        async def pump() -> None:
-            nonlocal delivering
-            iterator = factory()
-            try:
-                async for item in iterator:
-                    delivering = True
-                    try:
-                        observer.on_next(item)
-                    finally:
-                        delivering = False
-                    # Disposal from inside on_next is legal: stop reading buffered data.
-                    if disposed:
-                        return
-            except Exception as exc:  # the source failed: report it once
-                if not disposed:
-                    observer.on_error(exc)
-                return
-            finally:
-                aclose = getattr(iterator, "aclose", None)
-                if aclose is not None:
-                    try:  # noqa: SIM105 (suppress() costs calls on the cancel path)
-                        await aclose()
-                    except Exception:
-                        pass  # the iterator's own cleanup failed; the stream is over anyway
-            if not disposed:
-                observer.on_completed()
 
-        task = asyncio.get_running_loop().create_task(pump())
+class _Pump(abc.DisposableBase, Generic[T]):
+    """One subscription of :func:`from_async_iterable`: the reading task and its disposal."""
 
-        def dispose() -> None:
-            nonlocal disposed
-            if disposed:
-                return
-            disposed = True
-            # Disposed from inside on_next (the pump's own step): the pump checks
-            # `disposed` right after it and returns through its finally, at once.
-            if not delivering:
-                task.cancel()
+    __slots__ = ("delivering", "disposed", "iterator", "observer", "task")
 
-        return Subscription(dispose)
+    def __init__(self, iterator: AsyncIterator[T], observer: Any) -> None:
+        self.iterator: AsyncIterator[T] | None = iterator
+        self.observer: Any = observer
+        self.disposed = False
+        self.delivering = False  # inside observer.on_next, on the pump's own step
+        self.task = asyncio.get_running_loop().create_task(self._run())
 
-    return LoopObservable(subscribe_fn)
+    async def _run(self) -> None:
+        iterator, observer = self.iterator, self.observer
+        assert iterator is not None
+        try:
+            async for item in iterator:
+                self.delivering = True
+                try:
+                    observer.on_next(item)
+                finally:
+                    self.delivering = False
+                # Disposal from inside on_next is legal: stop reading buffered data.
+                if self.disposed:
+                    return
+        except Exception as exc:  # the source failed: report it once
+            if not self.disposed:
+                observer.on_error(exc)
+            return
+        finally:
+            self.iterator = self.observer = None  # a finished subscription holds nothing
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                try:  # noqa: SIM105 (suppress() costs calls on the cancel path)
+                    await aclose()
+                except Exception:
+                    pass  # the iterator's own cleanup failed; the stream is over anyway
+        if not self.disposed:
+            observer.on_completed()
+
+    def dispose(self) -> None:
+        """Stop reading: at once if called from inside ``on_next``, else by cancelling the task."""
+        if self.disposed:
+            return
+        self.disposed = True
+        # Disposed from inside on_next (the pump's own step): the pump checks `disposed`
+        # right after it and returns through its finally, at once.
+        if not self.delivering:
+            self.task.cancel()
 
 
 async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
