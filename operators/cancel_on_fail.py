@@ -8,13 +8,15 @@ from collections.abc import Callable
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
-from operators.verdicts import ChunkVerdict
+from operators.verdicts import ChunkVerdict, VerdictItem
 
 __all__ = ["cancel_on_fail"]
 
 
-def cancel_on_fail() -> Callable[[Observable[ChunkVerdict]], Observable[ChunkVerdict]]:
+def cancel_on_fail() -> Callable[[Observable[VerdictItem]], Observable[VerdictItem]]:
     """Pass verdicts until the first failing one; then stop the source, report it, and complete.
+
+    A ``Retrying`` marker (from ``retry_on_fail``) is not a failing verdict: it passes.
 
     This is ``take_while(passed, inclusive=True)`` with the order changed for cancel
     latency: the upstream is disposed first, synchronously (so when the source is a
@@ -26,15 +28,15 @@ def cancel_on_fail() -> Callable[[Observable[ChunkVerdict]], Observable[ChunkVer
     Must run on an asyncio loop.
     """
 
-    def operator(source: Observable[ChunkVerdict]) -> Observable[ChunkVerdict]:
+    def operator(source: Observable[VerdictItem]) -> Observable[VerdictItem]:
         def subscribe(
-            observer: abc.ObserverBase[ChunkVerdict], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[VerdictItem], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             upstream = SingleAssignmentDisposable()
             disposed = False
 
-            def on_next(verdict: ChunkVerdict) -> None:
-                if verdict.passed:
+            def on_next(verdict: VerdictItem) -> None:
+                if not isinstance(verdict, ChunkVerdict) or verdict.passed:
                     observer.on_next(verdict)
                     return
                 upstream.dispose()

@@ -13,10 +13,11 @@ from engine.core.events import (
     ErrorEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
     StreamEvent,
     StreamingDoneEvent,
 )
-from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, Retrying, StreamingDone
 
 __all__ = ["to_events"]
 
@@ -29,6 +30,12 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
     (``received[:end of the last emitted chunk]``); after an error it is everything
     received. An upstream error becomes ``ErrorEvent`` + ``CompletedEvent`` and is
     then passed on as ``on_error``, so subscribers can both show it and raise it.
+
+    A :class:`~operators.verdicts.Retrying` marker becomes the failing chunk's
+    ``QuickCheckEvent(passed=False)`` and a ``RetryEvent``; every later event carries
+    the new attempt's number, and ``CompletedEvent.attempts_used`` the last one. In a
+    run with retries, *received_text* returns the delivered text the current attempt
+    continues plus what that attempt received, and chunk offsets count in that text.
     """
 
     def operator(source: Observable[FinalItem]) -> Observable[StreamEvent]:
@@ -37,40 +44,58 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
         ) -> abc.DisposableBase:
             failed = False
             emitted_end = 0
+            attempt = 1
+
+            def quick_check(verdict: ChunkVerdict) -> None:
+                if verdict.requirements:
+                    observer.on_next(
+                        QuickCheckEvent(
+                            chunk_index=verdict.chunk.index,
+                            passed=verdict.passed,
+                            results=verdict.results,
+                            attempt=attempt,
+                            requirements=verdict.requirements,
+                        )
+                    )
 
             def on_next(item: FinalItem) -> None:
-                nonlocal failed, emitted_end
+                nonlocal failed, emitted_end, attempt
                 if isinstance(item, ChunkVerdict):
-                    passed = item.passed
-                    if item.requirements:
+                    quick_check(item)
+                    if item.passed:
                         observer.on_next(
-                            QuickCheckEvent(
-                                chunk_index=item.chunk.index,
-                                passed=passed,
-                                results=item.results,
-                                requirements=item.requirements,
-                            )
+                            ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index, attempt=attempt)
                         )
-                    if passed:
-                        observer.on_next(ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index))
                         emitted_end = item.chunk.end
                     else:
                         failed = True
+                elif isinstance(item, Retrying):
+                    quick_check(item.failed)
+                    attempt = item.attempt
+                    observer.on_next(RetryEvent(attempt=attempt, reason=item.reason))
                 elif isinstance(item, StreamingDone):
-                    observer.on_next(StreamingDoneEvent(full_text=received_text()))
+                    observer.on_next(StreamingDoneEvent(full_text=received_text(), attempt=attempt))
                 elif isinstance(item, FinalValidation):
-                    observer.on_next(FullValidationEvent(passed=item.passed, results=item.results))
+                    observer.on_next(
+                        FullValidationEvent(passed=item.passed, results=item.results, attempt=attempt)
+                    )
 
             def on_completed() -> None:
                 text = received_text()
                 observer.on_next(
-                    CompletedEvent(success=not failed, full_text=text[:emitted_end] if failed else text)
+                    CompletedEvent(
+                        success=not failed,
+                        full_text=text[:emitted_end] if failed else text,
+                        attempts_used=attempt,
+                    )
                 )
                 observer.on_completed()
 
             def on_error(exc: Exception) -> None:
                 observer.on_next(ErrorEvent(exception_type=type(exc).__name__, detail=str(exc) or repr(exc)))
-                observer.on_next(CompletedEvent(success=False, full_text=received_text()))
+                observer.on_next(
+                    CompletedEvent(success=False, full_text=received_text(), attempts_used=attempt)
+                )
                 observer.on_error(exc)
 
             upstream = SingleAssignmentDisposable()

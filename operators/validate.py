@@ -11,6 +11,7 @@ downstream ``cancel_on_fail`` stops the generation without waiting for them.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ class _End:
 
 
 def validate(
-    requirements: Sequence[Requirement], *, backend: Any, ctx: Context
+    requirements: Sequence[Requirement], *, backend: Any, ctx: Context, snapshots: bool = False
 ) -> Callable[[Observable[Chunk]], Observable[ChunkVerdict]]:
     """Check every chunk against *requirements* (``stream_validate``), in order.
 
@@ -43,6 +44,10 @@ def validate(
     that is not a ``PartialValidationResult``) cancels the siblings and becomes
     ``on_error``, after the verdicts of earlier chunks. Disposal cancels the checks
     in flight. With no requirements every chunk passes with no results.
+
+    With *snapshots* every requirement is copied (``copy.copy``) before it checks each
+    chunk, and a failing verdict carries those copies as ``restore`` (the state to
+    continue from when the failing chunk is retried).
     """
     reqs = tuple(requirements)
 
@@ -71,7 +76,8 @@ def validate(
                             else:
                                 observer.on_error(item.error)
                             return
-                        verdict = await _check(item, reqs, backend, ctx, emit_failure)
+                        restore = tuple(copy.copy(r) for r in reqs) if snapshots else None
+                        verdict = await _check(item, reqs, backend, ctx, emit_failure, restore)
                         if stopped:
                             return
                         if verdict is not None:
@@ -140,6 +146,7 @@ async def _check(
     backend: Any,
     ctx: Context,
     emit_failure: Callable[[ChunkVerdict], None],
+    restore: tuple[Requirement, ...] | None = None,
 ) -> ChunkVerdict | None:
     """Run every requirement on *chunk* in parallel.
 
@@ -163,7 +170,7 @@ async def _check(
             results = tuple(result if j == index else _settled_result(task) for j, task in enumerate(tasks))
             # Emit first: a downstream cancel_on_fail cancels the generation in this call,
             # so the backend's task is the first thing the loop runs next.
-            emit_failure(ChunkVerdict(chunk, results, reqs))
+            emit_failure(ChunkVerdict(chunk, results, reqs, restore))
             if not decided.done():  # the emission may have cancelled the worker (and it)
                 decided.set_result(None)
             for j, task in enumerate(tasks):
