@@ -61,7 +61,8 @@ class OpenAIBackend(HttpBackend):
     the action's user turn followed by the partial answer as the final assistant
     message, plus *continue_fields*: by default vLLM's ``continue_final_message: true``
     and ``add_generation_prompt: false`` (llama.cpp's server continues a trailing
-    assistant message by itself and ignores them), and none for OpenAI's own API,
+    assistant message by itself and ignores them; llama-cpp-python's server ignores them
+    and starts a new turn), and none for OpenAI's own API,
     which has no such option and rejects unknown fields. Pass ``continue_fields={}``
     for another server that rejects them.
     """

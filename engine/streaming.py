@@ -169,6 +169,7 @@ class _Attempts:
         self.prefix = ""
         self.current: ModelOutputThunk[Any] | None = first
         """The generation in progress (None while the next one is being started)."""
+        self._whole: tuple[str, Context] | None = None
 
     def received_text(self) -> str:
         """The run's output so far: the delivered prefix, then the current attempt's text."""
@@ -178,10 +179,11 @@ class _Attempts:
         """The context the final validation judges: the action, then the run's whole output."""
         if len(self.mots) == 1:
             return self.gen_ctx
-        whole = ModelOutputThunk[Any](
-            value=self.received_text(), generation=attrs.evolve(self.mots[-1].generation)
-        )
-        return self.ctx.add(self.action).add(whole)
+        text = self.received_text()
+        if self._whole is None or self._whole[0] != text:  # one thunk for the validators and result.ctx
+            whole = ModelOutputThunk[Any](value=text, generation=attrs.evolve(self.mots[-1].generation))
+            self._whole = (text, self.ctx.add(self.action).add(whole))
+        return self._whole[1]
 
     def start(
         self, request: RetryRequest, reqs: list[Requirement], strategy: ChunkingStrategy, checker: Backend

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -461,3 +462,23 @@ async def test_cancelling_the_run_during_a_retry_cancels_the_new_generation() ->
     assert first.cancelled and second.cancelled and second.cancelled_at is not None
     assert result.full_text.startswith("Fine. Calm.") and not result.completed
     assert len(result.mots) == 2
+
+
+def test_restoring_a_snapshot_covers_dict_and_slots_state() -> None:
+    from engine.streaming import _restore_states
+
+    class Slotted(Requirement):
+        __slots__ = ("count",)
+
+        def __init__(self) -> None:
+            super().__init__("slotted")
+            self.count = 0
+
+    live = Slotted()
+    live.count = 1
+    snapshot = copy.copy(live)
+    live.count, live.description, live.extra = 5, "changed", "added"  # type: ignore[attr-defined]
+    _restore_states([live], [snapshot])
+    assert (live.count, live.description, hasattr(live, "extra")) == (1, "slotted", False)
+    _restore_states([live], None)  # no snapshots: nothing to do
+    assert live.count == 1

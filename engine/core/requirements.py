@@ -102,7 +102,9 @@ class Requirement:
     asks the backend to judge the output against ``description`` (LLM-as-judge).
 
     The engine copies requirements (``copy.copy``) before each run, so state kept on
-    ``self`` during streaming never leaks between runs.
+    ``self`` during streaming never leaks between runs. In a run with in-stream retries
+    it also copies them before each chunk and puts that state back when a chunk is
+    retried, so keep state in values you reassign (or define ``__copy__``).
     """
 
     def __init__(self, description: str | None = None, validation_fn: ValidationFn | None = None) -> None:
