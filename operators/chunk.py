@@ -14,18 +14,27 @@ from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
 __all__ = ["chunk"]
 
 
-def chunk(strategy: ChunkingStrategy | str = "sentence") -> Callable[[Observable[str]], Observable[Chunk]]:
+def chunk(
+    strategy: ChunkingStrategy | str = "sentence", *, start_index: int = 0, start_offset: int = 0
+) -> Callable[[Observable[str]], Observable[Chunk]]:
     """Cut a stream of deltas into chunks with *strategy* (an instance or an alias).
 
     Each subscription gets its own :class:`~operators.chunker.Chunker`. The withheld
     trailing fragment is flushed on natural completion only: an error or a disposal
     discards it. A strategy that breaks the chunk rules becomes ``on_error`` (with the
     chunks before it already delivered) and the upstream is disposed.
+
+    *start_index* and *start_offset* continue the numbering and the spans of an
+    earlier stream (see :class:`~operators.chunker.Chunker`).
     """
     resolved = resolve_chunking_strategy(strategy)
 
     def operator(source: Observable[str]) -> Observable[Chunk]:
-        return LoopObservable(lambda observer: _Chunking(observer, Chunker(resolved)).connect(source))
+        return LoopObservable(
+            lambda observer: _Chunking(
+                observer, Chunker(resolved, start_index=start_index, start_offset=start_offset)
+            ).connect(source)
+        )
 
     return operator
 

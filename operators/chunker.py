@@ -39,15 +39,19 @@ class Chunker:
     :mod:`operators.chunking`). A strategy that returns an empty chunk, or text that
     is not a verbatim substring of what it was given, is rejected with a
     ``ValueError`` naming it.
+
+    *start_index* and *start_offset* number the chunks and place their spans when this
+    stream continues an earlier one (a retry continues the delivered text): the first
+    chunk gets index *start_index*, and offsets count from *start_offset*.
     """
 
     __slots__ = ("_count", "_flushed", "_offset", "_pending", "strategy")
 
-    def __init__(self, strategy: ChunkingStrategy) -> None:
+    def __init__(self, strategy: ChunkingStrategy, *, start_index: int = 0, start_offset: int = 0) -> None:
         self.strategy = strategy
         self._pending = ""
-        self._offset = 0  # offset of _pending in the accumulated output
-        self._count = 0
+        self._offset = start_offset  # offset of _pending in the accumulated output
+        self._count = start_index  # the index of the next chunk
         self._flushed = False
 
     @property
@@ -57,7 +61,7 @@ class Chunker:
 
     @property
     def chunks_released(self) -> int:
-        """How many chunks have been released."""
+        """The index of the next chunk: how many have been released, counting from ``start_index``."""
         return self._count
 
     def feed(self, delta: str) -> list[Chunk]:

@@ -11,25 +11,31 @@ from reactivex import Observable
 from engine.core.asyncrx import LoopObservable, Relay
 from engine.core.context import Context
 from engine.core.requirements import Requirement, validate_all
-from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone, VerdictItem
 
 __all__ = ["final_validation"]
 
 
 def final_validation(
-    requirements: Sequence[Requirement], *, backend: Any, ctx: Context, timeout: float | None = None
-) -> Callable[[Observable[ChunkVerdict]], Observable[FinalItem]]:
+    requirements: Sequence[Requirement],
+    *,
+    backend: Any,
+    ctx: Context | Callable[[], Context],
+    timeout: float | None = None,
+) -> Callable[[Observable[VerdictItem]], Observable[FinalItem]]:
     """Pass verdicts through; on a natural end with no failure, emit :class:`StreamingDone`
     and then run every requirement's ``validate(backend, ctx)`` in parallel and emit
     :class:`FinalValidation`.
 
     After a failing verdict the end passes straight through: no final validation. A
     ``validate()`` that raises cancels the others and becomes ``on_error``. *timeout*
-    is the deadline of every ``validate()`` whose requirement sets none.
+    is the deadline of every ``validate()`` whose requirement sets none. *ctx* may be
+    a function returning the context, called when the final validation starts (a run
+    with retries knows its whole output only then).
     """
     reqs = tuple(requirements)
 
-    def operator(source: Observable[ChunkVerdict]) -> Observable[FinalItem]:
+    def operator(source: Observable[VerdictItem]) -> Observable[FinalItem]:
         return LoopObservable(lambda observer: _Final(observer, reqs, backend, ctx, timeout).connect(source))
 
     return operator
@@ -43,7 +49,7 @@ class _Final(Relay[FinalItem]):
         downstream: Any,
         reqs: tuple[Requirement, ...],
         backend: Any,
-        ctx: Context,
+        ctx: Context | Callable[[], Context],
         timeout: float | None,
     ) -> None:
         super().__init__(downstream)
@@ -54,10 +60,10 @@ class _Final(Relay[FinalItem]):
         self.failed = False
         self.task: asyncio.Task[None] | None = None
 
-    def on_next(self, verdict: ChunkVerdict) -> None:
+    def on_next(self, verdict: VerdictItem) -> None:
         if self.stopped:
             return
-        self.failed = self.failed or not verdict.passed
+        self.failed = self.failed or (isinstance(verdict, ChunkVerdict) and not verdict.passed)
         self.downstream.on_next(verdict)
 
     def on_completed(self) -> None:
@@ -74,7 +80,8 @@ class _Final(Relay[FinalItem]):
 
     async def _run(self) -> None:
         try:
-            results = await validate_all(self.reqs, self.backend, self.ctx, validation_timeout=self.timeout)
+            ctx = self.ctx() if callable(self.ctx) else self.ctx
+            results = await validate_all(self.reqs, self.backend, ctx, validation_timeout=self.timeout)
         except Exception as exc:
             self.on_error(exc)
             return

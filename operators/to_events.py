@@ -14,10 +14,11 @@ from engine.core.events import (
     ErrorEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
     StreamEvent,
     StreamingDoneEvent,
 )
-from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, Retrying, StreamingDone
 
 __all__ = ["to_events"]
 
@@ -30,6 +31,13 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
     (``received[:end of the last emitted chunk]``); after an error it is everything
     received. An upstream error becomes ``ErrorEvent`` + ``CompletedEvent`` and is
     then passed on as ``on_error``, so subscribers can both show it and raise it.
+
+    A :class:`~operators.verdicts.Retrying` marker becomes the failing chunk's
+    ``QuickCheckEvent(passed=False)`` and a ``RetryEvent``; every later event carries
+    the new attempt's number, and ``CompletedEvent.attempts_used`` the last one. In a
+    run with retries, *received_text* returns the delivered text the current attempt
+    continues plus what that attempt received, and chunk offsets count in that text.
+    A flush verdict (``ChunkVerdict.flush``) has a ``QuickCheckEvent`` and no ``ChunkEvent``.
     """
 
     def operator(source: Observable[FinalItem]) -> Observable[StreamEvent]:
@@ -39,38 +47,50 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
 
 
 class _ToEvents(Relay[StreamEvent]):
-    __slots__ = ("emitted_end", "failed", "received_text")
+    __slots__ = ("attempt", "emitted_end", "failed", "received_text")
 
     def __init__(self, downstream: Any, received_text: Callable[[], str]) -> None:
         super().__init__(downstream)
         self.received_text = received_text
         self.failed = False
         self.emitted_end = 0
+        self.attempt = 1
+
+    def _quick_check(self, verdict: ChunkVerdict) -> None:
+        if verdict.requirements:
+            self.downstream.on_next(
+                QuickCheckEvent(
+                    chunk_index=verdict.chunk.index,
+                    passed=verdict.passed,
+                    results=verdict.results,
+                    attempt=self.attempt,
+                    requirements=verdict.requirements,
+                )
+            )
 
     def on_next(self, item: FinalItem) -> None:
         if self.stopped:
             return
         observer = self.downstream
         if isinstance(item, ChunkVerdict):
-            passed = item.passed
-            if item.requirements:
-                observer.on_next(
-                    QuickCheckEvent(
-                        chunk_index=item.chunk.index,
-                        passed=passed,
-                        results=item.results,
-                        requirements=item.requirements,
-                    )
-                )
-            if not passed:
+            self._quick_check(item)
+            if not item.passed:
                 self.failed = True
             elif not item.flush:
-                observer.on_next(ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index))
+                observer.on_next(
+                    ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index, attempt=self.attempt)
+                )
                 self.emitted_end = item.chunk.end
+        elif isinstance(item, Retrying):
+            self._quick_check(item.failed)
+            self.attempt = item.attempt
+            observer.on_next(RetryEvent(attempt=item.attempt, reason=item.reason))
         elif isinstance(item, StreamingDone):
-            observer.on_next(StreamingDoneEvent(full_text=self.received_text()))
+            observer.on_next(StreamingDoneEvent(full_text=self.received_text(), attempt=self.attempt))
         elif isinstance(item, FinalValidation):
-            observer.on_next(FullValidationEvent(passed=item.passed, results=item.results))
+            observer.on_next(
+                FullValidationEvent(passed=item.passed, results=item.results, attempt=self.attempt)
+            )
 
     def on_completed(self) -> None:
         if self.stopped:
@@ -78,7 +98,9 @@ class _ToEvents(Relay[StreamEvent]):
         text = self.received_text()
         self.downstream.on_next(
             CompletedEvent(
-                success=not self.failed, full_text=text[: self.emitted_end] if self.failed else text
+                success=not self.failed,
+                full_text=text[: self.emitted_end] if self.failed else text,
+                attempts_used=self.attempt,
             )
         )
         super().on_completed()
@@ -88,5 +110,7 @@ class _ToEvents(Relay[StreamEvent]):
             return
         observer = self.downstream
         observer.on_next(ErrorEvent(exception_type=type(error).__name__, detail=str(error) or repr(error)))
-        observer.on_next(CompletedEvent(success=False, full_text=self.received_text()))
+        observer.on_next(
+            CompletedEvent(success=False, full_text=self.received_text(), attempts_used=self.attempt)
+        )
         super().on_error(error)

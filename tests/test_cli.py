@@ -152,6 +152,7 @@ def test_demo_json_is_one_event_per_line_for_both_runs() -> None:
         "success": "fail",
         "reason": "5 sentences so far, more than the limit of 4",
         "score": None,
+        "retryable": False,
     }
     assert run2[-1]["success"] is False
     elapsed = [e["elapsed"] for e in run2]
@@ -420,6 +421,7 @@ def test_event_to_json_names_the_requirement_of_each_result() -> None:
         "success": "fail",
         "reason": "3 > 2",
         "score": None,
+        "retryable": True,
     }
     assert "requirements" not in data
     chunk = event_to_json(ChunkEvent(text="Hi.", chunk_index=0), elapsed=0.25)

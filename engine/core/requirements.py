@@ -30,18 +30,40 @@ Outcome = Literal["pass", "fail", "unknown"]
 _OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 
-@attrs.frozen(init=False)
+@attrs.frozen(init=False, repr=False)
 class PartialValidationResult:
-    """The verdict of ``stream_validate`` on one chunk: ``"pass"``, ``"fail"`` or ``"unknown"``."""
+    """The verdict of ``stream_validate`` on one chunk: ``"pass"``, ``"fail"`` or ``"unknown"``.
+
+    ``retryable`` matters for a "fail" in a run with in-stream retries
+    (``stream_with_chunking(..., retry=StreamRetry(...))``): ``False`` says no new
+    attempt can fix it (a count limit already exceeded by the delivered text), so the
+    run ends at once instead of retrying.
+    """
 
     success: Outcome
     reason: str | None = None
     score: float | None = None
+    retryable: bool = True
 
-    def __init__(self, success: Outcome, *, reason: str | None = None, score: float | None = None) -> None:
+    def __init__(
+        self,
+        success: Outcome,
+        *,
+        reason: str | None = None,
+        score: float | None = None,
+        retryable: bool = True,
+    ) -> None:
         if success not in _OUTCOMES:
             raise ValueError(f"PartialValidationResult takes 'pass', 'fail' or 'unknown', got {success!r}")
-        self.__attrs_init__(success, reason, score)
+        self.__attrs_init__(success, reason, score, bool(retryable))
+
+    def __repr__(self) -> str:
+        # retryable shows only when it is not the default, so reprs stay as before.
+        extra = "" if self.retryable else ", retryable=False"
+        return (
+            f"PartialValidationResult(success={self.success!r}, reason={self.reason!r}, "
+            f"score={self.score!r}{extra})"
+        )
 
     @property
     def failed(self) -> bool:
@@ -87,7 +109,9 @@ class Requirement:
     asks the backend to judge the output against ``description`` (LLM-as-judge).
 
     The engine copies requirements (``copy.copy``) before each run, so state kept on
-    ``self`` during streaming never leaks between runs.
+    ``self`` during streaming never leaks between runs. In a run with in-stream retries
+    it also copies them before each chunk and puts that state back when a chunk is
+    retried, so keep state in values you reassign (or define ``__copy__``).
 
     Scheduling (keyword arguments, also class attributes a subclass may set):
 
