@@ -7,7 +7,13 @@
 
 The source is the thunk's ``owned_deltas()``, so whenever the pipeline is
 disposed (a "fail" completes it early, an error, an external cancel) the
-generation is cancelled in the same call.
+generation is cancelled in the same call. :func:`_assemble` is the one assembly;
+``stream_with_chunking`` and Mellea 0.8's ``stream()`` (engine/streamer.py) both run it.
+
+A run is owned by its readers: ``result.cancel()``, ``aclose()``, leaving
+``async with result``, or leaving ``astream()``/``events()`` early cancels it (the
+generation stops, the connection closes) and ends it with
+``CompletedEvent(success=False)``. ``result.observable`` reads without owning the run.
 """
 
 from __future__ import annotations
@@ -16,15 +22,26 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
 from typing import Any
 
 import attrs
+import reactivex
 from reactivex import Observable
+from reactivex.disposable import SingleAssignmentDisposable
+from reactivex.subject import Subject
 
-from engine.core.asyncrx import ReplayLog, iterate
+from engine.core.asyncrx import ReplayLog, iterate, report_unhandled
 from engine.core.backend import Backend
 from engine.core.context import Context
-from engine.core.events import ChunkEvent, CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
+from engine.core.events import (
+    ChunkEvent,
+    CompletedEvent,
+    FullValidationEvent,
+    QuickCheckEvent,
+    StreamEvent,
+    StreamingDoneEvent,
+)
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
@@ -32,7 +49,8 @@ from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
 from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
 from operators.final_validation import final_validation
-from operators.to_events import to_events
+from operators.stop_when import stop_when
+from operators.to_events import error_event, to_events
 from operators.validate import validate
 
 __all__ = ["StreamChunkingResult", "stream_with_chunking"]
@@ -64,7 +82,26 @@ async def stream_with_chunking(
         RuntimeError: the backend returned an already computed thunk (it ignored
             ``ModelOption.STREAM``).
     """
-    strategy = resolve_chunking_strategy(chunking)
+    return await _start_run(
+        action,
+        backend,
+        ctx,
+        requirements=requirements,
+        strategy=resolve_chunking_strategy(chunking),
+        validation_backend=validation_backend,
+    )
+
+
+async def _start_run(
+    action: Any,
+    backend: Backend,
+    ctx: Context,
+    *,
+    requirements: Sequence[Requirement] | None,
+    strategy: ChunkingStrategy,
+    validation_backend: Backend | None,
+) -> StreamChunkingResult:
+    """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
     reqs = [_copy_requirement(req) for req in (requirements or ())]
     mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options={ModelOption.STREAM: True})
     if mot.is_computed():
@@ -72,15 +109,30 @@ async def stream_with_chunking(
             f"{type(backend).__name__}.generate_from_context returned an already computed thunk for a "
             "streaming request: the backend does not honour ModelOption.STREAM, so there is nothing to stream"
         )
+    if mot.generation.provider is None:  # so that errors about this generation can name its backend
+        mot.generation.provider = type(backend).__name__
     checker = validation_backend if validation_backend is not None else backend
-    events = mot.owned_deltas().pipe(
+    stop: Subject[None] = Subject()
+    return StreamChunkingResult(mot, gen_ctx, _assemble(mot, gen_ctx, reqs, strategy, checker, stop), stop)
+
+
+def _assemble(
+    mot: ModelOutputThunk[Any],
+    ctx: Context,
+    reqs: Sequence[Requirement],
+    strategy: ChunkingStrategy,
+    checker: Backend,
+    stop: Observable[None],
+) -> Observable[StreamEvent]:
+    """The pipeline of one run: the thunk's owned deltas to events; *stop* emitting cancels it."""
+    return mot.owned_deltas().pipe(
         chunk(strategy),
-        validate(reqs, backend=checker, ctx=gen_ctx),
+        validate(reqs, backend=checker, ctx=ctx),
         cancel_on_fail(),
-        final_validation(reqs, backend=checker, ctx=gen_ctx),
+        final_validation(reqs, backend=checker, ctx=ctx),
+        stop_when(stop),
         to_events(lambda: mot.text),
     )
-    return StreamChunkingResult(mot, gen_ctx, events)
 
 
 def _copy_requirement(req: Any) -> Requirement:
@@ -101,28 +153,46 @@ class StreamChunkingResult:
     ``astream()`` and ``events()`` read independent queues, may run concurrently,
     and are single-consumer. ``observable`` replays every event to any subscriber.
 
+    The run is owned by its readers: :meth:`cancel`, :meth:`aclose`, leaving
+    ``async with result:``, or leaving ``astream()``/``events()`` early (``break``, an
+    exception, the reading task cancelled) stops the generation and closes its
+    connection; the run then ends with ``CompletedEvent(success=False)``. So does
+    cancelling the thunk (``result.mot.cancel_generation()``), without final validation.
+    Subscribing to ``observable`` does not own the run; but a subscriber that raises
+    ends it with that exception, like any other stage.
+
     Attributes (final once :meth:`acomplete` returns):
-        completed: False after a "fail", an exception or an external cancel.
-        full_text: the whole output on a natural end; after a "fail", the span of
-            the emitted chunks; after an exception, everything received.
+        completed: False after a "fail", an exception or a cancel.
+        full_text: the whole output on a natural end; after a "fail" or a cancel,
+            the span of the emitted chunks; after an exception, everything received.
         final_validations: the final ``validate()`` results (empty after an early exit).
         streaming_failures: ``(requirement, result)`` for every "fail".
     """
 
-    def __init__(self, mot: ModelOutputThunk[Any], ctx: Context, events: Observable[StreamEvent]) -> None:
+    def __init__(
+        self,
+        mot: ModelOutputThunk[Any],
+        ctx: Context,
+        events: Observable[StreamEvent],
+        stop: reactivex.abc.ObserverBase[None],
+    ) -> None:
         self.mot = mot
         self.ctx = ctx
         self.completed = False
         self.full_text = ""
         self.final_validations: list[ValidationResult] = []
         self.streaming_failures: list[tuple[Requirement, PartialValidationResult]] = []
-        self._log: ReplayLog[StreamEvent] = ReplayLog()
+        self._streamed_to_end = False  # a StreamingDoneEvent was seen (Mellea 0.8's completed_normally)
+        self._log: ReplayLog[StreamEvent] = ReplayLog(on_observer_error=self._fail_run)
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended = False
         self._error: Exception | None = None
         self._error_raised = False
         self._cancelled = False
         self._consumers: set[str] = set()
-        self._subscription = events.subscribe(self._on_event, self._on_error, self._on_completed)
+        self._stop = stop
+        self._subscription = SingleAssignmentDisposable()
+        self._subscription.disposable = events.subscribe(self._on_event, self._on_error, self._on_completed)
 
     @property
     def observable(self) -> Observable[StreamEvent]:
@@ -136,10 +206,16 @@ class StreamChunkingResult:
         chunks delivered before it. A second call raises ``RuntimeError``.
         """
         self._claim("astream")
-        async with contextlib.aclosing(iterate(self._log.observable)) as events:
-            async for event in events:
-                if isinstance(event, ChunkEvent):
-                    yield event.text
+        read_to_end = False
+        try:
+            async with contextlib.aclosing(iterate(self._log.observable)) as events:
+                async for event in events:
+                    if isinstance(event, ChunkEvent):
+                        yield event.text
+            read_to_end = True
+        finally:
+            if not read_to_end:  # the reader left early: it owned the run
+                self.cancel()
         error = self._take_error()
         if error is not None:
             raise error
@@ -148,12 +224,18 @@ class StreamChunkingResult:
         """Yield every :class:`StreamEvent`; the last is always a ``CompletedEvent``.
 
         Never raises the run's exception (it arrives as an ``ErrorEvent``). A second
-        call raises ``RuntimeError``.
+        call raises ``RuntimeError``. Leaving the loop early cancels the run.
         """
         self._claim("events")
-        async with contextlib.aclosing(iterate(self._log.observable)) as events:
-            async for event in events:
-                yield event
+        read_to_end = False
+        try:
+            async with contextlib.aclosing(iterate(self._log.observable)) as events:
+                async for event in events:
+                    yield event
+            read_to_end = True
+        finally:
+            if not read_to_end:  # the reader left early: it owned the run
+                self.cancel()
 
     async def acomplete(self) -> None:
         """Wait for the end of the run, final validation included.
@@ -171,7 +253,7 @@ class StreamChunkingResult:
             self._cancel()
             raise
         if self._cancelled:
-            raise asyncio.CancelledError("the stream_with_chunking run was cancelled")
+            raise asyncio.CancelledError("the run was cancelled while acomplete() waited")
         if not self.completed and self.mot.generation.cancel_requested_at is not None:
             # The generation was cancelled in this call stack; one loop turn lets the
             # backend's task run its cleanup (close the response) before we return.
@@ -180,18 +262,62 @@ class StreamChunkingResult:
         if error is not None:
             raise error
 
+    def cancel(self) -> None:
+        """Stop the run now: the generation is cancelled (its connection closed) and
+        validators in flight with it; the run ends with ``CompletedEvent(success=False)``,
+        ``completed`` False and ``full_text`` the span of the chunks delivered so far.
+        No-op once the run has ended. Not an error: :meth:`acomplete` returns normally."""
+        if self._ended:
+            return
+        self._stop.on_next(None)
+        if not self._ended:  # the pipeline had already stopped taking signals
+            self._subscription.dispose()
+            self._end(CompletedEvent(success=False, full_text=self.mot.text))
+
+    async def aclose(self) -> None:
+        """Cancel the run if it has not ended, and give the backend's task one loop turn
+        to run its cleanup (close the response). Idempotent; never raises the run's error."""
+        self.cancel()
+        if self.mot.generation.cancel_requested_at is not None:
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> StreamChunkingResult:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
     def as_thunk(self) -> ModelOutputThunk[str]:
-        """A computed thunk whose value is :attr:`full_text`, with the generation's metadata.
+        """A thunk of :attr:`full_text`, with the generation's metadata: computed, or, after
+        the run failed with an exception, failed with it (``avalue()`` raises it).
 
         Raises ``RuntimeError`` before the run has finished (call :meth:`acomplete` first).
         """
         if not self._done.done():
             raise RuntimeError("as_thunk() called before the run finished: await result.acomplete() first")
-        return ModelOutputThunk(value=self.full_text, generation=attrs.evolve(self.mot.generation))
+        if self._error is None:
+            thunk: ModelOutputThunk[str] = ModelOutputThunk(value=self.full_text)
+        else:
+            text = reactivex.of(self.full_text) if self.full_text else reactivex.empty()
+            thunk = ModelOutputThunk(reactivex.concat(text, reactivex.throw(self._error)))
+        thunk.generation = attrs.evolve(self.mot.generation)
+        return thunk
 
-    # -- pipeline callbacks: trivial bookkeeping only (see RX_NOTES pitfall 2) ----
+    # -- pipeline callbacks: trivial bookkeeping, and nothing may escape them ------
 
     def _on_event(self, event: StreamEvent) -> None:
+        if self._ended:
+            return
+        try:
+            self._record(event)
+        except Exception as exc:
+            self._fail_run(exc)
+            return
+        self._log.append(event)  # a subscriber that raises ends the run (_fail_run)
+
+    def _record(self, event: StreamEvent) -> None:
         if isinstance(event, QuickCheckEvent) and not event.passed:
             self.streaming_failures.extend(
                 (req, res)
@@ -200,31 +326,56 @@ class StreamChunkingResult:
             )
         elif isinstance(event, FullValidationEvent):
             self.final_validations = list(event.results)
+        elif isinstance(event, StreamingDoneEvent):
+            self._streamed_to_end = True
         elif isinstance(event, CompletedEvent):
             self.completed = event.success
             self.full_text = event.full_text
-        self._log.append(event)
 
     def _on_error(self, error: Exception) -> None:
+        if self._ended:
+            if error is not self._error:
+                report_unhandled(error, "StreamChunkingResult: an error after the run ended")
+            return
         self._error = error
         self._finish()
 
     def _on_completed(self) -> None:
         self._finish()
 
+    def _fail_run(self, error: Exception) -> None:
+        """This result's own bookkeeping, or a subscriber of :attr:`observable`, raised:
+        stop the pipeline and the generation, and end the run with *error*."""
+        if self._ended:
+            if error is not self._error:
+                report_unhandled(error, "StreamChunkingResult: a subscriber raised after the run ended")
+            return
+        self._error = error
+        self._subscription.dispose()  # the generation stops first
+        self._end(error_event(error), CompletedEvent(success=False, full_text=self.mot.text))
+
+    def _end(self, *events: StreamEvent) -> None:
+        """End the run with *events*, which the pipeline could not deliver itself."""
+        self._ended = True
+        self.completed = False
+        for event in events:
+            if isinstance(event, CompletedEvent):
+                self.full_text = event.full_text
+            self._log.append(event)
+        self._finish()
+
     def _finish(self) -> None:
+        self._ended = True
         self._log.complete()
         if not self._done.done():
             self._done.set_result(None)
 
     def _cancel(self) -> None:
-        """External cancellation: stop the pipeline and the generation, end the event stream."""
-        if self._done.done():
+        """External cancellation of acomplete(): cancel the run, and make acomplete() raise it."""
+        if self._ended:
             return
         self._cancelled = True
-        self._subscription.dispose()  # disposes the owned delta stream: the generation is cancelled
-        self._on_event(CompletedEvent(success=False, full_text=self.mot.text))
-        self._finish()
+        self.cancel()
 
     def _take_error(self) -> Exception | None:
         if self._error is None or self._error_raised:

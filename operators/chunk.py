@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reactivex import Observable, abc
-from reactivex.disposable import SingleAssignmentDisposable
 
+from engine.core.asyncrx import Downstream
 from operators.chunker import Chunk, Chunker
 from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
 
@@ -18,8 +18,9 @@ def chunk(strategy: ChunkingStrategy | str = "sentence") -> Callable[[Observable
 
     Each subscription gets its own :class:`~operators.chunker.Chunker`. The withheld
     trailing fragment is flushed on natural completion only: an error or a disposal
-    discards it. A strategy that breaks the chunk rules becomes ``on_error`` (with the
-    chunks before it already delivered) and the upstream is disposed.
+    discards it. A strategy that breaks the chunk rules, or a stage below raising while
+    it takes a chunk, becomes ``on_error`` (with the chunks before it already
+    delivered) and the upstream is disposed first.
     """
     resolved = resolve_chunking_strategy(strategy)
 
@@ -28,32 +29,21 @@ def chunk(strategy: ChunkingStrategy | str = "sentence") -> Callable[[Observable
             observer: abc.ObserverBase[Chunk], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             chunker = Chunker(resolved)
-            upstream = SingleAssignmentDisposable()
+            out: Downstream[Chunk] = Downstream(observer)
 
             def on_next(delta: str) -> None:
-                try:
-                    chunks = chunker.feed(delta)
-                except Exception as exc:
-                    upstream.dispose()
-                    observer.on_error(exc)
-                    return
-                for c in chunks:
-                    observer.on_next(c)
+                for c in chunker.feed(delta):
+                    out.on_next(c)
 
             def on_completed() -> None:
-                try:
-                    chunks = chunker.flush()
-                except Exception as exc:
-                    observer.on_error(exc)
-                    return
-                for c in chunks:
-                    observer.on_next(c)
-                observer.on_completed()
+                for c in chunker.flush():
+                    out.on_next(c)
+                out.on_completed()
 
-            upstream.disposable = source.subscribe(
-                on_next, observer.on_error, on_completed, scheduler=scheduler
+            out.upstream.disposable = source.subscribe(
+                out.guard(on_next), out.on_error, out.guard(on_completed), scheduler=scheduler
             )
-            return upstream
+            return out.upstream
 
         return Observable(subscribe)
 

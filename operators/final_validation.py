@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SingleAssignmentDisposable
+from reactivex.disposable import Disposable
 
+from engine.core.asyncrx import Downstream
 from engine.core.context import Context
 from engine.core.requirements import Requirement, validate_all
 from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
@@ -24,7 +25,8 @@ def final_validation(
     :class:`FinalValidation`.
 
     After a failing verdict the end passes straight through: no final validation. A
-    ``validate()`` that raises cancels the others and becomes ``on_error``.
+    ``validate()`` that raises cancels the others and becomes ``on_error``, as does a
+    stage below raising while it takes an item.
     """
     reqs = tuple(requirements)
 
@@ -32,42 +34,43 @@ def final_validation(
         def subscribe(
             observer: abc.ObserverBase[FinalItem], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
+            out: Downstream[FinalItem] = Downstream(observer)
             failed = False
             task: asyncio.Task[None] | None = None
 
             def on_next(verdict: ChunkVerdict) -> None:
                 nonlocal failed
                 failed = failed or not verdict.passed
-                observer.on_next(verdict)
+                out.on_next(verdict)
 
             def on_completed() -> None:
                 nonlocal task
                 if failed:
-                    observer.on_completed()
+                    out.on_completed()
                     return
-                observer.on_next(StreamingDone())
+                out.on_next(StreamingDone())
                 if not reqs:
-                    observer.on_completed()
+                    out.on_completed()
                     return
                 task = asyncio.get_running_loop().create_task(run())
 
             async def run() -> None:
+                # Nothing may escape this task: an exception lost in it would hang the run.
                 try:
                     results = await validate_all(reqs, backend, ctx)
+                    out.on_next(FinalValidation(results))
                 except Exception as exc:
-                    observer.on_error(exc)
+                    out.on_error(exc)
                     return
-                observer.on_next(FinalValidation(results))
-                observer.on_completed()
+                out.on_completed()
 
             def dispose() -> None:
-                upstream.dispose()
+                out.upstream.dispose()
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
 
-            upstream = SingleAssignmentDisposable()
-            upstream.disposable = source.subscribe(
-                on_next, observer.on_error, on_completed, scheduler=scheduler
+            out.upstream.disposable = source.subscribe(
+                out.guard(on_next), out.on_error, out.guard(on_completed), scheduler=scheduler
             )
             return Disposable(dispose)
 

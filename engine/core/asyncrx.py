@@ -9,6 +9,12 @@ issue #422), and the engine needs both directions:
 * :func:`iterate`: a single-consumer async iterator over an observable. Leaving the
   ``async for`` (or closing the generator) disposes the subscription.
 
+No exception may vanish inside a callback (RX_NOTES pitfall 2: one raised in a task or
+a loop callback is lost and the stream hangs). Every place here that calls an observer
+catches what it raises: :class:`Downstream` is the rule every hand-written operator
+follows, :class:`ReplayLog` isolates its subscribers from each other, and what nobody
+can take goes to :func:`report_unhandled` (the loop's exception handler: logged).
+
 :class:`ReplayLog` is a replaying subject: one upstream, any number of subscribers,
 each of which first receives everything recorded so far. reactivex's
 ``ReplaySubject`` would do, but it stamps every item with a ``datetime`` and keeps a
@@ -22,14 +28,91 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import Disposable, SingleAssignmentDisposable
 
-__all__ = ["ReplayLog", "from_async_iterable", "iterate"]
+__all__ = ["Downstream", "ReplayLog", "from_async_iterable", "iterate", "report_unhandled"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def report_unhandled(error: Exception, message: str) -> None:
+    """Hand *error*, which no observer could take, to the running loop's exception handler.
+
+    asyncio logs it (nothing is lost silently); without a running loop it is raised.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None:
+        raise error
+    loop.call_exception_handler({"message": message, "exception": error})
+
+
+class Downstream(Generic[T]):
+    """The observer a hand-written operator emits to, behind the rule every operator follows.
+
+    An exception raised while the operator handles a notification (its own code, or a
+    stage below it raising out of ``on_next``) must end the stream, once, with
+    ``on_error``, after the operator's upstream is disposed (so the generation stops
+    first). Wrap the operator's callbacks with :meth:`guard`, emit with :meth:`on_next`,
+    end with :meth:`on_completed` or :meth:`on_error`; set :attr:`upstream` to the
+    subscription of the source and return it. Notifications after the end are ignored.
+    An exception raised by the downstream's own terminal callback cannot be delivered
+    to it any more: it goes to :func:`report_unhandled`.
+    """
+
+    __slots__ = ("_observer", "stopped", "upstream")
+
+    def __init__(self, observer: abc.ObserverBase[T]) -> None:
+        self._observer = observer
+        self.upstream = SingleAssignmentDisposable()
+        self.stopped = False
+
+    def on_next(self, item: T) -> None:
+        """Emit *item* (may raise what the downstream raises: call it inside a guarded callback)."""
+        if not self.stopped:
+            self._observer.on_next(item)
+
+    def on_completed(self) -> None:
+        """End the stream normally."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            self._observer.on_completed()
+        except Exception as exc:
+            report_unhandled(exc, "an observer raised in on_completed")
+
+    def on_error(self, error: Exception) -> None:
+        """Dispose the upstream, then end the stream with *error*."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.upstream.dispose()
+        try:
+            self._observer.on_error(error)
+        except Exception as exc:
+            if exc is not error:
+                report_unhandled(exc, "an observer raised in on_error")
+
+    def guard(
+        self, callback: Callable[P, None], on_fault: Callable[[Exception], None] | None = None
+    ) -> Callable[P, None]:
+        """*callback*, with any exception it raises passed to *on_fault* (default :meth:`on_error`)."""
+        fault = on_fault if on_fault is not None else self.on_error
+
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+            try:
+                callback(*args, **kwargs)
+            except Exception as exc:
+                fault(exc)
+
+        return guarded
 
 
 def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T]:
@@ -47,24 +130,33 @@ def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T
         disposed = False
 
         async def pump() -> None:
-            iterator = factory()
+            iterator: AsyncIterator[T] | None = None
+            error: Exception | None = None
             try:
+                iterator = factory()
                 async for item in iterator:
                     observer.on_next(item)
                     # Disposal from inside on_next is legal: stop reading buffered data.
                     if disposed:
                         return
-            except Exception as exc:  # the source failed: report it once
-                if not disposed:
-                    observer.on_error(exc)
-                return
+            except Exception as exc:  # the source (or the observer taking an item) failed
+                error = exc
             finally:
                 aclose = getattr(iterator, "aclose", None)
                 if aclose is not None:
                     with contextlib.suppress(Exception):
                         await aclose()
-            if not disposed:
-                observer.on_completed()
+            if disposed:
+                return
+            # Nothing may escape this task: an exception lost in it would hang every reader.
+            try:
+                if error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(error)
+            except Exception as exc:
+                if exc is not error:
+                    report_unhandled(exc, "an observer of from_async_iterable raised while the source ended")
 
         task = asyncio.get_running_loop().create_task(pump())
 
@@ -131,15 +223,23 @@ async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
 
 
 class ReplayLog(Generic[T]):
-    """Records a stream and replays it: late subscribers see everything, then follow live."""
+    """Records a stream and replays it: late subscribers see everything, then follow live.
 
-    __slots__ = ("_error", "_finished", "_observers", "items", "observable")
+    Subscribers are isolated from each other and from the recorder: one whose
+    ``on_next`` raises is detached and receives that exception as its ``on_error`` (the
+    chain it heads ends with it), the others go on, and the exception is also handed to
+    *on_observer_error* if given (the owner decides whether it ends the recording). A
+    subscriber whose terminal callback raises is reported (:func:`report_unhandled`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_error", "_finished", "_observers", "_on_observer_error", "items", "observable")
+
+    def __init__(self, on_observer_error: Callable[[Exception], None] | None = None) -> None:
         self.items: list[T] = []
         self._observers: list[abc.ObserverBase[T]] = []
         self._finished = False
         self._error: Exception | None = None
+        self._on_observer_error = on_observer_error
         self.observable: Observable[T] = Observable(self._subscribe)
 
     @property
@@ -157,9 +257,17 @@ class ReplayLog(Generic[T]):
         if self._finished:
             return
         self.items.append(item)
+        failures: list[tuple[abc.ObserverBase[T], Exception]] | None = None
         # A copy: an observer may subscribe or dispose while being notified.
         for observer in tuple(self._observers):
-            observer.on_next(item)
+            try:
+                observer.on_next(item)
+            except Exception as exc:
+                failures = [*(failures or ()), (observer, exc)]
+        if failures:
+            # After every observer has the item: what a failure causes comes after it, in order.
+            for failed, error in failures:
+                self._observer_failed(failed, error)
 
     def complete(self) -> None:
         """End the log normally (later appends are ignored)."""
@@ -175,22 +283,47 @@ class ReplayLog(Generic[T]):
         self._finished, self._error = True, error
         observers, self._observers = self._observers, []
         for observer in observers:
-            if error is None:
-                observer.on_completed()
-            else:
-                observer.on_error(error)
+            try:
+                if error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(error)
+            except Exception as exc:
+                if exc is not error:
+                    report_unhandled(exc, "a subscriber raised when its stream ended")
+
+    def _observer_failed(self, observer: abc.ObserverBase[T], error: Exception) -> None:
+        with contextlib.suppress(ValueError):
+            self._observers.remove(observer)
+        try:
+            observer.on_error(error)
+        except Exception as exc:
+            # A subscriber without on_error re-raises (reactivex's default): the owner's
+            # handler, if any, takes that one; anything else is reported.
+            if exc is not error or self._on_observer_error is None:
+                report_unhandled(exc, "a subscriber raised in on_error")
+        if self._on_observer_error is not None:
+            self._on_observer_error(error)
 
     def _subscribe(self, observer: abc.ObserverBase[T], scheduler: Any = None) -> abc.DisposableBase:
         # Index loop: an observer may cause appends while it is being replayed to.
         i = 0
         while i < len(self.items):
-            observer.on_next(self.items[i])
+            try:
+                observer.on_next(self.items[i])
+            except Exception as exc:
+                self._observer_failed(observer, exc)
+                return Disposable()
             i += 1
         if self._finished:
-            if self._error is None:
-                observer.on_completed()
-            else:
-                observer.on_error(self._error)
+            try:
+                if self._error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(self._error)
+            except Exception as exc:
+                if exc is not self._error:
+                    report_unhandled(exc, "a subscriber raised when its stream ended")
             return Disposable()
         self._observers.append(observer)
 
