@@ -346,8 +346,11 @@ class StreamChunkingResult:
     def _fail_run(self, error: Exception) -> None:
         """This result's own bookkeeping, or a subscriber of :attr:`observable`, raised:
         stop the pipeline and the generation, and end the run with *error*."""
-        if self._ended:
-            if error is not self._error:
+        if self._ended or (self._log.items and isinstance(self._log.items[-1], CompletedEvent)):
+            # The run's events are final (CompletedEvent is the last): raise it, add no event.
+            if self._error is None:
+                self._error = error
+            elif error is not self._error:
                 report_unhandled(error, "StreamChunkingResult: a subscriber raised after the run ended")
             return
         self._error = error

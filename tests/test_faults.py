@@ -267,3 +267,23 @@ async def test_a_subscriber_of_the_observable_raising_ends_the_run(with_on_error
     await assert_generation_stopped(backend)
     if with_on_error:
         assert [type(e) for e in seen_errors] == [Injected]  # the subscriber's own chain ended with it
+
+
+@pytest.mark.asyncio
+async def test_a_subscriber_raising_on_the_last_event_adds_no_second_completed_event() -> None:
+    result = await stream_with_chunking(
+        ACTION, ScriptedBackend(DELTAS), SimpleContext(), requirements=[Unknown()]
+    )
+    seen: list[Exception] = []
+
+    def on_next(event: StreamEvent) -> None:
+        if isinstance(event, CompletedEvent):
+            raise Injected("on the last event")
+
+    result.observable.subscribe(on_next, seen.append)
+    events = await asyncio.wait_for(collect(result), 5)
+    assert sum(isinstance(e, CompletedEvent) for e in events) == 1 and isinstance(events[-1], CompletedEvent)
+    with pytest.raises(Injected):
+        await result.acomplete()
+    await result.acomplete()
+    assert [type(e) for e in seen] == [Injected]
