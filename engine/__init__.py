@@ -29,7 +29,7 @@ from engine.core.events import (
 )
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.core.thunk import GenerationInfo, ModelOutputThunk, wait_for_all_mots
+from engine.core.thunk import GenerationCancelled, GenerationInfo, ModelOutputThunk, wait_for_all_mots
 
 if TYPE_CHECKING:
     from engine.genslot import GenerativeOutputError, generative
@@ -41,12 +41,16 @@ if TYPE_CHECKING:
         SamplingStrategy,
     )
     from engine.session import Session, start_session
+    from engine.streamer import EventStreamer, Streamer, stream
     from engine.streaming import StreamChunkingResult, stream_with_chunking
 
 # Public name -> module that defines it, for the names loaded on first use.
 _LAZY = {
     "StreamChunkingResult": "engine.streaming",
     "stream_with_chunking": "engine.streaming",
+    "stream": "engine.streamer",
+    "Streamer": "engine.streamer",
+    "EventStreamer": "engine.streamer",
     "Session": "engine.session",
     "start_session": "engine.session",
     "generative": "engine.genslot",
@@ -78,7 +82,9 @@ __all__ = [
     "Context",
     "Continuation",
     "ErrorEvent",
+    "EventStreamer",
     "FullValidationEvent",
+    "GenerationCancelled",
     "GenerationInfo",
     "GenerativeOutputError",
     "Instruction",
@@ -99,10 +105,12 @@ __all__ = [
     "StreamChunkingResult",
     "StreamEvent",
     "StreamRetry",
+    "Streamer",
     "StreamingDoneEvent",
     "ValidationResult",
     "generative",
     "start_session",
+    "stream",
     "stream_with_chunking",
     "wait_for_all_mots",
     # Ready-made requirements (engine.checks).

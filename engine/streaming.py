@@ -7,10 +7,18 @@
 
 The source is the thunk's ``owned_deltas()``, so whenever the pipeline is
 disposed (a "fail" completes it early, an error, an external cancel) the
-generation is cancelled in the same call. With ``retry=StreamRetry(...)``,
+generation is cancelled in the same call; ``validate`` is also given the thunk's
+``cancel`` as ``stop=``, so a failing check stops the producer in its own step.
+:func:`_assemble` is the one assembly; ``stream_with_chunking`` and Mellea 0.8's
+``stream()`` (engine/streamer.py) both run it. With ``retry=StreamRetry(...)``,
 ``retry_on_fail`` switches a retryable failure to a new generation (a
 :class:`~engine.core.continuation.Continuation` of the delivered text) whose deltas go
 through their own ``chunk`` and ``validate`` into the same run.
+
+A run is owned by its readers: ``result.cancel()``, ``aclose()``, leaving
+``async with result``, or leaving ``astream()``/``events()`` early cancels it (the
+generation stops, the connection closes) and ends it with
+``CompletedEvent(success=False)``. ``result.observable`` reads without owning the run.
 """
 
 from __future__ import annotations
@@ -18,18 +26,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
 from typing import Any, TypeVar
 
 import attrs
+import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SingleAssignmentDisposable
+from reactivex.subject import Subject
 
-from engine.core.asyncrx import ReplayLog, iterate, subscribe
+from engine.core.asyncrx import ReplayLog, iterate, report_unhandled, subscribe
 from engine.core.backend import Backend
 from engine.core.context import Context
 from engine.core.continuation import Continuation, StreamRetry
-from engine.core.events import ChunkEvent, CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
+from engine.core.events import (
+    ChunkEvent,
+    CompletedEvent,
+    FullValidationEvent,
+    QuickCheckEvent,
+    StreamEvent,
+    StreamingDoneEvent,
+)
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
@@ -38,7 +57,8 @@ from operators.chunk import chunk
 from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
 from operators.final_validation import final_validation
 from operators.retry_on_fail import retry_on_fail
-from operators.to_events import to_events
+from operators.stop_when import stop_when
+from operators.to_events import error_event, to_events
 from operators.validate import validate
 from operators.verdicts import ChunkVerdict, RetryRequest
 
@@ -86,7 +106,30 @@ async def stream_with_chunking(
         RuntimeError: the backend returned an already computed thunk (it ignored
             ``ModelOption.STREAM``).
     """
-    strategy = resolve_chunking_strategy(chunking)
+    return await _start_run(
+        action,
+        backend,
+        ctx,
+        requirements=requirements,
+        strategy=resolve_chunking_strategy(chunking),
+        validation_backend=validation_backend,
+        validation_timeout=validation_timeout,
+        retry=retry,
+    )
+
+
+async def _start_run(
+    action: Any,
+    backend: Backend,
+    ctx: Context,
+    *,
+    requirements: Sequence[Requirement] | None,
+    strategy: ChunkingStrategy,
+    validation_backend: Backend | None,
+    validation_timeout: float | None = None,
+    retry: StreamRetry | None = None,
+) -> StreamChunkingResult:
+    """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
     reqs = [_copy_requirement(req) for req in (requirements or ())]
     if retry is not None and not isinstance(retry, StreamRetry):
         raise TypeError(
@@ -95,8 +138,11 @@ async def stream_with_chunking(
     mot, gen_ctx = await _start_streaming(backend, action, ctx)
     checker = validation_backend if validation_backend is not None else backend
     attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)
-    events = _assemble(mot, gen_ctx, reqs, strategy, checker, attempts=attempts, timeout=validation_timeout)
-    return StreamChunkingResult(mot, gen_ctx, events, attempts=attempts)
+    stop: Subject[None] = Subject()
+    events = _assemble(
+        mot, gen_ctx, reqs, strategy, checker, stop, attempts=attempts, timeout=validation_timeout
+    )
+    return StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts)
 
 
 async def _start_streaming(
@@ -108,6 +154,8 @@ async def _start_streaming(
             f"{type(backend).__name__}.generate_from_context returned an already computed thunk for a "
             "streaming request: the backend does not honour ModelOption.STREAM, so there is nothing to stream"
         )
+    if mot.generation.provider is None:  # so that errors about this generation can name its backend
+        mot.generation.provider = type(backend).__name__
     return mot, gen_ctx
 
 
@@ -117,6 +165,7 @@ def _assemble(
     reqs: list[Requirement],
     strategy: ChunkingStrategy,
     checker: Backend,
+    stop: Observable[None],
     *,
     attempts: _Attempts | None = None,
     timeout: float | None = None,
@@ -125,8 +174,9 @@ def _assemble(
 
     Without *attempts* a failing chunk ends the run; with it (a run with retries) a
     retryable failure continues in a new generation that *attempts* starts and records.
-    *timeout* is the run's default deadline of a check. ``stop=mot.cancel``: a failing
-    check stops its generation's producer in its own step, before anything else.
+    *stop* emitting cancels the run. *timeout* is the run's default deadline of a check.
+    ``stop=mot.cancel``: a failing check stops its generation's producer in its own step,
+    before anything else.
     """
     if attempts is None:
         return mot.owned_deltas().pipe(
@@ -134,6 +184,7 @@ def _assemble(
             validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout),
             cancel_on_fail(),
             final_validation(reqs, backend=checker, ctx=gen_ctx, timeout=timeout),
+            stop_when(stop),
             to_events(lambda: mot.text),
         )
 
@@ -146,6 +197,7 @@ def _assemble(
         retry_on_fail(start_attempt, max_attempts=attempts.policy.max_attempts),
         cancel_on_fail(),
         final_validation(reqs, backend=checker, ctx=attempts.final_ctx, timeout=timeout),
+        stop_when(stop),
         to_events(attempts.received_text),
     )
 
@@ -273,6 +325,12 @@ def _from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observab
     return Observable(subscribe)
 
 
+def _call_if_alive(method: weakref.WeakMethod[Any], error: Exception) -> None:
+    bound = method()
+    if bound is not None:
+        bound(error)
+
+
 def _copy_requirement(req: Any) -> Requirement:
     if not (hasattr(req, "stream_validate") and hasattr(req, "validate")):
         raise TypeError(
@@ -291,10 +349,18 @@ class StreamChunkingResult:
     ``astream()`` and ``events()`` read independent queues, may run concurrently,
     and are single-consumer. ``observable`` replays every event to any subscriber.
 
+    The run is owned by its readers: :meth:`cancel`, :meth:`aclose`, leaving
+    ``async with result:``, or leaving ``astream()``/``events()`` early (``break``, an
+    exception, the reading task cancelled) stops the generation and closes its
+    connection; the run then ends with ``CompletedEvent(success=False)``. So does
+    cancelling the thunk (``result.mot.cancel_generation()``), without final validation.
+    Subscribing to ``observable`` does not own the run; but a subscriber that raises
+    ends it with that exception, like any other stage.
+
     Attributes (final once :meth:`acomplete` returns):
-        completed: False after a "fail", an exception or an external cancel.
-        full_text: the whole output on a natural end; after a "fail", the span of
-            the emitted chunks; after an exception, everything received.
+        completed: False after a "fail", an exception or a cancel.
+        full_text: the whole output on a natural end; after a "fail" or a cancel,
+            the span of the emitted chunks; after an exception, everything received.
         final_validations: the final ``validate()`` results (empty after an early exit).
         streaming_failures: ``(requirement, result)`` for every "fail" (with retries,
             the retried ones too).
@@ -311,6 +377,7 @@ class StreamChunkingResult:
         mot: ModelOutputThunk[Any],
         ctx: Context,
         events: Observable[StreamEvent],
+        stop: reactivex.abc.ObserverBase[None],
         *,
         attempts: _Attempts | None = None,
     ) -> None:
@@ -323,15 +390,23 @@ class StreamChunkingResult:
         self.full_text = ""
         self.final_validations: list[ValidationResult] = []
         self.streaming_failures: list[tuple[Requirement, PartialValidationResult]] = []
-        self._log: ReplayLog[StreamEvent] = ReplayLog()
+        self._streamed_to_end = False  # a StreamingDoneEvent was seen (Mellea 0.8's completed_normally)
+        # Held weakly: the log must not keep its result alive (a finished run is freed by
+        # reference counting).
+        fail_run = weakref.WeakMethod(self._fail_run)
+        self._log: ReplayLog[StreamEvent] = ReplayLog(
+            on_observer_error=lambda error: _call_if_alive(fail_run, error)
+        )
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended = False
         self._error: Exception | None = None
         self._error_raised = False
         self._cancelled = False
         self._consumers: set[str] = set()
+        self._stop: reactivex.abc.ObserverBase[None] | None = stop
         self._subscription: abc.DisposableBase | None = None
         subscription = subscribe(events, self._on_event, self._on_error, self._on_completed)
-        if self._done.done():  # it ended while subscribing
+        if self._ended:  # it ended while subscribing
             subscription.dispose()
         else:
             self._subscription = subscription
@@ -348,10 +423,16 @@ class StreamChunkingResult:
         chunks delivered before it. A second call raises ``RuntimeError``.
         """
         self._claim("astream")
-        async with contextlib.aclosing(iterate(self._log.observable)) as events:
-            async for event in events:
-                if isinstance(event, ChunkEvent):
-                    yield event.text
+        read_to_end = False
+        try:
+            async with contextlib.aclosing(iterate(self._log.observable)) as events:
+                async for event in events:
+                    if isinstance(event, ChunkEvent):
+                        yield event.text
+            read_to_end = True
+        finally:
+            if not read_to_end:  # the reader left early: it owned the run
+                self.cancel()
         error = self._take_error()
         if error is not None:
             raise error
@@ -360,12 +441,18 @@ class StreamChunkingResult:
         """Yield every :class:`StreamEvent`; the last is always a ``CompletedEvent``.
 
         Never raises the run's exception (it arrives as an ``ErrorEvent``). A second
-        call raises ``RuntimeError``.
+        call raises ``RuntimeError``. Leaving the loop early cancels the run.
         """
         self._claim("events")
-        async with contextlib.aclosing(iterate(self._log.observable)) as events:
-            async for event in events:
-                yield event
+        read_to_end = False
+        try:
+            async with contextlib.aclosing(iterate(self._log.observable)) as events:
+                async for event in events:
+                    yield event
+            read_to_end = True
+        finally:
+            if not read_to_end:  # the reader left early: it owned the run
+                self.cancel()
 
     async def acomplete(self) -> None:
         """Wait for the end of the run, final validation included.
@@ -383,7 +470,7 @@ class StreamChunkingResult:
             self._cancel()
             raise
         if self._cancelled:
-            raise asyncio.CancelledError("the stream_with_chunking run was cancelled")
+            raise asyncio.CancelledError("the run was cancelled while acomplete() waited")
         if not self.completed and self.mot.generation.cancel_requested_at is not None:
             # The generation was cancelled in this call stack; one loop turn lets the
             # backend's task run its cleanup (close the response) before we return.
@@ -392,19 +479,70 @@ class StreamChunkingResult:
         if error is not None:
             raise error
 
+    def cancel(self) -> None:
+        """Stop the run now: the generation is cancelled (its connection closed) and
+        validators in flight with it; the run ends with ``CompletedEvent(success=False)``,
+        ``completed`` False and ``full_text`` the span of the chunks delivered so far.
+        No-op once the run has ended. Not an error: :meth:`acomplete` returns normally."""
+        if self._ended:
+            return
+        if self._stop is not None:
+            self._stop.on_next(None)
+        if not self._ended:  # the pipeline had already stopped taking signals
+            if self._subscription is not None:
+                self._subscription.dispose()
+            self._end(
+                CompletedEvent(success=False, full_text=self._received_text(), attempts_used=len(self.mots))
+            )
+
+    def _received_text(self) -> str:
+        return self._attempts.received_text() if self._attempts is not None else self.mot.text
+
+    async def aclose(self) -> None:
+        """Cancel the run if it has not ended, and give the backend's task one loop turn
+        to run its cleanup (close the response). Idempotent; never raises the run's error."""
+        self.cancel()
+        if self.mot.generation.cancel_requested_at is not None:
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> StreamChunkingResult:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
     def as_thunk(self) -> ModelOutputThunk[str]:
-        """A computed thunk whose value is :attr:`full_text`, with the generation's metadata
-        (after a retry: the last attempt's).
+        """A thunk of :attr:`full_text`, with the generation's metadata (after a retry: the
+        last attempt's): computed, or, after the run failed with an exception, failed with
+        it (``avalue()`` raises it).
 
         Raises ``RuntimeError`` before the run has finished (call :meth:`acomplete` first).
         """
         if not self._done.done():
             raise RuntimeError("as_thunk() called before the run finished: await result.acomplete() first")
-        return ModelOutputThunk(value=self.full_text, generation=attrs.evolve(self.mot.generation))
+        if self._error is None:
+            thunk: ModelOutputThunk[str] = ModelOutputThunk(value=self.full_text)
+        else:
+            text = reactivex.of(self.full_text) if self.full_text else reactivex.empty()
+            thunk = ModelOutputThunk(reactivex.concat(text, reactivex.throw(self._error)))
+        thunk.generation = attrs.evolve(self.mot.generation)
+        return thunk
 
-    # -- pipeline callbacks: trivial bookkeeping only (see RX_NOTES pitfall 2) ----
+    # -- pipeline callbacks: trivial bookkeeping, and nothing may escape them ------
 
     def _on_event(self, event: StreamEvent) -> None:
+        if self._ended:
+            return
+        try:
+            self._record(event)
+        except Exception as exc:
+            self._fail_run(exc)
+            return
+        self._log.append(event)  # a subscriber that raises ends the run (_fail_run)
+
+    def _record(self, event: StreamEvent) -> None:
         if isinstance(event, QuickCheckEvent) and not event.passed:
             self.streaming_failures.extend(
                 (req, res)
@@ -413,6 +551,8 @@ class StreamChunkingResult:
             )
         elif isinstance(event, FullValidationEvent):
             self.final_validations = list(event.results)
+        elif isinstance(event, StreamingDoneEvent):
+            self._streamed_to_end = True
         elif isinstance(event, CompletedEvent):
             self.completed = event.success
             self.full_text = event.full_text
@@ -420,34 +560,60 @@ class StreamChunkingResult:
             if self._attempts is not None and len(self.mots) > 1:
                 self.mot = self.mots[-1]
                 self.ctx = self._attempts.final_ctx()
-        self._log.append(event)
 
     def _on_error(self, error: Exception) -> None:
+        if self._ended:
+            if error is not self._error:
+                report_unhandled(error, "StreamChunkingResult: an error after the run ended")
+            return
         self._error = error
         self._finish()
 
     def _on_completed(self) -> None:
         self._finish()
 
+    def _fail_run(self, error: Exception) -> None:
+        """This result's own bookkeeping, or a subscriber of :attr:`observable`, raised:
+        stop the pipeline and the generation, and end the run with *error*."""
+        if self._ended or (self._log.items and isinstance(self._log.items[-1], CompletedEvent)):
+            # The run's events are final (CompletedEvent is the last): raise it, add no event.
+            if self._error is None:
+                self._error = error
+            elif error is not self._error:
+                report_unhandled(error, "StreamChunkingResult: a subscriber raised after the run ended")
+            return
+        self._error = error
+        if self._subscription is not None:
+            self._subscription.dispose()  # the generation stops first
+        self._end(error_event(error), CompletedEvent(success=False, full_text=self._received_text()))
+
+    def _end(self, *events: StreamEvent) -> None:
+        """End the run with *events*, which the pipeline could not deliver itself."""
+        self._ended = True
+        self.completed = False
+        for event in events:
+            if isinstance(event, CompletedEvent):
+                self.full_text = event.full_text
+            self._log.append(event)
+        self._finish()
+
     def _finish(self) -> None:
+        self._ended = True
         # The pipeline is over: drop the subscription (it holds this result's callbacks),
         # so a finished run is freed by reference counting, not left to the cycle collector.
-        if self._subscription is not None:
-            self._subscription.dispose()
+        subscription, self._subscription, self._stop = self._subscription, None, None
+        if subscription is not None:
+            subscription.dispose()
         self._log.complete()
         if not self._done.done():
             self._done.set_result(None)
 
     def _cancel(self) -> None:
-        """External cancellation: stop the pipeline and the generation, end the event stream."""
-        if self._done.done():
+        """External cancellation of acomplete(): cancel the run, and make acomplete() raise it."""
+        if self._ended:
             return
         self._cancelled = True
-        if self._subscription is not None:  # disposes the owned delta stream: the generation is cancelled
-            self._subscription.dispose()
-        text = self._attempts.received_text() if self._attempts is not None else self.mot.text
-        self._on_event(CompletedEvent(success=False, full_text=text, attempts_used=len(self.mots)))
-        self._finish()
+        self.cancel()
 
     def _take_error(self) -> Exception | None:
         if self._error is None or self._error_raised:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from reactivex import Observable
 
@@ -35,13 +34,12 @@ def cancel_on_fail() -> Callable[[Observable[VerdictItem]], Observable[VerdictIt
 class _CancelOnFail(Relay[VerdictItem]):
     __slots__ = ()
 
-    def on_next(self, verdict: VerdictItem) -> None:
-        if self.stopped:
-            return
+    def _next(self, verdict: VerdictItem) -> None:
         if not isinstance(verdict, ChunkVerdict) or verdict.passed:
             self.downstream.on_next(verdict)
             return
-        downstream: Any = self.downstream
-        self.dispose()  # the source (and the generation) stops first
-        downstream.on_next(verdict)
-        downstream.on_completed()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.dispose()  # the source (and the generation) stops first
+        self.downstream.on_next(verdict)
+        self.end(None)

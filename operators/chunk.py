@@ -46,29 +46,15 @@ class _Chunking(Relay[Chunk]):
         super().__init__(downstream)
         self.chunker = chunker
 
-    def on_next(self, delta: str) -> None:
-        if self.stopped:
-            return
-        try:
-            chunks = self.chunker.feed(delta)
-        except Exception as exc:
-            self.fail(exc)
-            return
-        for c in chunks:
+    def _next(self, delta: str) -> None:
+        for c in self.chunker.feed(delta):
             if self.stopped:
                 return
             self.downstream.on_next(c)
 
-    def on_completed(self) -> None:
-        if self.stopped:
-            return
-        try:
-            chunks = self.chunker.flush()
-        except Exception as exc:
-            self.fail(exc)
-            return
-        for c in chunks:
+    def _completed(self) -> None:
+        for c in self.chunker.flush():
             if self.stopped:
                 return
             self.downstream.on_next(c)
-        super().on_completed()
+        self.end(None)

@@ -60,38 +60,32 @@ class _Final(Relay[FinalItem]):
         self.failed = False
         self.task: asyncio.Task[None] | None = None
 
-    def on_next(self, verdict: VerdictItem) -> None:
-        if self.stopped:
-            return
+    def _next(self, verdict: VerdictItem) -> None:
         self.failed = self.failed or (isinstance(verdict, ChunkVerdict) and not verdict.passed)
         self.downstream.on_next(verdict)
 
-    def on_completed(self) -> None:
-        if self.stopped:
-            return
+    def _completed(self) -> None:
         if self.failed:
-            super().on_completed()
+            self.end(None)
             return
         self.downstream.on_next(StreamingDone())
         if not self.reqs:
-            super().on_completed()
+            self.end(None)
             return
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        # Nothing may escape this task: an exception lost in it would hang the run.
         try:
             ctx = self.ctx() if callable(self.ctx) else self.ctx
             results = await validate_all(self.reqs, self.backend, ctx, validation_timeout=self.timeout)
-        except Exception as exc:
-            self.on_error(exc)
-            return
-        if not self.stopped:
-            try:
-                self.downstream.on_next(FinalValidation(results))
-            except Exception as exc:
-                self.on_error(exc)
+            if self.stopped:
                 return
-            super().on_completed()
+            self.downstream.on_next(FinalValidation(results))
+        except Exception as exc:
+            self.end(exc)
+            return
+        self.end(None)
 
     def dispose(self) -> None:
         super().dispose()

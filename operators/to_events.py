@@ -7,7 +7,7 @@ from typing import Any
 
 from reactivex import Observable
 
-from engine.core.asyncrx import LoopObservable, Relay
+from engine.core.asyncrx import LoopObservable, Relay, report_unhandled
 from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
@@ -18,19 +18,28 @@ from engine.core.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
+from engine.core.thunk import GenerationCancelled
 from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, Retrying, StreamingDone
 
-__all__ = ["to_events"]
+__all__ = ["error_event", "to_events"]
+
+
+def error_event(error: Exception) -> ErrorEvent:
+    """The :class:`ErrorEvent` reporting *error*."""
+    return ErrorEvent(exception_type=type(error).__name__, detail=str(error) or repr(error))
 
 
 def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalItem]], Observable[StreamEvent]]:
-    """Map verdicts and end markers to events, and end with a :class:`CompletedEvent`.
+    """Map verdicts and end markers to events, and end with exactly one :class:`CompletedEvent`.
 
     *received_text* returns the text received so far (``thunk.text``): it fills
-    ``full_text``. After a failure ``full_text`` is the span of the emitted chunks
-    (``received[:end of the last emitted chunk]``); after an error it is everything
-    received. An upstream error becomes ``ErrorEvent`` + ``CompletedEvent`` and is
-    then passed on as ``on_error``, so subscribers can both show it and raise it.
+    ``full_text``. After a failure or a cancellation (an upstream
+    :class:`~engine.core.thunk.GenerationCancelled`) ``full_text`` is the span of the
+    emitted chunks (``received[:end of the last emitted chunk]``) and the stream
+    completes; after an error it is everything received. An error (upstream, here, or a
+    subscriber raising while it takes an event) becomes ``ErrorEvent`` +
+    ``CompletedEvent(success=False)`` and is then passed on as ``on_error``, so
+    subscribers can both show it and raise it.
 
     A :class:`~operators.verdicts.Retrying` marker becomes the failing chunk's
     ``QuickCheckEvent(passed=False)`` and a ``RetryEvent``; every later event carries
@@ -68,9 +77,7 @@ class _ToEvents(Relay[StreamEvent]):
                 )
             )
 
-    def on_next(self, item: FinalItem) -> None:
-        if self.stopped:
-            return
+    def _next(self, item: FinalItem) -> None:
         observer = self.downstream
         if isinstance(item, ChunkVerdict):
             self._quick_check(item)
@@ -92,9 +99,7 @@ class _ToEvents(Relay[StreamEvent]):
                 FullValidationEvent(passed=item.passed, results=item.results, attempt=self.attempt)
             )
 
-    def on_completed(self) -> None:
-        if self.stopped:
-            return
+    def _completed(self) -> None:
         text = self.received_text()
         self.downstream.on_next(
             CompletedEvent(
@@ -103,14 +108,31 @@ class _ToEvents(Relay[StreamEvent]):
                 attempts_used=self.attempt,
             )
         )
-        super().on_completed()
+        self.end(None)
 
-    def on_error(self, error: Exception) -> None:
-        if self.stopped:
+    def _error(self, error: Exception) -> None:
+        if isinstance(error, GenerationCancelled):
+            text = self.received_text()[: self.emitted_end]
+            self.downstream.on_next(CompletedEvent(success=False, full_text=text, attempts_used=self.attempt))
+            self.end(None)
             return
-        observer = self.downstream
-        observer.on_next(ErrorEvent(exception_type=type(error).__name__, detail=str(error) or repr(error)))
-        observer.on_next(
-            CompletedEvent(success=False, full_text=self.received_text(), attempts_used=self.attempt)
-        )
-        super().on_error(error)
+        self.end(error)
+
+    def end(self, error: Exception | None) -> None:
+        """An error becomes ``ErrorEvent`` + ``CompletedEvent`` before it is passed on (once)."""
+        if error is None or self.stopped:
+            if error is not None:  # an error after the end: nobody is left to take it
+                report_unhandled(error, "to_events: an error after the run's CompletedEvent")
+            super().end(error)
+            return
+        self.dispose()  # stop the generation before reporting
+        self.stopped = False
+        try:
+            self.downstream.on_next(error_event(error))
+            self.downstream.on_next(
+                CompletedEvent(success=False, full_text=self.received_text(), attempts_used=self.attempt)
+            )
+        except Exception as again:  # the subscriber cannot even take these
+            if again is not error:
+                report_unhandled(again, "to_events: a subscriber raised on the ErrorEvent")
+        super().end(error)

@@ -38,7 +38,7 @@ from typing import Any
 
 from reactivex import Observable, abc
 
-from engine.core.asyncrx import LoopObservable, Subscription, observe, subscribe
+from engine.core.asyncrx import LoopObservable, Subscription, observe, report_unhandled, subscribe
 from engine.core.context import Context
 from engine.core.eager import PENDING, DeadlineExceeded, Lane
 from engine.core.requirements import PartialValidationResult, Policy, Requirement
@@ -218,25 +218,34 @@ class _Scheduler:
     def on_next(self, chunk: Chunk) -> None:
         if self.stopped or (self.end_at is not None and chunk.index >= self.end_at):
             return
-        self.pending.append(_Slot(chunk, len(self.reqs)))
-        self.next_index, self.next_start = chunk.index + 1, chunk.end
-        for worker in self.workers:
-            if worker.next < 0:
-                worker.next = chunk.index
-            self._advance(worker)
-        self._emit_ready()
+        try:
+            self.pending.append(_Slot(chunk, len(self.reqs)))
+            self.next_index, self.next_start = chunk.index + 1, chunk.end
+            for worker in self.workers:
+                if worker.next < 0:
+                    worker.next = chunk.index
+                self._advance(worker)
+            self._emit_ready()
+        except Exception as exc:  # no exception may vanish: it ends the run
+            self._terminate(exc)
 
     def on_error(self, error: Exception) -> None:
         if self.stopped or self.end_at is not None or self.upstream_end is not None:
             return
         self.upstream_end = (error,)
-        self._emit_ready()
+        try:
+            self._emit_ready()
+        except Exception as exc:
+            self._terminate(exc)
 
     def on_completed(self) -> None:
         if self.stopped or self.end_at is not None or self.upstream_end is not None:
             return
         self.upstream_end = (None,)
-        self._emit_ready()
+        try:
+            self._emit_ready()
+        except Exception as exc:
+            self._terminate(exc)
 
     # -- checks ----------------------------------------------------------------
 
@@ -481,12 +490,18 @@ class _Scheduler:
 
     def _terminate(self, error: BaseException | None) -> None:
         if self.stopped:
+            if isinstance(error, Exception):
+                report_unhandled(error, "validate: an error after the end")
             return
         self.dispose()
-        if error is None:
-            self.observer.on_completed()
-        else:
-            self.observer.on_error(error)
+        try:
+            if error is None:
+                self.observer.on_completed()
+            else:
+                self.observer.on_error(error)
+        except Exception as exc:
+            if exc is not error:
+                report_unhandled(exc, "validate: the downstream raised when the stream ended")
 
     def dispose(self) -> None:
         if self.stopped:

@@ -199,7 +199,11 @@ async def test_backend_error_keeps_what_arrived_and_raises_once_from_acomplete()
         await result.acomplete()
     await result.acomplete()  # raised once: the second call returns
     assert not result.completed and result.full_text == "Good one. Also good. half"
-    assert result.mot.value == "Good one. Also good. half"
+    # The generation failed: its thunk is not computed, and keeps the text and the error.
+    assert not result.mot.is_computed() and result.mot.value is None
+    assert result.mot.text == "Good one. Also good. half" and isinstance(
+        result.mot.error, ConnectionResetError
+    )
 
 
 @pytest.mark.asyncio

@@ -11,7 +11,14 @@ from reactivex import Observable
 from reactivex.subject import Subject
 
 from backends import ScriptedBackend
-from engine import CBlock, ModelOption, ModelOutputThunk, SimpleContext, wait_for_all_mots
+from engine import (
+    CBlock,
+    GenerationCancelled,
+    ModelOption,
+    ModelOutputThunk,
+    SimpleContext,
+    wait_for_all_mots,
+)
 from engine.core.asyncrx import ReplayLog, from_async_iterable, iterate
 
 STREAM = {ModelOption.STREAM: True}
@@ -233,8 +240,12 @@ async def test_a_backend_error_keeps_the_text_and_surfaces_from_avalue_and_astre
     thunk = await streaming_thunk(["partial ", "text"], error=ConnectionError("dropped"))
     with pytest.raises(ConnectionError):
         await thunk.avalue()
-    assert thunk.is_computed() and thunk.value == "partial text"
+    # A failed generation is not computed (as in Mellea); text and error stay readable.
+    assert not thunk.is_computed() and thunk.value is None
+    assert thunk.text == "partial text" and str(thunk) == "partial text"
     assert isinstance(thunk.error, ConnectionError)
+    with pytest.raises(ConnectionError):
+        await thunk.avalue()  # and every later call
     # astream hands over the text first, then raises.
     fresh = await streaming_thunk(["partial ", "text"], error=ConnectionError("dropped"))
     got = ""
@@ -297,3 +308,142 @@ async def test_disposing_owned_deltas_cancels_the_generation_without_completing_
     assert completed == []  # unsubscribed first: the cancel is not seen as a natural end
     await asyncio.sleep(0)
     assert thunk.generation.cancelled_at is not None
+
+
+# -- failed and cancelled generations (issue 9 §2), non-text deltas (issue 10) ----------
+
+
+class OddBackend:
+    """A custom backend whose producer yields *items* as they are (maybe not text)."""
+
+    def __init__(self, items: list[object]) -> None:
+        self.items = items
+        self.sent = 0
+        self.closed = False
+
+    async def produce(self) -> AsyncIterator[object]:
+        try:
+            for item in self.items:
+                await asyncio.sleep(0)
+                self.sent += 1
+                yield item
+        finally:
+            self.closed = True
+
+    async def generate_from_context(
+        self, action: object, ctx: SimpleContext, *, format: object = None, model_options: object = None
+    ) -> tuple[ModelOutputThunk[str], SimpleContext]:
+        thunk: ModelOutputThunk[str] = ModelOutputThunk(from_async_iterable(self.produce))  # type: ignore[arg-type]
+        return thunk, ctx
+
+
+@pytest.mark.asyncio
+async def test_the_seed_print_loop_ends_by_raising_the_backend_error() -> None:
+    thunk = await streaming_thunk(["The ", "robot ", "burns."], delay=0.001, error=ConnectionError("dropped"))
+    printed: list[str] = []
+    with pytest.raises(ConnectionError, match="dropped"):
+        while not thunk.is_computed():
+            printed.append(await thunk.astream())
+    assert "".join(printed) == "The robot burns."  # every delta before the error, once
+    assert not thunk.is_computed()
+    for _ in range(2):  # every later call raises it too
+        with pytest.raises(ConnectionError):
+            await thunk.astream()
+
+
+@pytest.mark.asyncio
+async def test_astream_hands_over_text_that_arrived_with_the_error_before_raising() -> None:
+    thunk = await streaming_thunk(["a", "b", "c"], error=ConnectionError("dropped"))
+    await asyncio.sleep(0.02)  # everything arrived, the error too, before the first read
+    assert thunk.text == "abc" and isinstance(thunk.error, ConnectionError)
+    assert await thunk.astream() == "abc"
+    with pytest.raises(ConnectionError):
+        await thunk.astream()
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_generation_is_computed_with_what_arrived() -> None:
+    thunk = await streaming_thunk(["tok "] * 1000, delay=0.001)
+    seen: list[object] = []
+    thunk.deltas.subscribe(on_error=seen.append, on_completed=lambda: seen.append("completed"))
+    while thunk.generation.deltas_received < 2:
+        await asyncio.sleep(0.001)
+    await thunk.cancel_generation(ValueError("enough"))
+    assert thunk.is_computed() and thunk.error is None and thunk.value == thunk.text
+    assert await thunk.avalue() == thunk.value
+    # Other readers learn it was a cancel, not a natural end.
+    assert len(seen) == 1 and isinstance(seen[0], GenerationCancelled)
+    assert isinstance(seen[0].reason, ValueError)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bad", [5, b"bytes", None, {"text": "x"}], ids=["int", "bytes", "None", "dict"])
+async def test_a_non_text_delta_fails_the_generation_with_a_clear_type_error(bad: object) -> None:
+    backend = OddBackend(["ok ", bad, "never"])
+    thunk, _ = await backend.generate_from_context(CBlock("q"), SimpleContext())
+    with pytest.raises(TypeError, match=f"delta of type {type(bad).__name__}.*deltas must be str"):
+        await asyncio.wait_for(thunk.avalue(), 5)
+    assert not thunk.is_computed() and thunk.text == "ok " and isinstance(thunk.error, TypeError)
+    assert "decode bytes" in str(thunk.error)
+    await asyncio.sleep(0)
+    assert backend.closed and backend.sent == 2  # the generation was stopped at the bad delta
+
+
+@pytest.mark.asyncio
+async def test_a_non_text_delta_from_a_synchronous_source_fails_at_once() -> None:
+    import reactivex
+
+    thunk: ModelOutputThunk[str] = ModelOutputThunk(reactivex.of(7))  # type: ignore[arg-type]
+    assert thunk.error is not None and not thunk.is_computed()
+    with pytest.raises(TypeError, match="type int"):
+        await thunk.astream()
+
+
+@pytest.mark.asyncio
+async def test_wait_for_all_mots_raises_the_first_error_after_every_thunk_ended() -> None:
+    failing = await streaming_thunk(["x"], error=ConnectionError("gone"))
+    slow = await streaming_thunk(["y"] * 5, delay=0.01)
+    with pytest.raises(ConnectionError):
+        await wait_for_all_mots([slow, failing])
+    assert slow.is_computed() and slow.value == "yyyyy"
+
+
+def test_replay_log_isolates_a_raising_subscriber() -> None:
+    hook: list[Exception] = []
+    log: ReplayLog[int] = ReplayLog(on_observer_error=hook.append)
+    good: list[object] = []
+    bad_errors: list[Exception] = []
+
+    def bad(item: int) -> None:
+        if item == 2:
+            raise KeyError("bad subscriber")
+
+    log.observable.subscribe(bad, bad_errors.append)
+    log.observable.subscribe(good.append, on_completed=lambda: good.append("end"))
+    for i in (1, 2, 3):
+        log.append(i)
+    log.complete()
+    assert good == [1, 2, 3, "end"]  # the others go on
+    assert len(bad_errors) == 1 and isinstance(bad_errors[0], KeyError)  # its chain ends with its error
+    assert hook == bad_errors  # and the owner hears of it
+
+
+@pytest.mark.asyncio
+async def test_an_exception_in_a_terminal_callback_does_not_vanish() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+
+        def explode() -> None:
+            raise LookupError("in on_completed")
+
+        source = Source(["a"])
+        done = asyncio.Event()
+        from_async_iterable(source.run).subscribe(on_completed=explode)
+        from_async_iterable(source.run).subscribe(on_completed=done.set)
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0.01)
+    finally:
+        loop.set_exception_handler(None)
+    assert [type(c["exception"]) for c in reported] == [LookupError]

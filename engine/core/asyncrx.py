@@ -18,6 +18,13 @@ real ``Observable`` (``pipe``, ``reactivex.merge`` and any reactivex operator wo
 it, through reactivex's own ``subscribe``), and :func:`subscribe` connects two of
 ours directly: one plain observer and one :class:`Subscription` per link.
 
+No exception may vanish inside a callback (one raised in a task or a loop callback
+is lost and the stream hangs). Every place here that calls an observer catches what it
+raises: :class:`Relay` is the rule every operator follows, :class:`ReplayLog` isolates
+its subscribers from each other, the pump of :func:`from_async_iterable` lets nothing
+escape its task, and what nobody can take goes to :func:`report_unhandled` (the loop's
+exception handler: logged).
+
 :class:`ReplayLog` is a replaying subject: one upstream, any number of subscribers,
 each of which first receives everything recorded so far. reactivex's
 ``ReplaySubject`` would do, but it stamps every item with a ``datetime`` and keeps a
@@ -42,10 +49,23 @@ __all__ = [
     "from_async_iterable",
     "iterate",
     "observe",
+    "report_unhandled",
     "subscribe",
 ]
 
 T = TypeVar("T")
+
+
+def report_unhandled(error: Exception, message: str) -> None:
+    """Hand *error*, which no observer could take, to the running loop's exception handler.
+
+    asyncio logs it (nothing is lost silently); without a running loop it is raised.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise error from None
+    loop.call_exception_handler({"message": message, "exception": error})
 
 
 class Subscription(abc.DisposableBase):
@@ -125,10 +145,14 @@ def subscribe(
 class Relay(Generic[T]):
     """One link of a pipeline: an observer of the source that forwards to one downstream observer.
 
-    Subclasses override ``on_next`` (and ``on_completed`` or ``on_error``) and call
-    :meth:`fail` when their own work raises: the upstream is disposed and the error
-    goes downstream. After a terminal notification or a disposal nothing more is
-    forwarded. Build the observable with ``LoopObservable(lambda o: MyRelay(o).connect(source))``.
+    Subclasses override the hooks ``_next`` (and ``_completed`` or ``_error``); the
+    public callbacks run them behind the rule every operator follows: an exception
+    raised while a notification is handled (the hook's own code, or a stage below
+    raising out of ``on_next``) disposes the upstream first (so the generation stops),
+    then ends the stream downstream with ``on_error``, once. After the end nothing more
+    is forwarded; an exception from the downstream's own terminal callback cannot be
+    delivered any more and goes to :func:`report_unhandled`. Build the observable with
+    ``LoopObservable(lambda o: MyRelay(o).connect(source))``.
     """
 
     __slots__ = ("downstream", "stopped", "upstream")
@@ -148,25 +172,54 @@ class Relay(Generic[T]):
         return Subscription(self.dispose)
 
     def on_next(self, value: Any) -> None:
-        """Forward *value* (override to transform it)."""
-        if not self.stopped:
-            self.downstream.on_next(value)
+        """Handle *value* (``_next``); a fault ends the stream with ``on_error``."""
+        if self.stopped:
+            return
+        try:
+            self._next(value)
+        except Exception as exc:
+            self.end(exc)
 
     def on_error(self, error: Exception) -> None:
-        """Forward the error and stop."""
-        if not self.stopped:
-            self.dispose()
-            self.downstream.on_error(error)
+        """Handle the source's error (``_error``)."""
+        if self.stopped:
+            return
+        try:
+            self._error(error)
+        except Exception as exc:
+            self.end(exc)
 
     def on_completed(self) -> None:
-        """Forward the completion and stop."""
-        if not self.stopped:
-            self.dispose()
-            self.downstream.on_completed()
+        """Handle the source's completion (``_completed``)."""
+        if self.stopped:
+            return
+        try:
+            self._completed()
+        except Exception as exc:
+            self.end(exc)
 
-    def fail(self, error: Exception) -> None:
-        """This link's own work failed: stop the upstream, send *error* downstream."""
-        self.on_error(error)
+    def _next(self, value: Any) -> None:
+        self.downstream.on_next(value)
+
+    def _error(self, error: Exception) -> None:
+        self.end(error)
+
+    def _completed(self) -> None:
+        self.end(None)
+
+    def end(self, error: Exception | None) -> None:
+        """End the stream: dispose the upstream, then complete (or fail with *error*) downstream, once."""
+        if self.stopped:
+            return
+        self.dispose()
+        try:
+            if error is None:
+                self.downstream.on_completed()
+            else:
+                self.downstream.on_error(error)
+        except Exception as exc:
+            if exc is not error:
+                report_unhandled(exc, f"{type(self).__name__}: the downstream raised when the stream ended")
 
     def dispose(self) -> None:
         """Stop forwarding and dispose the upstream subscription."""
@@ -185,25 +238,29 @@ def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T
     (``aclose()``), so ``async with`` blocks inside an async generator exit.
     """
 
-    return LoopObservable(lambda observer: _Pump(factory(), observer))
+    return LoopObservable(lambda observer: _Pump(factory, observer))
 
 
 class _Pump(abc.DisposableBase, Generic[T]):
     """One subscription of :func:`from_async_iterable`: the reading task and its disposal."""
 
-    __slots__ = ("delivering", "disposed", "iterator", "observer", "task")
+    __slots__ = ("delivering", "disposed", "factory", "observer", "task")
 
-    def __init__(self, iterator: AsyncIterator[T], observer: Any) -> None:
-        self.iterator: AsyncIterator[T] | None = iterator
+    def __init__(self, factory: Callable[[], AsyncIterator[T]], observer: Any) -> None:
+        self.factory: Callable[[], AsyncIterator[T]] | None = factory
         self.observer: Any = observer
         self.disposed = False
         self.delivering = False  # inside observer.on_next, on the pump's own step
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        iterator, observer = self.iterator, self.observer
-        assert iterator is not None
+        factory, observer = self.factory, self.observer
+        assert factory is not None
+        self.factory = None
+        iterator: AsyncIterator[T] | None = None
+        error: Exception | None = None
         try:
+            iterator = factory()
             async for item in iterator:
                 self.delivering = True
                 try:
@@ -213,20 +270,27 @@ class _Pump(abc.DisposableBase, Generic[T]):
                 # Disposal from inside on_next is legal: stop reading buffered data.
                 if self.disposed:
                     return
-        except Exception as exc:  # the source failed: report it once
-            if not self.disposed:
-                observer.on_error(exc)
-            return
+        except Exception as exc:  # the source (or the observer taking an item) failed
+            error = exc
         finally:
-            self.iterator = self.observer = None  # a finished subscription holds nothing
+            self.observer = None  # a finished subscription holds nothing
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 try:  # noqa: SIM105 (suppress() costs calls on the cancel path)
                     await aclose()
                 except Exception:
                     pass  # the iterator's own cleanup failed; the stream is over anyway
-        if not self.disposed:
-            observer.on_completed()
+        if self.disposed:
+            return
+        # Nothing may escape this task: an exception lost in it would hang every reader.
+        try:
+            if error is None:
+                observer.on_completed()
+            else:
+                observer.on_error(error)
+        except Exception as exc:
+            if exc is not error:
+                report_unhandled(exc, "an observer of from_async_iterable raised while the source ended")
 
     def dispose(self) -> None:
         """Stop reading: at once if called from inside ``on_next``, else by cancelling the task."""
@@ -287,15 +351,23 @@ async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
 
 
 class ReplayLog(Generic[T]):
-    """Records a stream and replays it: late subscribers see everything, then follow live."""
+    """Records a stream and replays it: late subscribers see everything, then follow live.
 
-    __slots__ = ("_error", "_finished", "_observers", "items")
+    Subscribers are isolated from each other and from the recorder: one whose
+    ``on_next`` raises is detached and receives that exception as its ``on_error`` (the
+    chain it heads ends with it), the others go on, and the exception is also handed to
+    *on_observer_error* if given (the owner decides whether it ends the recording). A
+    subscriber whose terminal callback raises is reported (:func:`report_unhandled`).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_error", "_finished", "_observers", "_on_observer_error", "items")
+
+    def __init__(self, on_observer_error: Callable[[Exception], None] | None = None) -> None:
         self.items: list[T] = []
-        self._observers: list[abc.ObserverBase[T]] = []
+        self._observers: list[Any] = []
         self._finished = False
         self._error: Exception | None = None
+        self._on_observer_error = on_observer_error
 
     @property
     def observable(self) -> Observable[T]:
@@ -321,9 +393,25 @@ class ReplayLog(Generic[T]):
         if self._finished:
             return
         self.items.append(item)
+        observers = self._observers
+        if len(observers) == 1:  # the common case: one pipeline
+            observer = observers[0]
+            try:
+                observer.on_next(item)
+            except Exception as exc:
+                self._observer_failed(observer, exc)
+            return
+        failures: list[tuple[Any, Exception]] | None = None
         # A copy: an observer may subscribe or dispose while being notified.
-        for observer in tuple(self._observers):
-            observer.on_next(item)
+        for observer in tuple(observers):
+            try:
+                observer.on_next(item)
+            except Exception as exc:
+                failures = [*(failures or ()), (observer, exc)]
+        if failures:
+            # After every observer has the item: what a failure causes comes after it, in order.
+            for failed, error in failures:
+                self._observer_failed(failed, error)
 
     def complete(self) -> None:
         """End the log normally (later appends are ignored)."""
@@ -339,23 +427,50 @@ class ReplayLog(Generic[T]):
         self._finished, self._error = True, error
         observers, self._observers = self._observers, []
         for observer in observers:
-            if error is None:
-                observer.on_completed()
-            else:
-                observer.on_error(error)
+            try:
+                if error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(error)
+            except Exception as exc:
+                if exc is not error:
+                    report_unhandled(exc, "a subscriber raised when its stream ended")
+
+    def _observer_failed(self, observer: Any, error: Exception) -> None:
+        try:  # noqa: SIM105
+            self._observers.remove(observer)
+        except ValueError:
+            pass
+        try:
+            observer.on_error(error)
+        except Exception as exc:
+            # A subscriber without on_error re-raises (reactivex's default): the owner's
+            # handler, if any, takes that one; anything else is reported.
+            if exc is not error or self._on_observer_error is None:
+                report_unhandled(exc, "a subscriber raised in on_error")
+        if self._on_observer_error is not None:
+            self._on_observer_error(error)
 
     def attach(self, observer: Any) -> abc.DisposableBase:
         """Subscribe *observer* (what each subscription to ``observable`` does): replay, then follow."""
         # Index loop: an observer may cause appends while it is being replayed to.
         i = 0
         while i < len(self.items):
-            observer.on_next(self.items[i])
+            try:
+                observer.on_next(self.items[i])
+            except Exception as exc:
+                self._observer_failed(observer, exc)
+                return Subscription()
             i += 1
         if self._finished:
-            if self._error is None:
-                observer.on_completed()
-            else:
-                observer.on_error(self._error)
+            try:
+                if self._error is None:
+                    observer.on_completed()
+                else:
+                    observer.on_error(self._error)
+            except Exception as exc:
+                if exc is not self._error:
+                    report_unhandled(exc, "a subscriber raised when its stream ended")
             return Subscription()
         self._observers.append(observer)
 

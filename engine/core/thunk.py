@@ -3,11 +3,21 @@
 A thunk owns one subscription to its generation's delta observable (one upstream
 request, never two) and records every delta in a :class:`~engine.core.asyncrx.ReplayLog`,
 so ``thunk.deltas`` gives any late subscriber what already arrived, then the rest.
+
+How a generation ends decides the thunk's state (as in Mellea):
+
+* it completes: the thunk is *computed*, ``value`` is the text;
+* it is cancelled (``cancel()``, or a pipeline owning it is disposed): the thunk is
+  *computed* with what arrived;
+* it fails (the backend raises, or hands over a delta that is not a ``str``): the thunk
+  is *not* computed; ``text`` keeps what arrived and ``error`` the exception, which
+  ``avalue()`` raises, and ``astream()`` too once the text before it has been returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import time
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
@@ -17,9 +27,24 @@ from reactivex import Observable, abc
 
 from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
 
-__all__ = ["GenerationInfo", "ModelOutputThunk", "wait_for_all_mots"]
+__all__ = ["GenerationCancelled", "GenerationInfo", "ModelOutputThunk", "wait_for_all_mots"]
 
 T = TypeVar("T")
+
+
+class GenerationCancelled(Exception):
+    """How a thunk's delta stream ends when its generation is cancelled: not a failure.
+
+    Subscribers of :attr:`ModelOutputThunk.deltas` receive it as ``on_error`` so that a
+    cancel is never mistaken for a natural end (a chunker would flush on that, a
+    pipeline would run its final validation). A pipeline that cancels the generation by
+    disposing its own subscription (``owned_deltas()``) never sees it. ``reason`` is the
+    exception given to ``cancel()``, if any.
+    """
+
+    def __init__(self, reason: Exception | None = None) -> None:
+        super().__init__("the generation was cancelled" + (f" ({reason})" if reason is not None else ""))
+        self.reason = reason
 
 
 @attrs.define
@@ -79,8 +104,9 @@ class ModelOutputThunk(Generic[T]):
         self.generation = generation if generation is not None else GenerationInfo()
         self.parsed_repr: T | None = parsed_repr
         self._log: ReplayLog[str] = ReplayLog()
-        self._computed = False
-        self._value: str | None = None  # joined on first read once computed
+        self._ended = False  # completed, cancelled or failed (the log may hear of it a turn later)
+        self._text: str | None = None  # joined on first read once ended
+        self._error: Exception | None = None  # set when the generation failed
         self._read = 0  # deltas already returned by astream()
         self._changed: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
@@ -88,11 +114,15 @@ class ModelOutputThunk(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         if value is not None:
             self._log.append(value)
-            self._set_computed(None)
+            self._finish(None)
         else:
             assert source is not None
             self._loop = asyncio.get_running_loop()
-            self._upstream = subscribe(source, self._on_delta, self._on_error, self._on_completed)
+            upstream = subscribe(source, self._on_delta, self._on_error, self._on_completed)
+            if self._ended:  # it ended while subscribing (a bad first delta)
+                upstream.dispose()
+            else:
+                self._upstream = upstream
 
     # -- reading ---------------------------------------------------------------
 
@@ -124,39 +154,41 @@ class ModelOutputThunk(Generic[T]):
 
     @property
     def value(self) -> str | None:
-        """The output text once computed (after a cancel or an error: what arrived), else ``None``."""
-        if not self._computed:
-            return None
-        if self._value is None:
-            self._value = "".join(self._log.items)
-        return self._value
+        """The output text once computed (after a cancel: what arrived), else ``None``.
+
+        A failed generation is not computed: its value stays ``None`` (see :attr:`text`).
+        """
+        return self.text if self._ended and self._error is None else None
 
     @property
     def text(self) -> str:
-        """The text received so far, computed or not."""
-        value = self.value
-        return value if value is not None else "".join(self._log.items)
+        """The text received so far, whatever the state (after a failure: what arrived before it)."""
+        if self._text is not None:
+            return self._text
+        text = "".join(self._log.items)
+        if self._ended:
+            self._text = text
+        return text
 
     @property
     def error(self) -> Exception | None:
-        """The exception the generation failed with, if it did."""
-        return self._log.error
+        """The exception the generation failed with, if it did (a cancel is not a failure)."""
+        return self._error
 
     def is_computed(self) -> bool:
-        """True once the generation has finished, failed or been cancelled."""
-        return self._computed
+        """True once the generation has completed or been cancelled; False while it runs and
+        after it failed (as in Mellea)."""
+        return self._ended and self._error is None
 
     async def avalue(self) -> str:
-        """Wait for the generation to finish and return the text; raises the generation's error."""
-        if not self.is_computed():
+        """Wait for the generation to end and return the text; raises the generation's error."""
+        if not self._ended:
             if self._done is None:
                 self._done = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._done)
-        if self._log.error is not None:
-            raise self._log.error
-        value = self.value
-        assert value is not None
-        return value
+        if self._error is not None:
+            raise self._error
+        return self.text
 
     async def astream(self) -> str:
         """Return the text not yet returned by earlier calls, waiting until there is some.
@@ -164,16 +196,17 @@ class ModelOutputThunk(Generic[T]):
         The call that observes completion returns the remainder, so
         ``while not mot.is_computed(): print(await mot.astream(), end="")`` prints the
         text exactly once. On a computed thunk the first call returns everything and
-        later calls return ``""``. Single reader only. Raises the generation's error
-        once the text that arrived before it has been returned.
+        later calls return ``""``. Single reader only. After a failure it returns what
+        arrived before the error (possibly over several calls), then raises the error,
+        on that call and every later one, so that loop ends by raising it.
         """
         items = self._log.items
-        if self._read == len(items) and not self.is_computed():
+        if self._read == len(items) and not self._ended:
             if self._changed is None or self._changed.done():
                 self._changed = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._changed)
-        if self._read == len(items) and self._log.error is not None:
-            raise self._log.error
+        if self._read == len(items) and self._error is not None:
+            raise self._error
         new = "".join(items[self._read :])
         self._read = len(items)
         return new
@@ -184,17 +217,19 @@ class ModelOutputThunk(Generic[T]):
         """Stop the generation now: dispose the upstream subscription (the backend's
         task is cancelled at once) and mark the thunk computed with what arrived.
 
-        Subscribers to :attr:`deltas` see the end on the next loop turn: the producer
-        (its ``finally``, an HTTP connection's close) goes first, and a pipeline that
-        calls this from inside a delta's callback returns to the producer at once.
+        Subscribers of :attr:`deltas` receive :class:`GenerationCancelled` (carrying
+        *error*, the reason, if given) on the next loop turn: the producer (its
+        ``finally``, an HTTP connection's close) goes first, and a pipeline that calls
+        this from inside a delta's callback returns to the producer at once. No-op once
+        the generation has ended.
         """
-        if self._computed:
+        if self._ended:
             return
         self.generation.cancel_requested_at = time.perf_counter()
         upstream = self._upstream
         if upstream is not None:
             upstream.dispose()
-        self._set_computed(error, notify_later=True)
+        self._finish(None, cancelled=GenerationCancelled(error), later=True)
 
     async def cancel_generation(self, error: Exception | None = None) -> None:
         """Async form of :meth:`cancel` (Mellea's name); yields once so the backend's
@@ -205,6 +240,11 @@ class ModelOutputThunk(Generic[T]):
     # -- upstream ----------------------------------------------------------------
 
     def _on_delta(self, delta: str) -> None:
+        if self._ended:
+            return
+        if not isinstance(delta, str):
+            self._reject(delta)
+            return
         generation = self.generation
         if generation.deltas_received == 0:
             generation.first_delta_at = time.perf_counter()
@@ -215,28 +255,48 @@ class ModelOutputThunk(Generic[T]):
             changed.set_result(None)
 
     def _on_error(self, error: Exception) -> None:
-        self._set_computed(error)
+        self._finish(error)
 
     def _on_completed(self) -> None:
-        self._set_computed(None)
+        self._finish(None)
 
-    def _set_computed(self, error: Exception | None, *, notify_later: bool = False) -> None:
-        if self._computed:
-            return
-        # Computed first, then notify: subscribers that see completion read a final value.
-        self._computed = True
-        if notify_later and self._loop is not None:
-            self._loop.call_soon(self._notify, error)
-            return
-        self._notify(error)
+    def _reject(self, delta: object) -> None:
+        """A delta that is not text fails the generation (it would break every reader)."""
+        generation = self.generation
+        backend = f"the backend {generation.provider!r}" if generation.provider else "the backend"
+        model = f" (model {generation.model!r})" if generation.model else ""
+        error = TypeError(
+            f"{backend}{model} handed its ModelOutputThunk a delta of type {type(delta).__name__} "
+            f"({reprlib.repr(delta)}) after {generation.deltas_received} text deltas; deltas must be str. "
+            "Fix the backend's generate_from_context: decode bytes, take the text out of a dict or "
+            "object, and skip None instead of passing it on."
+        )
+        if self._upstream is not None:  # None while subscribing: __init__ disposes it then
+            self._upstream.dispose()
+        self._finish(error)
 
-    def _notify(self, error: Exception | None) -> None:
-        self.generation.finished_at = time.perf_counter()
+    def _finish(
+        self, error: Exception | None, *, cancelled: GenerationCancelled | None = None, later: bool = False
+    ) -> None:
+        if self._ended:
+            return
+        # State first, then notify: subscribers that see the end read the final state.
+        self._ended = True
+        self._error = error
         self._upstream = None  # it holds this thunk's callbacks: drop the cycle
-        if error is None:
-            self._log.complete()
+        if later and self._loop is not None:
+            self._loop.call_soon(self._notify, error, cancelled)
         else:
+            self._notify(error, cancelled)
+
+    def _notify(self, error: Exception | None, cancelled: GenerationCancelled | None) -> None:
+        self.generation.finished_at = time.perf_counter()
+        if error is not None:
             self._log.fail(error)
+        elif cancelled is not None:
+            self._log.fail(cancelled)
+        else:
+            self._log.complete()
         for future in (self._changed, self._done):
             if future is not None and not future.done():
                 future.set_result(None)
@@ -246,14 +306,20 @@ class ModelOutputThunk(Generic[T]):
         return self.text
 
     def __repr__(self) -> str:
-        state = "computed" if self.is_computed() else "streaming"
+        state = "computed" if self.is_computed() else "failed" if self._error is not None else "streaming"
         return f"ModelOutputThunk({state}, {len(self.text)} chars, model={self.generation.model!r})"
 
 
 async def wait_for_all_mots(thunks: Iterable[ModelOutputThunk[Any]]) -> list[str]:
     """Resolve every thunk concurrently and return their values in order.
 
-    All thunks must belong to the running event loop. The first error is raised
-    after every thunk has finished.
+    All thunks must belong to the running event loop. If some generations failed, the
+    error of the first of them (in order) is raised after every thunk has ended.
     """
-    return list(await asyncio.gather(*(t.avalue() for t in thunks)))
+    outcomes = await asyncio.gather(*(t.avalue() for t in thunks), return_exceptions=True)
+    values: list[str] = []
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        values.append(outcome)
+    return values
