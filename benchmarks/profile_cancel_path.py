@@ -66,11 +66,11 @@ class Backend(ScriptedBackend):
         super().__init__(DELTAS, delay=delay)
         self.marks = marks
 
-    async def _produce(self, generation: Any, stream: bool) -> Any:
+    async def _produce(self, generation: Any, stream: bool, deltas: Any = None) -> Any:
         # ScriptedBackend's producer, with the finally timed (wrapping it in another
         # generator would add the inner generator's finalizer hook to the path).
         try:
-            for delta in self.deltas:
+            for delta in deltas if deltas is not None else self.deltas:
                 await asyncio.sleep(self.delay)
                 generation.deltas_sent += 1
                 yield delta
@@ -159,9 +159,9 @@ async def trace_once(delay: float) -> None:
             return UNKNOWN
 
     class TracedBackend(Backend):
-        async def _produce(self, generation: Any, stream: bool) -> Any:
+        async def _produce(self, generation: Any, stream: bool, deltas: Any = None) -> Any:
             try:
-                for delta in self.deltas:
+                for delta in deltas if deltas is not None else self.deltas:
                     await asyncio.sleep(self.delay)
                     yield delta
             finally:
