@@ -79,6 +79,11 @@ class OpenAIBackend(HttpBackend):
         )
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
         if self._api_key:
+            if self._secrets:
+                raise ValueError(
+                    f"OpenAIBackend got both credentials in base_url ({self.base_url}) and an api_key; they "
+                    "would both go in the Authorization header: pass one of them"
+                )
             self._secrets.insert(0, self._api_key)
         self.include_usage = include_usage
 

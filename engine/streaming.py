@@ -26,7 +26,7 @@ from engine.core.backend import Backend
 from engine.core.context import Context
 from engine.core.events import ChunkEvent, CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
 from engine.core.options import ModelOption
-from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult, as_requirements
 from engine.core.thunk import ModelOutputThunk
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
@@ -65,7 +65,7 @@ async def stream_with_chunking(
             ``ModelOption.STREAM``).
     """
     strategy = resolve_chunking_strategy(chunking)
-    reqs = [_copy_requirement(req) for req in (requirements or ())]
+    reqs = [_copy_requirement(req) for req in as_requirements(requirements)]
     mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options={ModelOption.STREAM: True})
     if mot.is_computed():
         raise RuntimeError(
@@ -84,12 +84,8 @@ async def stream_with_chunking(
 
 
 def _copy_requirement(req: Any) -> Requirement:
-    if not (hasattr(req, "stream_validate") and hasattr(req, "validate")):
-        raise TypeError(
-            f"requirements must be Requirement objects (with stream_validate and validate), got {req!r}; "
-            "wrap a plain function with engine.Requirement(description, validation_fn=...)"
-        )
-    copied: Requirement = copy.copy(req)
+    (checked,) = as_requirements([req])  # the one place that checks requirements
+    copied: Requirement = copy.copy(checked)
     return copied
 
 
