@@ -7,6 +7,7 @@ no raw server control character, keeps the text that arrived, and never hangs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import traceback
 from typing import Any
@@ -192,7 +193,9 @@ async def test_credentials_are_sent_but_shown_nowhere(kind: str, caplog: pytest.
         async with backend:
             error, thunk = await fails(backend)
         assert (
-            server.requests[0].headers["authorization"].startswith("Bearer" if kind == "openai-key" else "Basic")
+            server.requests[0]
+            .headers["authorization"]
+            .startswith("Bearer" if kind == "openai-key" else "Basic")
         )
     shown = [repr(backend), backend.base_url, str(thunk.generation.extra), caplog.text]
     for text in shown:
@@ -238,8 +241,6 @@ def test_server_text_drops_escapes_and_bounds_the_length() -> None:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("where", ["status body", "stream error frame", "malformed line", "reason phrase"])
 async def test_server_text_is_neutralised_everywhere_it_is_shown(kind: str, where: str) -> None:
-    import json
-
     if where == "status body":
         answer = http_response(
             json.dumps({"error": HOSTILE_TEXT}).encode(), status="500 Internal Server Error"
@@ -356,17 +357,18 @@ async def test_a_200_html_page_is_not_an_endpoint(kind: str, stream: bool) -> No
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", KINDS)
 async def test_error_messages_count_the_deltas_kept(kind: str) -> None:
-    import json
-
     deltas = ["a", "b", "c", "d"]
     body, ctype = body_for(kind, deltas, end=False)
     if kind == "ollama":
         body += ndjson_lines({"error": "out of memory"})
     else:
         body += b"data: " + json.dumps({"error": {"message": "out of memory"}}).encode() + b"\n\n"
-    async with RawServer(http_response(body, content_type=ctype)) as server:  # one write
-        async with make_backend(kind, server) as backend:
-            error, thunk = await fails(backend)
+    # The four deltas and the error frame arrive in one write.
+    async with (
+        RawServer(http_response(body, content_type=ctype)) as server,
+        make_backend(kind, server) as backend,
+    ):
+        error, thunk = await fails(backend)
     assert isinstance(error, ServerError) and thunk.text == "abcd"
     assert "after 4 deltas" in str(error), str(error)
 

@@ -162,8 +162,9 @@ def as_requirements(requirements: Any) -> list[Requirement]:
         return []
     if isinstance(requirements, (str, Requirement)) or _is_requirement_like(requirements):
         requirements = [requirements]
-    elif isinstance(requirements, type) or not isinstance(requirements, (list, tuple)):
-        _check_one(requirements)  # a class, or a lone object: say what is wrong with it
+    elif isinstance(requirements, type):
+        _check_one(requirements)  # a class: says "an instance, not the class"
+    elif not isinstance(requirements, (list, tuple)):
         raise TypeError(
             f"requirements must be a list of Requirement objects or strings, got "
             f"{type(requirements).__name__} {_short(requirements)}; pass requirements=[...]"
