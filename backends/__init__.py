@@ -13,8 +13,12 @@ from backends.errors import (
     IncompleteStreamError,
     MalformedStreamError,
     ModelNotFoundError,
+    ProtocolError,
     RateLimitError,
+    RedirectError,
+    RequestTimeoutError,
     ServerError,
+    UnexpectedContentTypeError,
 )
 from backends.ollama import OllamaBackend
 from backends.openai import OpenAIBackend
@@ -37,7 +41,11 @@ __all__ = [
     "ModelNotFoundError",
     "OllamaBackend",
     "OpenAIBackend",
+    "ProtocolError",
     "RateLimitError",
+    "RedirectError",
+    "RequestTimeoutError",
     "ScriptedBackend",
     "ServerError",
+    "UnexpectedContentTypeError",
 ]

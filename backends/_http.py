@@ -1,11 +1,20 @@
-"""Plumbing shared by the HTTP backends: session lifetime, the generation task, error mapping.
+"""Plumbing shared by the HTTP backends: pooled sessions, the generation task, error mapping.
 
-:class:`HttpBackend` owns one ``aiohttp.ClientSession`` (created lazily on the
-running loop, shared by every concurrent generation, closed by ``aclose()``) and
-runs each generation as an async generator read by
-:func:`engine.core.asyncrx.from_async_iterable`. A subclass supplies only the wire format:
-the request it sends (:meth:`HttpBackend._request`), a :class:`StreamParser` for the
-body, and the provider-specific hints that go into error messages.
+:class:`HttpBackend` keeps one ``aiohttp.ClientSession`` per event loop (created
+lazily on the running loop, shared by every generation on that loop, closed when
+that loop shuts down or by ``aclose()``), so one backend serves a sync twin's loop,
+then ``asyncio.run(...)``, then another ``asyncio.run(...)``. Each generation runs as
+an async generator read by :func:`engine.core.asyncrx.from_async_iterable`. A
+subclass supplies only the wire format: the request it sends
+(:meth:`HttpBackend._request`), a :class:`StreamParser` for the body, and the
+provider-specific hints that go into error messages.
+
+Every failure becomes a :class:`~backends.errors.BackendError` here, in
+:meth:`HttpBackend._translate` (aiohttp and socket errors) and
+:meth:`HttpBackend._status_error` (non-2xx answers); no aiohttp exception escapes and
+none is chained (its repr carries the request headers, ``Authorization`` included).
+URLs are shown through :func:`~backends.errors.redact_url` and server text through
+:func:`~backends.errors.server_text`.
 
 Cancellation: disposing the thunk's subscription (``thunk.cancel()``, or the pipeline's
 cancel-on-fail) first closes the HTTP response synchronously, in the disposing call,
@@ -21,11 +30,14 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
+from urllib.parse import unquote
 
 import aiohttp
 from reactivex import Observable, abc
@@ -42,10 +54,16 @@ from backends.errors import (
     IncompleteStreamError,
     MalformedStreamError,
     ModelNotFoundError,
+    ProtocolError,
     RateLimitError,
+    RedirectError,
+    RequestTimeoutError,
     ServerError,
-    truncate,
+    UnexpectedContentTypeError,
+    redact_url,
+    server_text,
 )
+from backends.sse import DEFAULT_MAX_LINE_BYTES
 from engine.core.asyncrx import from_async_iterable
 from engine.core.components import Message
 from engine.core.context import Context
@@ -53,12 +71,58 @@ from engine.core.continuation import Continuation
 from engine.core.options import ModelOption
 from engine.core.thunk import GenerationInfo, ModelOutputThunk
 
-__all__ = ["HttpBackend", "StreamParser", "chat_messages", "json_schema_for", "server_error_text"]
+__all__ = [
+    "HttpBackend",
+    "HttpOptions",
+    "StreamParser",
+    "chat_messages",
+    "json_schema_for",
+    "server_error_text",
+]
 
 logger = logging.getLogger("backends")
 
 ERROR_BODY_LIMIT = 64 * 1024
 """Bytes of an error response read to find the server's message."""
+
+DEFAULT_MAX_FRAME_BYTES = DEFAULT_MAX_LINE_BYTES
+"""Default cap on one NDJSON line or one server-sent event (8 MiB)."""
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Default cap on a non-streaming response body (64 MiB)."""
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses retried (when ``retries`` > 0): the server did not start the generation."""
+
+MAX_RETRY_WAIT = 60.0
+"""The longest wait before a retry; a ``Retry-After`` above it fails at once instead."""
+
+_CONTENT_TYPES = frozenset(
+    {
+        "text/event-stream",
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+        "application/json",
+        "text/json",
+        "text/plain",
+    }
+)
+"""Content types a 2xx answer may carry (``*+json`` too; none at all is accepted)."""
+
+
+class HttpOptions(TypedDict, total=False):
+    """The connection options every HTTP backend takes (see :class:`HttpBackend`)."""
+
+    connect_timeout: float | None
+    idle_timeout: float | None
+    timeout: float | None
+    max_connections: int | None
+    retries: int
+    retry_backoff: float
+    max_frame_bytes: int
+    max_body_bytes: int
 
 
 class StreamParser(ABC):
@@ -66,12 +130,13 @@ class StreamParser(ABC):
 
     ``feed`` gets the body in network-sized pieces; ``close`` is called at the end of
     the body. A streaming body goes to ``_feed`` piece by piece and ends with
-    ``_close``; a non-streaming one is buffered here and handed whole to
-    ``_close_whole``. All three are generators of deltas that raise a
-    :class:`BackendError` where the stream goes wrong (the closing ones raise
-    :class:`IncompleteStreamError` if the terminal frame never came). The deltas
-    parsed before the error are still returned, and the error is kept in ``error``
-    for the caller to raise after handing them on: text that arrived is never lost.
+    ``_close``; a non-streaming one is buffered here (one copy, at most
+    ``max_body_bytes``) and handed whole to ``_close_whole``. All three are generators
+    of deltas that raise a :class:`BackendError` where the stream goes wrong (the
+    closing ones raise :class:`IncompleteStreamError` if the terminal frame never came).
+    The deltas parsed before the error are still returned, and the error is kept in
+    ``error`` for the caller to raise after handing them on: text that arrived is never
+    lost. ``kept`` counts the deltas returned so far (what error messages report);
     ``frames`` counts protocol frames parsed (keep-alive comments excluded); the idle
     timer restarts whenever it grows.
     """
@@ -82,20 +147,39 @@ class StreamParser(ABC):
         self.generation = generation
         self.stream = stream
         self.frames = 0
+        self.kept = 0
         self.done = False
         self.error: BackendError | None = None
+        self.max_frame_bytes = backend.max_frame_bytes
+        self.max_body_bytes = backend.max_body_bytes
         self._body = bytearray()  # a non-streaming body, until close()
 
     def feed(self, data: bytes) -> list[str]:
         """Parse *data*; return the non-empty deltas it completed (then check ``error``)."""
+        if self.error is not None:
+            return []
         if not self.stream:
+            if len(self._body) + len(data) > self.max_body_bytes:
+                head = bytes(self._body[:200] or data[:200])
+                self._body = bytearray()
+                self.error = self.malformed(
+                    f"a response body larger than {self.max_body_bytes} bytes (raise max_body_bytes= "
+                    f"if that is expected)",
+                    head,
+                )
+                return []
             self._body += data
             return []
         return self._collect(self._feed(data))
 
     def close(self) -> list[str]:
         """End of body: return any last deltas (then check ``error``)."""
-        return self._collect(self._close() if self.stream else self._close_whole(bytes(self._body)))
+        if self.error is not None:
+            return []
+        if self.stream:
+            return self._collect(self._close())
+        body, self._body = self._body, bytearray()
+        return self._collect(self._close_whole(body))
 
     def _collect(self, deltas: Iterator[str]) -> list[str]:
         out: list[str] = []
@@ -105,6 +189,7 @@ class StreamParser(ABC):
             for delta in deltas:
                 if delta:
                     out.append(delta)
+                    self.kept += 1
         except BackendError as exc:
             self.error = exc
         return out
@@ -118,13 +203,13 @@ class StreamParser(ABC):
         """Yield the last deltas of a stream; raise if it is incomplete."""
 
     @abstractmethod
-    def _close_whole(self, body: bytes) -> Iterator[str]:
+    def _close_whole(self, body: bytearray) -> Iterator[str]:
         """Yield the deltas of a whole non-streaming *body*; raise if it is incomplete."""
 
-    def malformed(self, what: str, line: bytes | str) -> MalformedStreamError:
-        """A :class:`MalformedStreamError` quoting *line* (truncated)."""
-        text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
-        quoted = truncate(self.backend.redact(text))
+    def malformed(self, what: str, line: bytes | bytearray | str) -> MalformedStreamError:
+        """A :class:`MalformedStreamError` quoting *line* (neutralised, truncated)."""
+        text = line[:1000].decode("utf-8", errors="replace") if not isinstance(line, str) else line
+        quoted = self.backend.shown_text(text)
         return MalformedStreamError(
             f"{self.backend.provider_name} at {self.url} sent {what}: {quoted!r}. "
             f"{self.backend.hint_wire_format()}",
@@ -133,23 +218,30 @@ class StreamParser(ABC):
             provider=self.backend.provider,
         )
 
-    def incomplete(self, detail: str) -> IncompleteStreamError:
+    def too_large(self, what: str, limit: int, head: bytes) -> MalformedStreamError:
+        """A :class:`MalformedStreamError` for a line or event over ``max_frame_bytes``."""
+        return self.malformed(
+            f"{what} larger than {limit} bytes (raise max_frame_bytes= if that is expected)", head
+        )
+
+    def incomplete(self, detail: str, cause: str | None = None) -> IncompleteStreamError:
         """An :class:`IncompleteStreamError` saying how much arrived before the end."""
-        generation = self.generation
-        return IncompleteStreamError(
-            f"{self.backend.provider_name} at {self.url} {detail} after {generation.deltas_sent} deltas, "
+        error = IncompleteStreamError(
+            f"{self.backend.provider_name} at {self.url} {detail} after {self.kept} deltas, "
             f"before the stream's terminal frame; the text received so far is kept on the thunk. "
             f"Check the server's log; a prompt longer than its context window often ends a stream this way.",
             url=self.url,
             provider=self.backend.provider,
         )
+        error.cause = cause
+        return error
 
     def stream_error(self, server_message: str) -> ServerError:
         """A :class:`ServerError` for an error frame sent inside a 200 stream."""
-        text = truncate(self.backend.redact(server_message))
+        text = self.backend.shown_text(server_message)
         return ServerError(
             f"{self.backend.provider_name} at {self.url} reported an error after "
-            f"{self.generation.deltas_sent} deltas: {text}. The text received so far is kept on the thunk.",
+            f"{self.kept} deltas: {text}. The text received so far is kept on the thunk.",
             status=200,
             server_message=text,
             url=self.url,
@@ -158,13 +250,30 @@ class StreamParser(ABC):
 
 
 class HttpBackend(ABC):
-    """Base of the HTTP backends: one pooled session, one task per generation.
+    """Base of the HTTP backends: one pooled session per event loop, one task per generation.
 
-    ``connect_timeout``: seconds to open a TCP connection. ``idle_timeout``: the
-    longest wait for the response headers and then between two frames of the stream
-    (for a non-streaming request, for the whole response); ``None`` waits forever.
-    ``max_connections``: connections open at once (``None``: no limit; a streaming
-    generation holds one for its whole duration).
+    Options (:class:`HttpOptions`, taken by every HTTP backend):
+
+    * ``connect_timeout`` (10 s): seconds to open a TCP connection.
+    * ``idle_timeout`` (300 s): the longest wait for the response headers and then
+      between two frames of the stream (for a non-streaming request, for the whole
+      response).
+    * ``timeout`` (none): a deadline for the whole request, retries and waits included.
+      ``None`` for any of the three waits forever.
+    * ``max_connections`` (no limit): connections open at once per event loop (a
+      streaming generation holds one for its whole duration).
+    * ``retries`` (0: off): how many times to retry a request that failed *before any
+      delta arrived* (a refused, reset or timed-out connection; a 429, 502, 503 or
+      504), waiting ``retry_backoff`` (0.5 s) doubled each time, with jitter, or the
+      server's ``Retry-After`` when longer (up to 60 s). A generation that has started
+      is never retried: it would duplicate text.
+    * ``max_frame_bytes`` (8 MiB): the largest NDJSON line or server-sent event;
+      ``max_body_bytes`` (64 MiB): the largest non-streaming body. Past either the
+      generation fails with :class:`MalformedStreamError`.
+
+    Credentials in ``base_url`` (``http://user:password@host``) are sent as HTTP basic
+    auth and shown nowhere: ``base_url``, ``repr()``, errors and logs show ``***``.
+    Redirects are not followed (a 3xx is a :class:`RedirectError`).
     """
 
     provider: ClassVar[str]
@@ -178,27 +287,51 @@ class HttpBackend(ABC):
         model_options: Mapping[str, Any] | None = None,
         connect_timeout: float | None = 10.0,
         idle_timeout: float | None = 300.0,
+        timeout: float | None = None,
         max_connections: int | None = None,
+        retries: int = 0,
+        retry_backoff: float = 0.5,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         if not model_id:
             raise ValueError(
                 f"{type(self).__name__} needs a model name, e.g. {type(self).__name__}('llama3.2')"
             )
-        for name, value in (("connect_timeout", connect_timeout), ("idle_timeout", idle_timeout)):
-            if value is not None and value <= 0:
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("idle_timeout", idle_timeout),
+            ("timeout", timeout),
+        ):
+            if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
         if max_connections is not None and max_connections < 1:
             raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0 (0 turns retrying off), got {retries!r}")
+        if not retry_backoff >= 0:
+            raise ValueError(f"retry_backoff must be >= 0 seconds, got {retry_backoff!r}")
+        for name, size in (("max_frame_bytes", max_frame_bytes), ("max_body_bytes", max_body_bytes)):
+            if not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name} must be a positive number of bytes, got {size!r}")
         self.model_id = model_id
-        self.base_url = base_url.rstrip("/")
+        self._root = base_url.rstrip("/")
+        self.base_url = redact_url(self._root)
+        """The server's URL as shown (credentials replaced by ``***``)."""
+        self._secrets = _url_secrets(self._root)
         self.model_options: dict[str, Any] = dict(model_options or {})
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
+        self.timeout = timeout
         self.max_connections = max_connections
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self.max_frame_bytes = max_frame_bytes
+        self.max_body_bytes = max_body_bytes
         self.generations: list[GenerationInfo] = []
         """One record per generation started, oldest first (the last 1000 are kept)."""
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        self._latest: aiohttp.ClientSession | None = None
         self._closed = False
         self._live: set[_Connection] = set()
 
@@ -208,19 +341,26 @@ class HttpBackend(ABC):
     def _request(
         self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
     ) -> tuple[str, dict[str, Any]]:
-        """The URL and JSON body of the request for one generation."""
+        """The URL (under ``self._root``, the unredacted base URL) and JSON body of one request."""
 
     @abstractmethod
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
-        """A fresh parser for one response body."""
+        """A fresh parser for one response body (*url* is the redacted URL, for messages)."""
 
     def _headers(self, stream: bool) -> dict[str, str]:
         """Request headers (a subclass adds its credentials)."""
         return {"Content-Type": "application/json", "User-Agent": "rxllm"}
 
     def redact(self, text: str) -> str:
-        """*text* with any secret the backend holds replaced by ``***``."""
+        """*text* with every secret the backend holds (URL credentials, API key) replaced by ``***``."""
+        text = redact_url(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text
+
+    def shown_text(self, text: str) -> str:
+        """Server-provided *text* as shown in errors: secrets redacted, neutralised, truncated."""
+        return server_text(self.redact(text))
 
     @abstractmethod
     def hint_unreachable(self) -> str:
@@ -259,7 +399,7 @@ class HttpBackend(ABC):
         url, body = self._request(action, ctx, options, format, stream)
         session = self._ensure_session()
         generation = GenerationInfo(model=self.model_id, provider=self.provider)
-        generation.extra["url"] = url
+        generation.extra["url"] = redact_url(url)
         generation.extra["streaming"] = stream
         self.generations.append(generation)
         if len(self.generations) > 1000:
@@ -289,51 +429,64 @@ class HttpBackend(ABC):
     # -- resources -----------------------------------------------------------------
 
     def _ensure_session(self) -> aiohttp.ClientSession:
+        """The running loop's pooled session, created (with its shutdown guard) on first use."""
         if self._closed:
             raise RuntimeError(
                 f"{type(self).__name__} was closed with aclose(); create a new backend to generate again"
             )
         loop = asyncio.get_running_loop()
-        session = self._session
-        if session is not None and not session.closed:
-            if self._session_loop is not loop:
-                raise RuntimeError(
-                    f"{type(self).__name__} is bound to the event loop it was first used on; create one "
-                    f"backend per event loop, or `await backend.aclose()` on the old loop first"
-                )
-            return session
-        connector = aiohttp.TCPConnector(limit=self.max_connections or 0)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
+        for stale in [other for other in self._pools if other.is_closed()]:
+            # That loop was closed without shutting down its tasks (not through asyncio.run
+            # or a Runner): nothing can close its connections any more; forget them.
+            del self._pools[stale]
+        pool = self._pools.get(loop)
+        if pool is not None and not pool.session.closed:
+            return pool.session
+        if pool is not None:
+            pool.guard.cancel()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections or 0),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
         )
-        self._session_loop = loop
-        return self._session
+        pool = _Pool(session)
+        pool.guard = loop.create_task(
+            _close_at_loop_shutdown(self._pools, loop, pool), name="rxllm-http-pool"
+        )
+        self._pools[loop] = pool
+        self._latest = session
+        return session
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
-        """The pooled session, once the first generation created it."""
-        return self._session
+        """The running loop's pooled session, once a generation created it (outside a loop: the newest)."""
+        try:
+            pool = self._pools.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return self._latest
+        return pool.session if pool is not None else None
 
     async def aclose(self) -> None:
-        """Close the session and its connections. Idempotent.
+        """Close the running loop's session and its connections, and refuse new generations. Idempotent.
 
-        Generations still running fail with a :class:`BackendError` saying so (their
-        thunks keep the text received); cancel them first to stop them quietly.
+        Generations still running on this loop fail with a :class:`BackendError` saying
+        so (their thunks keep the text received); cancel them first to stop them
+        quietly. A session pooled on another loop closes when that loop shuts down.
         """
         self._closed = True
-        live = [c for c in self._live if c.task is not None and not c.task.done()]
+        loop = asyncio.get_running_loop()
+        live = [
+            c for c in self._live if c.task is not None and not c.task.done() and c.task.get_loop() is loop
+        ]
         for connection in live:
             connection.aborted = True
             assert connection.task is not None
             connection.task.cancel()
         if live:
             await asyncio.wait([c.task for c in live if c.task is not None])
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
-            # Let the transports' connection_lost callbacks run before the loop may close.
-            await asyncio.sleep(0)
+        pool = self._pools.get(loop)
+        if pool is not None:
+            pool.guard.cancel()
+            await asyncio.wait([pool.guard])
 
     async def __aenter__(self) -> HttpBackend:
         return self
@@ -354,25 +507,19 @@ class HttpBackend(ABC):
         stream: bool,
         live: _Connection,
     ) -> AsyncIterator[str]:
+        shown = redact_url(url)
         loop = asyncio.get_running_loop()
         idle = self.idle_timeout
+        deadline = asyncio.timeout(self.timeout)
         idle_timer = asyncio.timeout(None)
-        response: aiohttp.ClientResponse | None = None
-        finished = False
-        logger.debug("POST %s (model %s, stream=%s)", url, self.model_id, stream)
+        parser = self._parser(shown, generation, stream)
+        failure: BackendError | None = None
+        logger.debug("POST %s (model %s, stream=%s)", shown, self.model_id, stream)
         live.task = asyncio.current_task()
         self._live.add(live)
         try:
-            async with idle_timer:
-                if idle is not None:
-                    idle_timer.reschedule(loop.time() + idle)
-                response = await session.post(url, data=payload, headers=self._headers(stream))
-                live.response = response
-                generation.extra["http_status"] = response.status
-                generation.extra["headers_at"] = time.perf_counter()
-                if not 200 <= response.status < 300:
-                    raise await self._status_error(response, url)
-                parser = self._parser(url, generation, stream)
+            async with deadline, idle_timer:
+                response = await self._respond(session, url, payload, generation, stream, live, idle_timer)
                 frames = 0
                 async for data in response.content.iter_any():
                     for delta in parser.feed(data):
@@ -388,15 +535,15 @@ class HttpBackend(ABC):
                     yield delta
                 if parser.error is not None:
                     raise parser.error
-                finished = live.finished = True
+                live.finished = True
         except (asyncio.CancelledError, GeneratorExit) as exc:
             if live.aborted and not live.disposed and isinstance(exc, asyncio.CancelledError):
                 # Our own aclose() stopped this read: fail the generation, keeping its text.
                 raise BackendError(
-                    f"{type(self).__name__}.aclose() closed the connection to {url} while this generation "
-                    f"was running, after {generation.deltas_sent} deltas (kept on the thunk); close the "
+                    f"{type(self).__name__}.aclose() closed the connection to {shown} while this generation "
+                    f"was running, after {parser.kept} deltas (kept on the thunk); close the "
                     f"backend only after its generations finish, or cancel them first.",
-                    url=url,
+                    url=shown,
                     provider=self.provider,
                 ) from None
             generation.cancelled_at = time.perf_counter()
@@ -404,85 +551,233 @@ class HttpBackend(ABC):
         except BackendError:
             raise
         except TimeoutError as exc:
-            if idle_timer.expired():
-                raise IdleTimeoutError(
-                    f"{self.provider_name} at {url} sent nothing for {idle} s "
-                    f"({'waiting for the response headers' if response is None else 'between two frames'}, "
-                    f"after {generation.deltas_sent} deltas); the text received so far is kept on the thunk. "
+            if deadline.expired():
+                failure = RequestTimeoutError(
+                    f"{self.provider_name} at {shown} did not finish within timeout={self.timeout} s "
+                    f"(after {parser.kept} deltas); the text received so far is kept on the thunk. "
+                    f"Raise timeout= (None: no deadline) or lower the output length.",
+                    timeout=self.timeout or 0.0,
+                    url=shown,
+                    provider=self.provider,
+                )
+            elif idle_timer.expired():
+                waiting = (
+                    "waiting for the response headers" if live.response is None else "between two frames"
+                )
+                failure = IdleTimeoutError(
+                    f"{self.provider_name} at {shown} sent nothing for {idle} s ({waiting}, "
+                    f"after {parser.kept} deltas); the text received so far is kept on the thunk. "
                     f"The model may still be loading or the server is overloaded: raise idle_timeout= "
                     f"(None waits forever).",
                     timeout=idle if idle is not None else 0.0,
-                    url=url,
+                    url=shown,
                     provider=self.provider,
-                ) from None
-            if isinstance(exc, aiohttp.ConnectionTimeoutError) or response is None:
-                raise ConnectTimeoutError(
-                    f"Connecting to {self.provider_name} at {url} took longer than {self.connect_timeout} s. "
-                    f"{self.hint_unreachable()} Raise connect_timeout= if the server is slow to accept.",
-                    timeout=self.connect_timeout or 0.0,
-                    url=url,
-                    provider=self.provider,
-                ) from exc
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            raise BackendUnreachableError(
-                f"Cannot reach {self.provider_name} at {url} ({exc.os_error.strerror or exc.os_error}). "
-                f"{self.hint_unreachable()}",
-                url=url,
-                provider=self.provider,
-            ) from exc
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            if response is None:
-                raise BackendUnreachableError(
-                    f"{self.provider_name} at {url} closed the connection before answering ({exc}). "
-                    f"{self.hint_unreachable()}",
-                    url=url,
-                    provider=self.provider,
-                ) from exc
-            raise self._parser(url, generation, stream).incomplete(
-                "closed the connection mid-stream"
-            ) from exc
+                )
+            else:
+                failure = self._translate(exc, shown, parser, live.response is not None)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            failure = self._translate(exc, shown, parser, live.response is not None)
         finally:
             self._live.discard(live)
-            if response is not None:
-                if finished:
-                    response.release()
+            if live.response is not None:
+                if live.finished:
+                    live.response.release()
                 else:
                     live.close_now()
-            elif not finished and generation.cancelled_at is not None:
+            elif not live.finished and generation.cancelled_at is not None:
                 # Cancelled while connecting or waiting for headers: aiohttp closed the socket.
                 generation.connection_closed_at = time.perf_counter()
+        if failure is not None:
+            # Raised here, outside the handler, so that neither __cause__ nor __context__
+            # holds the aiohttp exception (its repr shows the request's headers).
+            raise failure
+
+    async def _respond(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        payload: bytes,
+        generation: GenerationInfo,
+        stream: bool,
+        live: _Connection,
+        idle_timer: asyncio.Timeout,
+    ) -> aiohttp.ClientResponse:
+        """Send the request until a 2xx answers (retrying as configured); return that response."""
+        loop = asyncio.get_running_loop()
+        shown = redact_url(url)
+        attempt = 0
+        while True:
+            if self.idle_timeout is not None:
+                idle_timer.reschedule(loop.time() + self.idle_timeout)
+            error: BackendError
+            try:
+                response = await session.post(
+                    url, data=payload, headers=self._headers(stream), allow_redirects=False
+                )
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                error = self._translate(exc, shown, None, False)
+            else:
+                generation.extra["http_status"] = response.status
+                generation.extra["headers_at"] = time.perf_counter()
+                if 200 <= response.status < 300:
+                    live.response = response
+                    await self._check_content_type(response, shown)
+                    return response
+                try:
+                    error = await self._status_error(response, shown)
+                finally:
+                    response.close()
+                    generation.connection_closed_at = time.perf_counter()
+            if attempt >= self.retries or not _retryable(error):
+                raise error
+            wait = self._retry_wait(attempt, error)
+            if wait is None:
+                raise error
+            attempt += 1
+            generation.extra["retries"] = attempt
+            logger.info("%s Retrying in %.2f s (retry %d of %d).", error, wait, attempt, self.retries)
+            idle_timer.reschedule(None)
+            await asyncio.sleep(wait)
+
+    def _retry_wait(self, attempt: int, error: BackendError) -> float | None:
+        """Seconds to wait before retry *attempt* + 1 (exponential, jittered, at least Retry-After)."""
+        backoff = min(MAX_RETRY_WAIT, self.retry_backoff * 2.0**attempt)
+        wait = backoff / 2 + random.uniform(0, backoff / 2)
+        retry_after = error.retry_after if isinstance(error, BackendStatusError) else None
+        if retry_after is not None:
+            if retry_after > MAX_RETRY_WAIT:
+                return None
+            wait = max(wait, retry_after)
+        return wait
+
+    async def _check_content_type(self, response: aiohttp.ClientResponse, shown: str) -> None:
+        """Refuse a 2xx answer that is not the API's (an HTML page from a proxy or a portal)."""
+        content_type = response.headers.get("Content-Type", "")
+        mime = content_type.partition(";")[0].strip().lower()
+        if not mime or mime in _CONTENT_TYPES or mime.endswith("+json"):
+            return
+        try:
+            head = await response.content.read(512)
+        except (aiohttp.ClientError, OSError, ValueError):
+            head = b""
+        said = self.shown_text(head.decode("utf-8", errors="replace"))
+        raise UnexpectedContentTypeError(
+            f"{self.provider_name} at {shown} answered {response.status} with Content-Type "
+            f"{server_text(content_type, 80)!r}{f' ({said})' if said else ''}: this URL is not "
+            f"{self.endpoint_kind} endpoint (a proxy, a login page or another web server answered). "
+            f"{self.hint_wire_format()}",
+            content_type=server_text(content_type, 80),
+            url=shown,
+            provider=self.provider,
+        )
+
+    @property
+    def endpoint_kind(self) -> str:
+        """What the URL should be, as said in errors ("an Ollama", "an OpenAI-compatible")."""
+        return f"a {self.provider_name}"
+
+    def _translate(
+        self, exc: BaseException, shown: str, parser: StreamParser | None, answered: bool
+    ) -> BackendError:
+        """The :class:`BackendError` for an aiohttp or socket error (the one place that maps them).
+
+        *answered*: the response headers had arrived. The original exception is described,
+        sanitised, in ``cause``; it is never chained.
+        """
+        cause = f"{type(exc).__name__}: {self.shown_text(str(exc))}"
+        kept = parser.kept if parser is not None else 0
+        error: BackendError
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            os_error = exc.os_error
+            reason = self.shown_text(os_error.strerror or str(os_error) or type(os_error).__name__)
+            error = BackendUnreachableError(
+                f"Cannot reach {self.provider_name} at {shown} ({reason}). {self.hint_unreachable()}",
+                url=shown,
+                provider=self.provider,
+            )
+        elif isinstance(exc, TimeoutError) and not answered:
+            error = ConnectTimeoutError(
+                f"Connecting to {self.provider_name} at {shown} took longer than {self.connect_timeout} s. "
+                f"{self.hint_unreachable()} Raise connect_timeout= if the server is slow to accept.",
+                timeout=self.connect_timeout or 0.0,
+                url=shown,
+                provider=self.provider,
+            )
+        elif isinstance(exc, aiohttp.ClientResponseError):
+            # aiohttp could not parse the response: a bad status line, a header over its
+            # size limit, a bad chunk size, ... Its message says which.
+            error = ProtocolError(
+                f"{self.provider_name} at {shown} did not answer with valid HTTP "
+                f"({self.shown_text(exc.message)}). {self.hint_wire_format()}",
+                url=shown,
+                provider=self.provider,
+            )
+        elif isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)):
+            if answered and parser is not None:
+                error = parser.incomplete("closed the connection mid-stream (or sent a broken body)")
+            else:
+                error = BackendUnreachableError(
+                    f"{self.provider_name} at {shown} closed the connection before answering "
+                    f"({self.shown_text(str(exc) or type(exc).__name__)}). {self.hint_unreachable()}",
+                    url=shown,
+                    provider=self.provider,
+                )
+        else:
+            error = BackendError(
+                f"The request to {self.provider_name} at {shown} failed after {kept} deltas "
+                f"({cause}). {self.hint_wire_format()}",
+                url=shown,
+                provider=self.provider,
+            )
+        error.cause = cause
+        return error
 
     async def _status_error(self, response: aiohttp.ClientResponse, url: str) -> BackendStatusError:
-        """The error for a non-2xx response, with the server's own message."""
+        """The error for a non-2xx response, with the server's own message (neutralised)."""
         status = response.status
         try:
             raw = await response.content.read(ERROR_BODY_LIMIT)
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientError, OSError, ValueError):
             raw = b""
-        server_message = truncate(self.redact(server_error_text(raw) or (response.reason or "")))
+        server_message = self.shown_text(server_error_text(raw) or (response.reason or ""))
         said = f": {server_message}" if server_message else ""
         where = f"{self.provider_name} at {url} answered {status}{said}."
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         common: dict[str, Any] = {
             "status": status,
             "server_message": server_message,
             "url": url,
             "provider": self.provider,
         }
+        if 300 <= status < 400:
+            location = self.shown_text(redact_url(response.headers.get("Location", "")))
+            return RedirectError(
+                f"{self.provider_name} at {url} answered {status}, redirecting to "
+                f"{location or '(no Location header)'}. Generation requests do not follow redirects "
+                f"(that would re-send the prompt and credentials elsewhere): set base_url to the "
+                f"server's final address. {self.hint_wire_format()}",
+                location=location,
+                **common,
+            )
         if status in (401, 403):
             return AuthenticationError(f"{where} {self.hint_auth()}", **common)
         if self.is_model_not_found(status, server_message):
             return ModelNotFoundError(f"{where} {self.hint_model_not_found()}", **common)
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = f"retry after {retry_after:g} s" if retry_after is not None else "retry later"
             return RateLimitError(
-                f"{where} Rate limited: {wait}, or lower the number of concurrent generations.",
+                f"{where} Rate limited: {wait}, or lower the number of concurrent generations "
+                f"(retries= on the backend retries automatically).",
                 retry_after=retry_after,
                 **common,
             )
         if status >= 500:
-            return ServerError(f"{where} The server failed; check its log, then retry.", **common)
+            wait = f" (it asked to retry after {retry_after:g} s)" if retry_after is not None else ""
+            return ServerError(
+                f"{where} The server failed{wait}; check its log, then retry.",
+                retry_after=retry_after,
+                **common,
+            )
         if status == 404:
             return BadRequestError(
                 f"{where} No such endpoint: check base_url ({self.base_url}). {self.hint_wire_format()}",
@@ -492,6 +787,50 @@ class HttpBackend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_id!r}, base_url={self.base_url!r})"
+
+
+def _retryable(error: BackendError) -> bool:
+    """Whether *error* means the server did not start the generation, so sending again is safe."""
+    if isinstance(error, (BackendUnreachableError, ConnectTimeoutError)):
+        return True
+    return isinstance(error, BackendStatusError) and error.status in RETRY_STATUSES
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The credentials written into *url* (``user:password@``), longest first, to redact from text."""
+    _, sep, rest = url.partition("://")
+    authority = rest.split("/", 1)[0] if sep else ""
+    userinfo, at, _ = authority.rpartition("@")
+    if not at or not userinfo:
+        return []
+    password = userinfo.partition(":")[2]
+    found = {userinfo, unquote(userinfo), password, unquote(password)}
+    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+
+
+class _Pool:
+    """One event loop's session and the task that closes it when that loop shuts down."""
+
+    __slots__ = ("guard", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.guard: asyncio.Task[None]
+
+
+async def _close_at_loop_shutdown(
+    pools: dict[asyncio.AbstractEventLoop, _Pool], loop: asyncio.AbstractEventLoop, pool: _Pool
+) -> None:
+    """Wait until cancelled (``aclose()``, or ``asyncio.run``/``Runner`` shutting the loop
+    down), then close the pool's session there, on its own loop, before the loop closes."""
+    try:
+        await loop.create_future()
+    finally:
+        if pools.get(loop) is pool:
+            del pools[loop]
+        await pool.session.close()
+        # Let the transports' connection_lost callbacks run before the loop may close.
+        await asyncio.sleep(0)
 
 
 class _Connection:
@@ -524,9 +863,11 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -15,10 +15,10 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
-from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
+from backends._http import HttpBackend, HttpOptions, StreamParser, chat_messages, json_schema_for
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
 from engine.core.options import ModelOption
@@ -93,9 +93,7 @@ class OllamaBackend(HttpBackend):
         *,
         base_url: str | None = None,
         model_options: Mapping[str, Any] | None = None,
-        connect_timeout: float | None = 10.0,
-        idle_timeout: float | None = 300.0,
-        max_connections: int | None = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
         if base_url is None:
             base_url = ollama_base_url(os.environ.get("OLLAMA_HOST"))
@@ -103,9 +101,7 @@ class OllamaBackend(HttpBackend):
             model_id,
             base_url=base_url,
             model_options=model_options,
-            connect_timeout=connect_timeout,
-            idle_timeout=idle_timeout,
-            max_connections=max_connections,
+            **options,
         )
 
     def _request(
@@ -133,7 +129,7 @@ class OllamaBackend(HttpBackend):
             body["options"] = ollama_options
         if format is not None:
             body["format"] = json_schema_for(format)
-        return f"{self.base_url}/api/chat", body
+        return f"{self._root}/api/chat", body
 
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
         return _OllamaParser(self, url, generation, stream)
@@ -155,6 +151,11 @@ class OllamaBackend(HttpBackend):
             "Ollama itself needs no key: a proxy in front of it refused the request; check its credentials."
         )
 
+    @property
+    def endpoint_kind(self) -> str:
+        """Ollama's chat API."""
+        return "an Ollama API (/api/chat)"
+
     def is_model_not_found(self, status: int, server_message: str) -> bool:
         """Ollama answers 404 ``model "x" not found, try pulling it first``."""
         lowered = server_message.lower()
@@ -164,18 +165,18 @@ class OllamaBackend(HttpBackend):
 class _OllamaParser(StreamParser):
     def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
         super().__init__(backend, url, generation, stream)
-        self.lines = LineSplitter()
+        self.lines = LineSplitter(max_line_bytes=self.max_frame_bytes)
 
     def _feed(self, data: bytes) -> Iterator[str]:
         try:
             lines = self.lines.feed(data)
         except LineTooLongError as exc:
-            raise self.malformed(f"a line longer than {exc.limit} bytes", exc.head) from None
+            raise self.too_large(exc.what, exc.limit, exc.head) from None
         for line in lines:
             yield self._line(line)
 
-    def _close_whole(self, body: bytes) -> Iterator[str]:
-        if not body.strip():
+    def _close_whole(self, body: bytearray) -> Iterator[str]:
+        if not body or body.isspace():
             raise self.incomplete("sent an empty body")
         yield self._line(body)
         if not self.done:
@@ -188,8 +189,8 @@ class _OllamaParser(StreamParser):
         if not self.done:
             raise self.incomplete("ended the stream")
 
-    def _line(self, line: bytes) -> str:
-        if not line.strip():
+    def _line(self, line: bytes | bytearray) -> str:
+        if not line or line.isspace():
             return ""
         try:
             obj = json.loads(line)

@@ -6,8 +6,10 @@ others. Streaming requests send ``stream: true`` with
 (:class:`~backends.sse.SSEDecoder`): each ``data:`` event is a
 ``chat.completion.chunk`` whose ``choices[0].delta.content`` is the next delta; the
 chunk with ``finish_reason`` gives the done reason; with ``include_usage`` a last
-chunk with empty ``choices`` carries ``usage``; ``data: [DONE]`` ends the stream
-(without it the stream is incomplete). Errors are ``{"error": {"message": ...}}``.
+chunk with empty ``choices`` carries ``usage``; ``data: [DONE]`` ends the stream.
+A stream that closes after its ``finish_reason`` chunk without ``[DONE]`` is complete
+(as the official client treats it); one that closes before any ``finish_reason`` is
+incomplete. Errors are ``{"error": {"message": ...}}``.
 
 The API key (argument, else ``OPENAI_API_KEY``) is sent as a bearer token only; it
 never appears in ``repr()``, log records or error messages (server text that echoes
@@ -20,9 +22,9 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Unpack
 
-from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
+from backends._http import HttpBackend, HttpOptions, StreamParser, chat_messages, json_schema_for
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
@@ -79,9 +81,7 @@ class OpenAIBackend(HttpBackend):
         model_options: Mapping[str, Any] | None = None,
         include_usage: bool = True,
         continue_fields: Mapping[str, Any] | None = None,
-        connect_timeout: float | None = 10.0,
-        idle_timeout: float | None = 300.0,
-        max_connections: int | None = None,
+        **options: Unpack[HttpOptions],
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
@@ -89,11 +89,16 @@ class OpenAIBackend(HttpBackend):
             model_id,
             base_url=base_url,
             model_options=model_options,
-            connect_timeout=connect_timeout,
-            idle_timeout=idle_timeout,
-            max_connections=max_connections,
+            **options,
         )
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        if self._api_key:
+            if self._secrets:
+                raise ValueError(
+                    f"OpenAIBackend got both credentials in base_url ({self.base_url}) and an api_key; they "
+                    "would both go in the Authorization header: pass one of them"
+                )
+            self._secrets.insert(0, self._api_key)
         self.include_usage = include_usage
         if continue_fields is None:
             continue_fields = {} if self.base_url.startswith("https://api.openai.com") else VLLM_CONTINUE
@@ -110,11 +115,6 @@ class OpenAIBackend(HttpBackend):
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
-
-    def redact(self, text: str) -> str:
-        """*text* with the API key replaced by ``***``."""
-        key = self._api_key
-        return text.replace(key, "***") if key else text
 
     def _request(
         self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
@@ -144,7 +144,7 @@ class OpenAIBackend(HttpBackend):
                 "type": "json_schema",
                 "json_schema": {"name": name, "schema": json_schema_for(format)},
             }
-        return f"{self.base_url}/chat/completions", body
+        return f"{self._root}/chat/completions", body
 
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
         return _OpenAIParser(self, url, generation, stream)
@@ -172,6 +172,11 @@ class OpenAIBackend(HttpBackend):
             f"(base_url usually ends in /v1)."
         )
 
+    @property
+    def endpoint_kind(self) -> str:
+        """An OpenAI chat-completions API."""
+        return "an OpenAI-compatible API (/chat/completions)"
+
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
         return f"OpenAIBackend({self.model_id!r}, base_url={self.base_url!r}, api_key=<{key}>)"
@@ -180,21 +185,24 @@ class OpenAIBackend(HttpBackend):
 class _OpenAIParser(StreamParser):
     def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
         super().__init__(backend, url, generation, stream)
-        self.events = SSEDecoder()
+        self.events = SSEDecoder(max_line_bytes=self.max_frame_bytes, max_event_bytes=self.max_frame_bytes)
+        self.finished = False  # a finish_reason arrived
 
     def _feed(self, data: bytes) -> Iterator[str]:
         try:
             events = self.events.feed(data)
         except LineTooLongError as exc:
-            raise self.malformed(f"a line longer than {exc.limit} bytes", exc.head) from None
+            raise self.too_large(exc.what, exc.limit, exc.head) from None
         for event in events:
             yield self._event(event)
 
     def _close(self) -> Iterator[str]:
         for event in self.events.close():
             yield self._event(event)
-        if not self.done:
-            raise self.incomplete("ended the stream without `data: [DONE]`")
+        if not self.done and not self.finished:
+            # A stream that sent its finish_reason is complete without `data: [DONE]`
+            # (as the official client accepts it); without one, text may be missing.
+            raise self.incomplete("ended the stream without a finish_reason or `data: [DONE]`")
 
     def _event(self, event: SSEEvent) -> str:
         if self.done:
@@ -231,10 +239,11 @@ class _OpenAIParser(StreamParser):
             text += content or ""
             if choice.get("finish_reason"):
                 self.generation.done_reason = str(choice["finish_reason"])
+                self.finished = True
         return text
 
-    def _close_whole(self, body: bytes) -> Iterator[str]:
-        if not body.strip():
+    def _close_whole(self, body: bytearray) -> Iterator[str]:
+        if not body or body.isspace():
             raise self.incomplete("sent an empty body")
         try:
             obj = json.loads(body)

@@ -20,7 +20,7 @@ import re
 
 import attrs
 
-__all__ = ["LineSplitter", "LineTooLongError", "SSEDecoder", "SSEEvent"]
+__all__ = ["EventTooLargeError", "LineSplitter", "LineTooLongError", "SSEDecoder", "SSEEvent"]
 
 DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
@@ -31,10 +31,18 @@ _EOL_ANY = re.compile(rb"\r\n|\r|\n")
 class LineTooLongError(ValueError):
     """A line grew past ``max_line_bytes`` without ending; ``head`` holds its first bytes."""
 
+    what = "a line"
+
     def __init__(self, limit: int, head: bytes) -> None:
-        super().__init__(f"a line of the response body is longer than {limit} bytes and has not ended")
+        super().__init__(f"{self.what} of the response body is larger than {limit} bytes")
         self.limit = limit
         self.head = head
+
+
+class EventTooLargeError(LineTooLongError):
+    """The ``data:`` lines of one server-sent event grew past ``max_event_bytes``."""
+
+    what = "an event"
 
 
 class LineSplitter:
@@ -116,10 +124,26 @@ class SSEEvent:
 class SSEDecoder:
     """Turns body bytes into :class:`SSEEvent` values (see the module docstring for the rules)."""
 
-    __slots__ = ("_data", "_event", "_first", "_last_id", "_lines", "_retry", "comments")
+    __slots__ = (
+        "_data",
+        "_error",
+        "_event",
+        "_first",
+        "_last_id",
+        "_lines",
+        "_max_event",
+        "_retry",
+        "_size",
+        "comments",
+    )
 
-    def __init__(self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+    def __init__(
+        self, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, max_event_bytes: int = DEFAULT_MAX_LINE_BYTES
+    ) -> None:
         self._lines = LineSplitter(cr_is_eol=True, max_line_bytes=max_line_bytes)
+        self._max_event = max_event_bytes
+        self._size = 0  # bytes of data lines pending in the current event
+        self._error: EventTooLargeError | None = None  # raised on the next call, after handing on events
         self._data: list[str] = []
         self._event = ""
         self._last_id = ""
@@ -129,16 +153,31 @@ class SSEDecoder:
         """Comment lines seen (servers send them as keep-alives)."""
 
     def feed(self, data: bytes) -> list[SSEEvent]:
-        """Add *data*; return the events it completed, oldest first."""
+        """Add *data*; return the events it completed, oldest first.
+
+        Raises :class:`LineTooLongError` (or :class:`EventTooLargeError`) past a limit;
+        events completed before the oversized one are returned first, and the error is
+        raised by the next call.
+        """
+        if self._error is not None:
+            raise self._error
         events: list[SSEEvent] = []
         for raw in self._lines.feed(data):
-            event = self._line(raw)
+            try:
+                event = self._line(raw)
+            except EventTooLargeError as exc:
+                if not events:
+                    raise
+                self._error = exc
+                return events
             if event is not None:
                 events.append(event)
         return events
 
     def close(self) -> list[SSEEvent]:
         """End of body: the last event if its data lines were complete but its blank line never came."""
+        if self._error is not None:
+            raise self._error
         events: list[SSEEvent] = []
         self._lines.close()  # an unterminated last line is incomplete: the spec discards it
         event = self._dispatch()
@@ -166,6 +205,13 @@ class SSEDecoder:
         if sep and value[:1] == " ":
             value = value[1:]
         if field == "data":
+            self._size += len(raw) + 1
+            if self._size > self._max_event:
+                # An endless event of short data: lines must not grow memory without bound.
+                head = "\n".join(self._data)[:200].encode()
+                self._data = []
+                self._size = 0
+                raise EventTooLargeError(self._max_event, head)
             self._data.append(value)
         elif field == "event":
             self._event = value
@@ -178,11 +224,13 @@ class SSEDecoder:
 
     def _dispatch(self) -> SSEEvent | None:
         if not self._data:
+            self._size = 0
             self._event = ""
             return None
         event = SSEEvent(
             data="\n".join(self._data), event=self._event or "message", id=self._last_id, retry=self._retry
         )
         self._data = []
+        self._size = 0
         self._event = ""
         return event

@@ -50,7 +50,7 @@ from engine.core.events import (
     StreamingDoneEvent,
 )
 from engine.core.options import ModelOption
-from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult, as_requirements
 from engine.core.thunk import ModelOutputThunk
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
@@ -130,7 +130,8 @@ async def _start_run(
     retry: StreamRetry | None = None,
 ) -> StreamChunkingResult:
     """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
-    reqs = [_copy_requirement(req) for req in (requirements or ())]
+    # Checked (a clear error before any request) and copied: the originals stay untouched.
+    reqs = [copy.copy(req) for req in as_requirements(requirements)]
     if retry is not None and not isinstance(retry, StreamRetry):
         raise TypeError(
             f"retry must be a StreamRetry (e.g. StreamRetry(max_attempts=3)) or None, got {retry!r}"
@@ -329,16 +330,6 @@ def _call_if_alive(method: weakref.WeakMethod[Any], error: Exception) -> None:
     bound = method()
     if bound is not None:
         bound(error)
-
-
-def _copy_requirement(req: Any) -> Requirement:
-    if not (hasattr(req, "stream_validate") and hasattr(req, "validate")):
-        raise TypeError(
-            f"requirements must be Requirement objects (with stream_validate and validate), got {req!r}; "
-            "wrap a plain function with engine.Requirement(description, validation_fn=...)"
-        )
-    copied: Requirement = copy.copy(req)
-    return copied
 
 
 class StreamChunkingResult:

@@ -7,6 +7,8 @@ on the length of the current chunk, not of the whole output.
 
 from __future__ import annotations
 
+import reprlib
+
 import attrs
 
 from operators.chunking import ChunkingStrategy
@@ -80,7 +82,8 @@ class Chunker:
         self._flushed = True
         return self._release(self.strategy.flush(self._pending), "flush")
 
-    def _release(self, texts: list[str], method: str) -> list[Chunk]:
+    def _release(self, returned: object, method: str) -> list[Chunk]:
+        texts = _check_texts(self.strategy, method, returned)
         if not texts:
             return []
         pending = self._pending
@@ -104,6 +107,21 @@ class Chunker:
         self._pending = pending[pos:]
         self._offset += pos
         return chunks
+
+
+def _check_texts(strategy: ChunkingStrategy, method: str, returned: object) -> list[str]:
+    """*returned* if it is a list (or tuple) of str; else a ``TypeError`` naming the strategy."""
+    if isinstance(returned, (list, tuple)):
+        wrong = [text for text in returned if not isinstance(text, str)]
+        if not wrong:
+            return list(returned)
+        got, where = wrong[0], " inside the list"
+    else:
+        got, where = returned, ""
+    raise TypeError(
+        f"{strategy!r}.{method}() returned {reprlib.repr(got)} ({type(got).__name__}{where}); it must "
+        f"return a list of str, the chunks it completed ([] for none). Fix the strategy's split()/flush()."
+    )
 
 
 def _preview(text: str, limit: int = 60) -> str:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.sse import LineSplitter, LineTooLongError, SSEDecoder, SSEEvent
+from backends.sse import EventTooLargeError, LineSplitter, LineTooLongError, SSEDecoder, SSEEvent
 
 UNICODE_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
 
@@ -145,3 +145,27 @@ def test_line_splitter_any_slicing(lines: list[str], data: st.DataObject) -> Non
     out += splitter.feed(body[start:])
     assert splitter.close() is None
     assert [line.decode() for line in out] == lines
+
+
+def test_an_event_of_endless_short_data_lines_is_capped() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    with pytest.raises(EventTooLargeError) as info:
+        for _ in range(100):
+            decoder.feed(b"data: " + b"x" * 50 + b"\n")
+    assert info.value.limit == 1000 and info.value.head.startswith(b"xxx")
+
+
+def test_events_before_an_oversized_one_are_handed_on_first() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    events = decoder.feed(b"data: ok\n\n" + b"data: " + b"y" * 200 + b"\n")
+    assert [e.data for e in events] == ["ok"]
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"\n")
+    with pytest.raises(EventTooLargeError):
+        decoder.close()
+
+
+def test_dispatched_events_do_not_count_towards_the_cap() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    for _ in range(50):
+        assert [e.data for e in decoder.feed(b"data: " + b"z" * 60 + b"\n\n")] == ["z" * 60]

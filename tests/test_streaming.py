@@ -288,7 +288,7 @@ async def test_a_raising_copy_starts_no_generation() -> None:
 @pytest.mark.asyncio
 async def test_a_non_requirement_is_a_clear_type_error() -> None:
     with pytest.raises(TypeError, match="Requirement"):
-        await stream_with_chunking(ACTION, ScriptedBackend(["x"]), SimpleContext(), requirements=["be nice"])  # type: ignore[list-item]
+        await stream_with_chunking(ACTION, ScriptedBackend(["x"]), SimpleContext(), requirements=[42])  # type: ignore[list-item]
 
 
 @pytest.mark.asyncio

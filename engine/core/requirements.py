@@ -8,6 +8,8 @@ output after a natural end.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import reprlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -231,25 +233,75 @@ async def _judge(
     return ValidationResult(answer.lower().startswith("yes"), reason=answer)
 
 
-def as_requirements(
-    requirements: Sequence[Requirement | str] | Requirement | str | None,
-) -> list[Requirement]:
-    """Normalise what users pass as requirements: a string becomes ``Requirement(description)``."""
+def as_requirements(requirements: Any) -> list[Requirement]:
+    """Normalise and check what users pass as requirements, before any request is sent.
+
+    ``None`` is no requirement; a string becomes ``Requirement(description)`` (a single
+    string is one requirement, never one per character); a :class:`Requirement` (or an
+    object with async ``stream_validate`` and ``validate``) is kept; a list or tuple may
+    mix them. Anything else is a ``TypeError`` naming the requirement, what is wrong and
+    the fix: a requirement class instead of an instance, a ``stream_validate`` or
+    ``validate`` that is a plain ``def``, a non-callable ``validation_fn``, a mapping, a
+    number...
+    """
     if requirements is None:
         return []
-    if isinstance(requirements, (Requirement, str)):
+    if isinstance(requirements, (str, Requirement)) or _is_requirement_like(requirements):
         requirements = [requirements]
-    out: list[Requirement] = []
-    for req in requirements:
-        if isinstance(req, str):
-            out.append(Requirement(req))
-        elif isinstance(req, Requirement):
-            out.append(req)
-        else:
+    elif isinstance(requirements, type):
+        _check_one(requirements)  # a class: says "an instance, not the class"
+    elif not isinstance(requirements, (list, tuple)):
+        raise TypeError(
+            f"requirements must be a list of Requirement objects or strings, got "
+            f"{type(requirements).__name__} {_short(requirements)}; pass requirements=[...]"
+        )
+    return [_check_one(req) for req in requirements]
+
+
+def _check_one(req: Any) -> Requirement:
+    if isinstance(req, str):
+        return Requirement(req)
+    if isinstance(req, type):
+        name = req.__name__
+        if issubclass(req, Requirement) or _is_requirement_like(req):
             raise TypeError(
-                f"requirements must be Requirement objects or strings, got {type(req).__name__}: {req!r}"
+                f"requirements got the class {name}, not an instance of it; "
+                f"write {name}(...) (e.g. requirements=[{name}()])"
             )
-    return out
+        raise TypeError(
+            f"requirements got the class {name}, which is not a Requirement; "
+            "pass Requirement objects or strings"
+        )
+    if not (isinstance(req, Requirement) or _is_requirement_like(req)):
+        raise TypeError(
+            f"requirements must be Requirement objects or strings, got {type(req).__name__} {_short(req)}; "
+            "wrap a plain function with Requirement(description, validation_fn=...)"
+        )
+    for method in ("stream_validate", "validate"):
+        if not inspect.iscoroutinefunction(getattr(req, method)):
+            raise TypeError(
+                f"{_short(req)}.{method} is a plain def; the engine awaits it, so declare it "
+                f"`async def {method}(...)` ({type(req).__name__}.{method} must be a coroutine function)"
+            )
+    validation_fn = getattr(req, "validation_fn", None)
+    if validation_fn is not None and not callable(validation_fn):
+        raise TypeError(
+            f"{_short(req)} has validation_fn={_short(validation_fn)}, which is not callable; "
+            "pass a function of the output text returning a bool or ValidationResult"
+        )
+    checked: Requirement = req
+    return checked
+
+
+def _is_requirement_like(obj: Any) -> bool:
+    return callable(getattr(obj, "stream_validate", None)) and callable(getattr(obj, "validate", None))
+
+
+def _short(obj: Any) -> str:
+    try:
+        return reprlib.repr(obj)
+    except Exception:  # a broken __repr__ must not hide the real error
+        return f"<{type(obj).__name__}>"
 
 
 async def validate_all(
