@@ -31,7 +31,8 @@ from engine.core.requirements import PartialValidationResult, Requirement, Valid
 from engine.core.thunk import GenerationInfo, ModelOutputThunk, wait_for_all_mots
 
 if TYPE_CHECKING:
-    from engine.genslot import GenerativeOutputError, generative
+    from engine.core.typed_output import OutputParseError
+    from engine.generative import GenerativeOutputError, generative
     from engine.sampling import (
         RejectionSamplingStrategy,
         RepairTemplateStrategy,
@@ -48,8 +49,9 @@ _LAZY = {
     "stream_with_chunking": "engine.streaming",
     "Session": "engine.session",
     "start_session": "engine.session",
-    "generative": "engine.genslot",
-    "GenerativeOutputError": "engine.genslot",
+    "generative": "engine.generative",
+    "GenerativeOutputError": "engine.generative",
+    "OutputParseError": "engine.core.typed_output",
     "SamplingStrategy": "engine.sampling",
     "RejectionSamplingStrategy": "engine.sampling",
     "RepairTemplateStrategy": "engine.sampling",
@@ -83,6 +85,7 @@ __all__ = [
     "Message",
     "ModelOption",
     "ModelOutputThunk",
+    "OutputParseError",
     "PartialValidationResult",
     "QuickCheckEvent",
     "RejectionSamplingStrategy",
