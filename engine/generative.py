@@ -19,7 +19,7 @@ asks for free text. An answer that does not parse raises :class:`GenerativeOutpu
 which quotes it.
 
 An ``async def`` function becomes an async model call: ``await f(m, ...)``. A sync call
-runs through ``Session.run``: inside a running event loop (as seed 001's tutorial does) it
+runs through ``Session.run``: inside a running event loop (as Mellea's streaming tutorial does) it
 blocks that loop until the answer is there, as Mellea does; prefer ``await f.acall(m, ...)``
 in async code.
 """

@@ -80,7 +80,7 @@ BACKEND_NAMES: Final = ("ollama", "openai", "scripted")
 """The backend names ``start_session`` understands."""
 
 DEFAULT_OLLAMA_MODEL: Final = "granite4.1:3b"
-"""The model ``start_session()`` asks Ollama for when no ``model_id`` is given (seed 001's)."""
+"""The model ``start_session()`` asks Ollama for when no ``model_id`` is given (a small Granite)."""
 
 _HTTP_BACKENDS: Final = {
     "ollama": ("backends.ollama", "OllamaBackend"),

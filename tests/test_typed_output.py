@@ -233,3 +233,26 @@ def test_unparseable_answers_are_quoted_verbatim(text: str) -> None:
         assert exc.text == text and repr(text) in str(exc)
     else:
         assert value in ("positive", "negative")
+
+
+def test_a_pydantic_look_alike_is_used_through_its_own_methods() -> None:
+    class LookAlike:
+        def __init__(self, a: int) -> None:
+            self.a = a
+
+        @staticmethod
+        def model_json_schema() -> dict[str, Any]:
+            return {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+        @classmethod
+        def model_validate(cls, value: Any) -> LookAlike:
+            if not isinstance(value, dict) or "a" not in value:
+                raise ValueError("needs a")
+            return cls(value["a"])
+
+    assert json_schema(LookAlike) == {"type": "object", "properties": {"a": {"type": "integer"}}}
+    assert parse('{"a": 3}', LookAlike).a == 3
+    with pytest.raises(OutputParseError, match="needs a"):
+        parse("{}", LookAlike)
+    with pytest.raises(OutputParseError, match="not JSON"):
+        parse("nope", LookAlike)

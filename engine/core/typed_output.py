@@ -88,6 +88,8 @@ def json_schema(format: OutputFormat) -> dict[str, Any]:
     """
     if isinstance(format, dict):
         return dict(format)
+    if _is_model_like(format):
+        return dict(format.model_json_schema())
     schema: dict[str, Any] = json.loads(json.dumps(_schema(format)))
     return schema
 
@@ -120,6 +122,16 @@ def parse(text: str, format: OutputFormat) -> Any:
         if decoded:
             return decoded[0]
         raise OutputParseError(format, text, "it is not JSON")
+    if _is_model_like(format):
+        if not decoded:
+            raise OutputParseError(format, text, "it is not JSON")
+        validate = getattr(format, "model_validate", None)
+        if not callable(validate):
+            return decoded[0]
+        try:
+            return validate(decoded[0])
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise OutputParseError(format, text, str(exc).splitlines()[0]) from None
     adapter, wrapped = _adapter(format)
     first_error: pydantic.ValidationError | None = None
     for candidate in [*decoded, bare]:
@@ -131,6 +143,16 @@ def parse(text: str, format: OutputFormat) -> Any:
             first_error = first_error or exc
     assert first_error is not None
     raise OutputParseError(format, text, _reason(first_error)) from None
+
+
+def _is_model_like(format: Any) -> bool:
+    """A class that is not a pydantic model but looks like one (``model_json_schema()`` and
+    ``model_validate()``, as other pydantic versions and look-alikes have): used as it is."""
+    return (
+        isinstance(format, type)
+        and not issubclass(format, pydantic.BaseModel)
+        and callable(getattr(format, "model_json_schema", None))
+    )
 
 
 # -- the text's readings ---------------------------------------------------------------------
@@ -212,7 +234,7 @@ def _adapter(format: Any) -> tuple[pydantic.TypeAdapter[Any], bool]:
         raise TypeError(
             f"format={describe(format)} is not an output type: use a pydantic model, an attrs class, "
             "a dataclass, a TypedDict, Literal[...], bool/int/float/str, list[...], or a JSON-schema "
-            f"dict ({exc})"
+            f"dict ({str(exc).splitlines()[0]})"
         ) from None
     return adapter, schema.get("type") != "object"
 
