@@ -56,13 +56,13 @@ class GenerativeOutputError(typed_output.OutputParseError):
     """The model's answer could not be parsed into a generative function's return type."""
 
     def __init__(self, function: str, return_type: Any, text: str, detail: str) -> None:
-        super().__init__(return_type, text, detail)
         self.function = function
         self.return_type = return_type
-        self.args = (
+        subject = (
             f"{function}() returns {typed_output.describe(return_type)}, but the model's answer could not "
-            f"be parsed as one ({detail}); the answer was: {text!r}",
+            "be parsed as one"
         )
+        super().__init__(return_type, text, detail, subject=subject)
 
 
 def _render_arg(value: Any) -> str:

@@ -54,12 +54,13 @@ class OutputParseError(ValueError):
     did not fit.
     """
 
-    def __init__(self, format: OutputFormat, text: str, detail: str) -> None:
+    def __init__(self, format: OutputFormat, text: str, detail: str, *, subject: str | None = None) -> None:
         self.format = format
         self.text = text
         self.detail = detail
+        what = subject or f"the model's answer is not a valid {describe(format)}"
         super().__init__(
-            f"the model's answer is not a valid {describe(format)} ({detail}); the answer was: {text!r}. "
+            f"{what} ({detail}); the answer was: {text!r}. "
             "A server that enforces the schema (Ollama's format, OpenAI's response_format) avoids this; "
             "otherwise say in the prompt how to answer, or retry"
         )
