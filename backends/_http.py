@@ -49,6 +49,7 @@ from backends.errors import (
 from engine.core.asyncrx import from_async_iterable
 from engine.core.components import Message
 from engine.core.context import Context
+from engine.core.continuation import Continuation
 from engine.core.options import ModelOption
 from engine.core.thunk import GenerationInfo, ModelOutputThunk
 
@@ -557,13 +558,37 @@ def chat_messages(action: Any, ctx: Context, system_prompt: Any = None) -> list[
     """The chat ``messages`` for *action* after *ctx*'s generation view.
 
     ``Message`` keeps its role; a ``ModelOutputThunk`` is an assistant turn (its text
-    so far); any other component (``format_for_llm()``) or string is a user turn.
+    so far); any other component (``format_for_llm()``) or string is a user turn. A
+    :class:`~engine.core.continuation.Continuation` is its action's turn followed by a
+    trailing assistant message holding the partial answer (see :func:`continuation_messages`).
     """
     messages: list[dict[str, str]] = []
     if system_prompt:
         messages.append({"role": "system", "content": str(system_prompt)})
     for turn in [*ctx.view_for_generation(), action]:
-        messages.append(_message(turn))
+        if isinstance(turn, Continuation):
+            messages.extend(continuation_messages(turn))
+        else:
+            messages.append(_message(turn))
+    return messages
+
+
+def continuation_messages(turn: Continuation) -> list[dict[str, str]]:
+    """The action's turn, with the repair instruction appended to it, then the partial answer.
+
+    The instruction goes into the user turn (a new user turn after a non-user action),
+    never after the assistant message, so the answer stays the last message and the
+    server continues it; a system message mid-conversation would break chat templates
+    that accept one only first.
+    """
+    messages = [_message(turn.action)]
+    if turn.repair:
+        last = messages[-1]
+        if last["role"] == "user":
+            messages[-1] = {"role": "user", "content": f"{last['content']}\n\n{turn.repair}"}
+        else:
+            messages.append({"role": "user", "content": turn.repair})
+    messages.append({"role": "assistant", "content": turn.prefix})
     return messages
 
 

@@ -81,6 +81,9 @@ class OllamaBackend(HttpBackend):
     (non-sentinel) key passes through: into ``options`` (``top_k``, ``num_ctx``, ...)
     or, for ``format``, ``keep_alive``, ``think`` and ``tools``, into the request.
     See :class:`~backends._http.HttpBackend` for the timeouts and pooling.
+
+    A :class:`~engine.core.continuation.Continuation` (an in-stream retry) ends the
+    messages with the partial answer as an assistant message, which Ollama continues.
     """
 
     provider = "ollama"

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from backends._http import HttpBackend, StreamParser, chat_messages, json_schema_for
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
+from engine.core.continuation import Continuation
 from engine.core.options import ModelOption
 from engine.core.thunk import GenerationInfo
 
@@ -33,6 +34,9 @@ __all__ = ["OpenAIBackend"]
 logger = logging.getLogger("backends.openai")
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+VLLM_CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
+"""vLLM's request fields to continue the final assistant message instead of starting a new one."""
 
 _OPTIONS = {
     ModelOption.TEMPERATURE: "temperature",
@@ -56,6 +60,15 @@ class OpenAIBackend(HttpBackend):
     the schema as ``{"type": "json_object", "schema": ...}`` instead (llama-cpp-python's
     server) need ``response_format_type="json_object"``.
     See :class:`~backends._http.HttpBackend` for the timeouts and pooling.
+
+    A :class:`~engine.core.continuation.Continuation` (an in-stream retry) is sent as
+    the action's user turn followed by the partial answer as the final assistant
+    message, plus *continue_fields*: by default vLLM's ``continue_final_message: true``
+    and ``add_generation_prompt: false`` (llama.cpp's server continues a trailing
+    assistant message by itself and ignores them; llama-cpp-python's server ignores them
+    and starts a new turn), and none for OpenAI's own API,
+    which has no such option and rejects unknown fields. Pass ``continue_fields={}``
+    for another server that rejects them.
     """
 
     provider = "openai"
@@ -70,6 +83,7 @@ class OpenAIBackend(HttpBackend):
         model_options: Mapping[str, Any] | None = None,
         include_usage: bool = True,
         response_format_type: Literal["json_schema", "json_object"] = "json_schema",
+        continue_fields: Mapping[str, Any] | None = None,
         connect_timeout: float | None = 10.0,
         idle_timeout: float | None = 300.0,
         max_connections: int | None = None,
@@ -87,6 +101,9 @@ class OpenAIBackend(HttpBackend):
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
         self.include_usage = include_usage
         self.response_format_type = response_format_type
+        if continue_fields is None:
+            continue_fields = {} if self.base_url.startswith("https://api.openai.com") else VLLM_CONTINUE
+        self.continue_fields = dict(continue_fields)
 
     @property
     def has_api_key(self) -> bool:
@@ -115,6 +132,8 @@ class OpenAIBackend(HttpBackend):
         }
         if stream and self.include_usage:
             body["stream_options"] = {"include_usage": True}
+        if isinstance(action, Continuation):
+            body.update(self.continue_fields)
         for key, value in options.items():
             if key in _OPTIONS:
                 if value is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.core.asyncrx import from_async_iterable
 from engine.core.context import Context
+from engine.core.continuation import Continuation
 from engine.core.options import ModelOption
 from engine.core.thunk import GenerationInfo, ModelOutputThunk
 
@@ -27,6 +28,12 @@ class ScriptedBackend:
     With ``delay=0`` the producer still yields to the event loop between deltas, as
     a network read would. Without ``ModelOption.STREAM`` the whole text arrives as one
     delta after the same total time.
+
+    *continuations* script the retries of a run with ``retry=StreamRetry(...)``: a
+    generation of a :class:`~engine.core.continuation.Continuation` for attempt *n*
+    replays ``continuations[n - 2]`` (the last one for later attempts; *deltas* when
+    there are none). Its record in ``generations`` keeps what it was asked:
+    ``extra["attempt"]``, ``extra["continuation_prefix"]`` and ``extra["repair"]``.
     """
 
     def __init__(
@@ -36,15 +43,22 @@ class ScriptedBackend:
         delay: float = 0.0,
         error: Exception | None = None,
         model_id: str = "scripted",
+        continuations: Sequence[Sequence[str]] = (),
     ) -> None:
         if isinstance(deltas, str):
             raise TypeError(
                 "ScriptedBackend takes a list of delta strings, not one string; "
                 "pass [text] for a single delta or list(text) for one character each"
             )
+        if any(isinstance(c, str) for c in continuations):
+            raise TypeError(
+                "ScriptedBackend continuations take one list of delta strings per retry attempt, "
+                "e.g. continuations=[[' Second try.'], [' Third try.']]"
+            )
         if delay < 0:
             raise ValueError(f"ScriptedBackend delay must be >= 0 seconds, got {delay!r}")
         self.deltas = list(deltas)
+        self.continuations = [list(c) for c in continuations]
         self.delay = delay
         self.error = error
         self.model_id = model_id
@@ -63,23 +77,32 @@ class ScriptedBackend:
         stream = bool((model_options or {}).get(ModelOption.STREAM, False))
         generation = GenerationInfo(model=self.model_id, provider="scripted")
         generation.extra["streaming"] = stream
+        deltas = self.deltas
+        if isinstance(action, Continuation):
+            generation.extra["attempt"] = action.attempt
+            generation.extra["continuation_prefix"] = action.prefix
+            generation.extra["repair"] = action.repair
+            if self.continuations:
+                deltas = self.continuations[min(action.attempt - 2, len(self.continuations) - 1)]
         self.generations.append(generation)
-        source = from_async_iterable(lambda: self._produce(generation, stream))
+        source = from_async_iterable(lambda: self._produce(generation, stream, deltas))
         thunk: ModelOutputThunk[str] = ModelOutputThunk(source, generation=generation)
         return thunk, ctx.add(action).add(thunk)
 
-    async def _produce(self, generation: GenerationInfo, stream: bool) -> AsyncIterator[str]:
+    async def _produce(
+        self, generation: GenerationInfo, stream: bool, deltas: list[str]
+    ) -> AsyncIterator[str]:
         finished = False
         try:
             if stream:
-                for delta in self.deltas:
+                for delta in deltas:
                     await asyncio.sleep(self.delay)
                     generation.deltas_sent += 1
                     yield delta
             else:
-                await asyncio.sleep(self.delay * len(self.deltas))
+                await asyncio.sleep(self.delay * len(deltas))
                 generation.deltas_sent += 1
-                yield "".join(self.deltas)
+                yield "".join(deltas)
             finished = True
         finally:
             if not finished:

@@ -16,6 +16,7 @@ from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords,
 from engine.core.backend import Backend
 from engine.core.components import CBlock, Component, Instruction, Message
 from engine.core.context import ChatContext, Context, SimpleContext
+from engine.core.continuation import Continuation, StreamRetry
 from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
@@ -77,6 +78,7 @@ __all__ = [
     "CompletedEvent",
     "Component",
     "Context",
+    "Continuation",
     "ErrorEvent",
     "FullValidationEvent",
     "GenerationInfo",
@@ -99,6 +101,7 @@ __all__ = [
     "SimpleContext",
     "StreamChunkingResult",
     "StreamEvent",
+    "StreamRetry",
     "StreamingDoneEvent",
     "ValidationResult",
     "generative",

@@ -111,8 +111,12 @@ class _CountingCheck(Requirement):
 
     def _verdict(self, count: int) -> PartialValidationResult:
         if count > self.limit:
+            # Not retryable: the delivered text already reached the limit, and a retry can
+            # only add to it.
             return PartialValidationResult(
-                "fail", reason=f"{self._n(count)} so far, more than the limit of {self.limit}"
+                "fail",
+                reason=f"{self._n(count)} so far, more than the limit of {self.limit}",
+                retryable=False,
             )
         # Below the limit says nothing yet: later chunks may still push it over.
         return PartialValidationResult("unknown", reason=f"{count} of at most {self._n(self.limit)}")

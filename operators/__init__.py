@@ -23,9 +23,10 @@ from operators.chunking import (
     resolve_chunking_strategy,
 )
 from operators.final_validation import final_validation
+from operators.retry_on_fail import retry_on_fail
 from operators.to_events import to_events
 from operators.validate import validate
-from operators.verdicts import ChunkVerdict, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalValidation, Retrying, RetryRequest, StreamingDone
 
 __all__ = [
     "CHUNKING_ALIASES",
@@ -35,6 +36,8 @@ __all__ = [
     "ChunkingStrategy",
     "FinalValidation",
     "ParagraphChunking",
+    "RetryRequest",
+    "Retrying",
     "SentenceChunking",
     "StreamingDone",
     "WordChunking",
@@ -42,6 +45,7 @@ __all__ = [
     "chunk",
     "final_validation",
     "resolve_chunking_strategy",
+    "retry_on_fail",
     "to_events",
     "validate",
 ]

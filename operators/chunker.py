@@ -19,13 +19,16 @@ class Chunk:
     """One chunk of the output: its text, its position in the stream, and its span.
 
     ``start`` and ``end`` are offsets into the accumulated output, so
-    ``output[start:end] == text``.
+    ``output[start:end] == text``. ``gap`` is the text between the previous chunk's end
+    and ``start`` (separators the strategy left out), so chunks with their gaps
+    re-assemble the output: what a requirement with its own chunking is fed.
     """
 
     text: str
     index: int
     start: int
     end: int
+    gap: str = attrs.field(default="", repr=False, eq=False)
 
 
 class Chunker:
@@ -36,15 +39,19 @@ class Chunker:
     :mod:`operators.chunking`). A strategy that returns an empty chunk, or text that
     is not a verbatim substring of what it was given, is rejected with a
     ``ValueError`` naming it.
+
+    *start_index* and *start_offset* number the chunks and place their spans when this
+    stream continues an earlier one (a retry continues the delivered text): the first
+    chunk gets index *start_index*, and offsets count from *start_offset*.
     """
 
     __slots__ = ("_count", "_flushed", "_offset", "_pending", "strategy")
 
-    def __init__(self, strategy: ChunkingStrategy) -> None:
+    def __init__(self, strategy: ChunkingStrategy, *, start_index: int = 0, start_offset: int = 0) -> None:
         self.strategy = strategy
         self._pending = ""
-        self._offset = 0  # offset of _pending in the accumulated output
-        self._count = 0
+        self._offset = start_offset  # offset of _pending in the accumulated output
+        self._count = start_index  # the index of the next chunk
         self._flushed = False
 
     @property
@@ -54,7 +61,7 @@ class Chunker:
 
     @property
     def chunks_released(self) -> int:
-        """How many chunks have been released."""
+        """The index of the next chunk: how many have been released, counting from ``start_index``."""
         return self._count
 
     def feed(self, delta: str) -> list[Chunk]:
@@ -90,8 +97,9 @@ class Chunker:
                     f"({_preview(pending)}) after the chunks before it. Chunks must be non-empty, "
                     "verbatim and in order; fix the strategy's split()/flush()."
                 )
+            gap = pending[pos:start]
             pos = start + len(text)
-            chunks.append(Chunk(text, self._count, self._offset + start, self._offset + pos))
+            chunks.append(Chunk(text, self._count, self._offset + start, self._offset + pos, gap))
             self._count += 1
         self._pending = pending[pos:]
         self._offset += pos

@@ -6,71 +6,95 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SingleAssignmentDisposable
+from reactivex import Observable
 
+from engine.core.asyncrx import LoopObservable, Relay
 from engine.core.context import Context
 from engine.core.requirements import Requirement, validate_all
-from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone, VerdictItem
 
 __all__ = ["final_validation"]
 
 
 def final_validation(
-    requirements: Sequence[Requirement], *, backend: Any, ctx: Context
-) -> Callable[[Observable[ChunkVerdict]], Observable[FinalItem]]:
+    requirements: Sequence[Requirement],
+    *,
+    backend: Any,
+    ctx: Context | Callable[[], Context],
+    timeout: float | None = None,
+) -> Callable[[Observable[VerdictItem]], Observable[FinalItem]]:
     """Pass verdicts through; on a natural end with no failure, emit :class:`StreamingDone`
     and then run every requirement's ``validate(backend, ctx)`` in parallel and emit
     :class:`FinalValidation`.
 
     After a failing verdict the end passes straight through: no final validation. A
-    ``validate()`` that raises cancels the others and becomes ``on_error``.
+    ``validate()`` that raises cancels the others and becomes ``on_error``. *timeout*
+    is the deadline of every ``validate()`` whose requirement sets none. *ctx* may be
+    a function returning the context, called when the final validation starts (a run
+    with retries knows its whole output only then).
     """
     reqs = tuple(requirements)
 
-    def operator(source: Observable[ChunkVerdict]) -> Observable[FinalItem]:
-        def subscribe(
-            observer: abc.ObserverBase[FinalItem], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            failed = False
-            task: asyncio.Task[None] | None = None
-
-            def on_next(verdict: ChunkVerdict) -> None:
-                nonlocal failed
-                failed = failed or not verdict.passed
-                observer.on_next(verdict)
-
-            def on_completed() -> None:
-                nonlocal task
-                if failed:
-                    observer.on_completed()
-                    return
-                observer.on_next(StreamingDone())
-                if not reqs:
-                    observer.on_completed()
-                    return
-                task = asyncio.get_running_loop().create_task(run())
-
-            async def run() -> None:
-                try:
-                    results = await validate_all(reqs, backend, ctx)
-                except Exception as exc:
-                    observer.on_error(exc)
-                    return
-                observer.on_next(FinalValidation(results))
-                observer.on_completed()
-
-            def dispose() -> None:
-                upstream.dispose()
-                if task is not None and task is not asyncio.current_task():
-                    task.cancel()
-
-            upstream = SingleAssignmentDisposable()
-            upstream.disposable = source.subscribe(
-                on_next, observer.on_error, on_completed, scheduler=scheduler
-            )
-            return Disposable(dispose)
-
-        return Observable(subscribe)
+    def operator(source: Observable[VerdictItem]) -> Observable[FinalItem]:
+        return LoopObservable(lambda observer: _Final(observer, reqs, backend, ctx, timeout).connect(source))
 
     return operator
+
+
+class _Final(Relay[FinalItem]):
+    __slots__ = ("backend", "ctx", "failed", "reqs", "task", "timeout")
+
+    def __init__(
+        self,
+        downstream: Any,
+        reqs: tuple[Requirement, ...],
+        backend: Any,
+        ctx: Context | Callable[[], Context],
+        timeout: float | None,
+    ) -> None:
+        super().__init__(downstream)
+        self.reqs = reqs
+        self.backend = backend
+        self.ctx = ctx
+        self.timeout = timeout
+        self.failed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def on_next(self, verdict: VerdictItem) -> None:
+        if self.stopped:
+            return
+        self.failed = self.failed or (isinstance(verdict, ChunkVerdict) and not verdict.passed)
+        self.downstream.on_next(verdict)
+
+    def on_completed(self) -> None:
+        if self.stopped:
+            return
+        if self.failed:
+            super().on_completed()
+            return
+        self.downstream.on_next(StreamingDone())
+        if not self.reqs:
+            super().on_completed()
+            return
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            ctx = self.ctx() if callable(self.ctx) else self.ctx
+            results = await validate_all(self.reqs, self.backend, ctx, validation_timeout=self.timeout)
+        except Exception as exc:
+            self.on_error(exc)
+            return
+        if not self.stopped:
+            try:
+                self.downstream.on_next(FinalValidation(results))
+            except Exception as exc:
+                self.on_error(exc)
+                return
+            super().on_completed()
+
+    def dispose(self) -> None:
+        super().dispose()
+        task, self.task = self.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from reactivex import Observable, abc
-from reactivex.disposable import SingleAssignmentDisposable
+from reactivex import Observable
 
+from engine.core.asyncrx import LoopObservable, Relay
 from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
     ErrorEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
     StreamEvent,
     StreamingDoneEvent,
 )
-from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, StreamingDone
+from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, Retrying, StreamingDone
 
 __all__ = ["to_events"]
 
@@ -29,54 +31,86 @@ def to_events(received_text: Callable[[], str]) -> Callable[[Observable[FinalIte
     (``received[:end of the last emitted chunk]``); after an error it is everything
     received. An upstream error becomes ``ErrorEvent`` + ``CompletedEvent`` and is
     then passed on as ``on_error``, so subscribers can both show it and raise it.
+
+    A :class:`~operators.verdicts.Retrying` marker becomes the failing chunk's
+    ``QuickCheckEvent(passed=False)`` and a ``RetryEvent``; every later event carries
+    the new attempt's number, and ``CompletedEvent.attempts_used`` the last one. In a
+    run with retries, *received_text* returns the delivered text the current attempt
+    continues plus what that attempt received, and chunk offsets count in that text.
+    A flush verdict (``ChunkVerdict.flush``) has a ``QuickCheckEvent`` and no ``ChunkEvent``.
     """
 
     def operator(source: Observable[FinalItem]) -> Observable[StreamEvent]:
-        def subscribe(
-            observer: abc.ObserverBase[StreamEvent], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            failed = False
-            emitted_end = 0
-
-            def on_next(item: FinalItem) -> None:
-                nonlocal failed, emitted_end
-                if isinstance(item, ChunkVerdict):
-                    passed = item.passed
-                    if item.requirements:
-                        observer.on_next(
-                            QuickCheckEvent(
-                                chunk_index=item.chunk.index,
-                                passed=passed,
-                                results=item.results,
-                                requirements=item.requirements,
-                            )
-                        )
-                    if passed:
-                        observer.on_next(ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index))
-                        emitted_end = item.chunk.end
-                    else:
-                        failed = True
-                elif isinstance(item, StreamingDone):
-                    observer.on_next(StreamingDoneEvent(full_text=received_text()))
-                elif isinstance(item, FinalValidation):
-                    observer.on_next(FullValidationEvent(passed=item.passed, results=item.results))
-
-            def on_completed() -> None:
-                text = received_text()
-                observer.on_next(
-                    CompletedEvent(success=not failed, full_text=text[:emitted_end] if failed else text)
-                )
-                observer.on_completed()
-
-            def on_error(exc: Exception) -> None:
-                observer.on_next(ErrorEvent(exception_type=type(exc).__name__, detail=str(exc) or repr(exc)))
-                observer.on_next(CompletedEvent(success=False, full_text=received_text()))
-                observer.on_error(exc)
-
-            upstream = SingleAssignmentDisposable()
-            upstream.disposable = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
-            return upstream
-
-        return Observable(subscribe)
+        return LoopObservable(lambda observer: _ToEvents(observer, received_text).connect(source))
 
     return operator
+
+
+class _ToEvents(Relay[StreamEvent]):
+    __slots__ = ("attempt", "emitted_end", "failed", "received_text")
+
+    def __init__(self, downstream: Any, received_text: Callable[[], str]) -> None:
+        super().__init__(downstream)
+        self.received_text = received_text
+        self.failed = False
+        self.emitted_end = 0
+        self.attempt = 1
+
+    def _quick_check(self, verdict: ChunkVerdict) -> None:
+        if verdict.requirements:
+            self.downstream.on_next(
+                QuickCheckEvent(
+                    chunk_index=verdict.chunk.index,
+                    passed=verdict.passed,
+                    results=verdict.results,
+                    attempt=self.attempt,
+                    requirements=verdict.requirements,
+                )
+            )
+
+    def on_next(self, item: FinalItem) -> None:
+        if self.stopped:
+            return
+        observer = self.downstream
+        if isinstance(item, ChunkVerdict):
+            self._quick_check(item)
+            if not item.passed:
+                self.failed = True
+            elif not item.flush:
+                observer.on_next(
+                    ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index, attempt=self.attempt)
+                )
+                self.emitted_end = item.chunk.end
+        elif isinstance(item, Retrying):
+            self._quick_check(item.failed)
+            self.attempt = item.attempt
+            observer.on_next(RetryEvent(attempt=item.attempt, reason=item.reason))
+        elif isinstance(item, StreamingDone):
+            observer.on_next(StreamingDoneEvent(full_text=self.received_text(), attempt=self.attempt))
+        elif isinstance(item, FinalValidation):
+            observer.on_next(
+                FullValidationEvent(passed=item.passed, results=item.results, attempt=self.attempt)
+            )
+
+    def on_completed(self) -> None:
+        if self.stopped:
+            return
+        text = self.received_text()
+        self.downstream.on_next(
+            CompletedEvent(
+                success=not self.failed,
+                full_text=text[: self.emitted_end] if self.failed else text,
+                attempts_used=self.attempt,
+            )
+        )
+        super().on_completed()
+
+    def on_error(self, error: Exception) -> None:
+        if self.stopped:
+            return
+        observer = self.downstream
+        observer.on_next(ErrorEvent(exception_type=type(error).__name__, detail=str(error) or repr(error)))
+        observer.on_next(
+            CompletedEvent(success=False, full_text=self.received_text(), attempts_used=self.attempt)
+        )
+        super().on_error(error)

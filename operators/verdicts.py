@@ -7,7 +7,16 @@ import attrs
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from operators.chunker import Chunk
 
-__all__ = ["CANCELLED", "ChunkVerdict", "FinalItem", "FinalValidation", "StreamingDone"]
+__all__ = [
+    "CANCELLED",
+    "ChunkVerdict",
+    "FinalItem",
+    "FinalValidation",
+    "RetryRequest",
+    "Retrying",
+    "StreamingDone",
+    "VerdictItem",
+]
 
 CANCELLED = PartialValidationResult("unknown", reason="cancelled")
 """Reported for a requirement whose check was cancelled because a sibling failed first."""
@@ -15,11 +24,22 @@ CANCELLED = PartialValidationResult("unknown", reason="cancelled")
 
 @attrs.frozen
 class ChunkVerdict:
-    """A chunk and the ``stream_validate`` results of *requirements* on it, in order."""
+    """A chunk and the ``stream_validate`` results of *requirements* on it, in order.
+
+    ``flush`` marks the verdict on the fragments that requirements with their own
+    chunking withheld until the natural end: it carries no chunk text to deliver.
+    ``restore`` is set only on a failing verdict of ``validate(..., snapshots=True)``:
+    every requirement as it was right after the last chunk before this one (a
+    ``copy.copy`` taken before it checked this chunk; a requirement that never reached
+    this chunk: itself), in requirement order. A retry puts that state back so the
+    failing chunk is not counted. ``None`` otherwise.
+    """
 
     chunk: Chunk
     results: tuple[PartialValidationResult, ...]
     requirements: tuple[Requirement, ...]
+    restore: tuple[Requirement, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    flush: bool = False
 
     @property
     def passed(self) -> bool:
@@ -27,9 +47,44 @@ class ChunkVerdict:
         return not any(r.success == "fail" for r in self.results)
 
     @property
+    def retryable(self) -> bool:
+        """True when it failed and every failure may be fixed by a new attempt."""
+        failures = self.failures
+        return bool(failures) and all(r.retryable for _, r in failures)
+
+    @property
     def failures(self) -> list[tuple[Requirement, PartialValidationResult]]:
         """The ``(requirement, result)`` pairs that failed."""
         return [(q, r) for q, r in zip(self.requirements, self.results, strict=True) if r.success == "fail"]
+
+
+@attrs.frozen
+class Retrying:
+    """*failed* was withheld and its generation cancelled; attempt *attempt* continues
+    from the delivered text. Emitted by ``retry_on_fail`` instead of the failing verdict,
+    so ``cancel_on_fail`` lets the run go on."""
+
+    failed: ChunkVerdict
+    attempt: int
+    reason: str
+
+
+@attrs.frozen
+class RetryRequest:
+    """What ``retry_on_fail`` hands the engine to start attempt *attempt*.
+
+    The new attempt continues the delivered text, which ends at offset
+    *delivered_end* of the run's output; its chunks are numbered from *next_index*
+    (the failing chunk's index: it was never delivered) and their offsets count from
+    *delivered_end*. *failed* is the failing verdict (its ``restore`` holds the
+    requirements' state to continue from); *reason* says why it failed.
+    """
+
+    attempt: int
+    failed: ChunkVerdict
+    reason: str
+    delivered_end: int
+    next_index: int
 
 
 @attrs.frozen
@@ -49,4 +104,8 @@ class FinalValidation:
         return all(r.as_bool() for r in self.results)
 
 
-FinalItem = ChunkVerdict | StreamingDone | FinalValidation
+VerdictItem = ChunkVerdict | Retrying
+"""What flows out of ``retry_on_fail`` and ``cancel_on_fail``."""
+
+FinalItem = ChunkVerdict | Retrying | StreamingDone | FinalValidation
+"""What flows out of ``final_validation`` into ``to_events``."""

@@ -238,6 +238,7 @@ async def test_a_fail_decides_at_once_and_cancels_slower_siblings() -> None:
 async def test_a_raising_validator_cancels_its_siblings_and_errors_after_earlier_verdicts() -> None:
     class Raises(Requirement):
         async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+            await asyncio.sleep(0)  # the sibling has started chunk "b" by the time this raises
             if chunk == "b":
                 raise ZeroDivisionError("validator bug")
             return PartialValidationResult("pass")
@@ -315,7 +316,7 @@ def verdict(text: str, outcome: str) -> ChunkVerdict:
 
 
 @pytest.mark.asyncio
-async def test_cancel_on_fail_disposes_upstream_at_once_then_reports_the_failure_and_completes() -> None:
+async def test_cancel_on_fail_disposes_upstream_before_it_passes_the_failure_on_and_completes() -> None:
     disposed: list[bool] = []
     subject: Subject[ChunkVerdict] = Subject()
     source = reactivex.using(
@@ -326,10 +327,11 @@ async def test_cancel_on_fail_disposes_upstream_at_once_then_reports_the_failure
     source.pipe(cancel_on_fail()).subscribe(got.append, on_completed=lambda: completed.append(True))
     subject.on_next(verdict("a", "pass"))
     assert not disposed and [v.chunk.text for v in got] == ["a"]
+    order: list[str] = []
+    disposed_before = lambda v: order.append("verdict" if disposed else "verdict before dispose")  # noqa: E731
+    source.pipe(cancel_on_fail()).subscribe(disposed_before)
     subject.on_next(verdict("b", "fail"))
-    assert disposed  # the source is stopped in the same call...
-    assert [v.chunk.text for v in got] == ["a"] and not completed
-    await asyncio.sleep(0)  # ...and the failure is reported on the next loop turn
+    assert disposed and order == ["verdict"]  # the source is stopped first, in the same call
     assert [v.chunk.text for v in got] == ["a", "b"] and completed
     subject.on_next(verdict("c", "pass"))
     assert len(got) == 2
@@ -340,8 +342,8 @@ async def test_cancel_on_fail_reports_nothing_once_disposed() -> None:
     subject: Subject[ChunkVerdict] = Subject()
     got: list[ChunkVerdict] = []
     subscription = subject.pipe(cancel_on_fail()).subscribe(got.append)
-    subject.on_next(verdict("b", "fail"))
     subscription.dispose()
+    subject.on_next(verdict("b", "fail"))
     await asyncio.sleep(0)
     assert got == []
 

@@ -7,6 +7,11 @@ Natural end::
 Early exit on "fail": ``QuickCheckEvent(passed=False)`` is the last validation event,
 then ``CompletedEvent(success=False)``. On an exception: ``ErrorEvent`` then
 ``CompletedEvent(success=False)``.
+
+With in-stream retries (``retry=StreamRetry(...)``) a retried failure is
+``QuickCheckEvent(passed=False)`` then ``RetryEvent(attempt=n + 1)``, and the run goes on
+with the chunks of the new attempt (their events carry ``attempt=n + 1``); nothing
+delivered before is taken back.
 """
 
 from __future__ import annotations
@@ -84,7 +89,14 @@ class FullValidationEvent(StreamEvent):
 
 @attrs.frozen
 class RetryEvent(StreamEvent):
-    """Reserved, as in Mellea v1: retries are re-invocations, so this is never emitted."""
+    """A chunk failed and a new attempt (number *attempt*, 2 or more) continues the delivered text.
+
+    Emitted right after the failing chunk's ``QuickCheckEvent(passed=False)`` in a run
+    with ``retry=StreamRetry(...)``; *reason* is why the chunk failed (one
+    ``requirement: reason`` per failure). The failing chunk was never delivered, its
+    generation has been cancelled, and the chunks that follow belong to the new
+    attempt. (Mellea defines this event but never emits it.)
+    """
 
     attempt: int
     reason: str
@@ -100,7 +112,10 @@ class ErrorEvent(StreamEvent):
 
 @attrs.frozen
 class CompletedEvent(StreamEvent):
-    """Always the last event. ``success`` is False after a "fail" or an exception."""
+    """Always the last event. ``success`` is False after a "fail" or an exception.
+
+    ``attempts_used`` counts the generations of the run (1 without a retry).
+    """
 
     success: bool
     full_text: str

@@ -30,18 +30,40 @@ Outcome = Literal["pass", "fail", "unknown"]
 _OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 
-@attrs.frozen(init=False)
+@attrs.frozen(init=False, repr=False)
 class PartialValidationResult:
-    """The verdict of ``stream_validate`` on one chunk: ``"pass"``, ``"fail"`` or ``"unknown"``."""
+    """The verdict of ``stream_validate`` on one chunk: ``"pass"``, ``"fail"`` or ``"unknown"``.
+
+    ``retryable`` matters for a "fail" in a run with in-stream retries
+    (``stream_with_chunking(..., retry=StreamRetry(...))``): ``False`` says no new
+    attempt can fix it (a count limit already exceeded by the delivered text), so the
+    run ends at once instead of retrying.
+    """
 
     success: Outcome
     reason: str | None = None
     score: float | None = None
+    retryable: bool = True
 
-    def __init__(self, success: Outcome, *, reason: str | None = None, score: float | None = None) -> None:
+    def __init__(
+        self,
+        success: Outcome,
+        *,
+        reason: str | None = None,
+        score: float | None = None,
+        retryable: bool = True,
+    ) -> None:
         if success not in _OUTCOMES:
             raise ValueError(f"PartialValidationResult takes 'pass', 'fail' or 'unknown', got {success!r}")
-        self.__attrs_init__(success, reason, score)
+        self.__attrs_init__(success, reason, score, bool(retryable))
+
+    def __repr__(self) -> str:
+        # retryable shows only when it is not the default, so reprs stay as before.
+        extra = "" if self.retryable else ", retryable=False"
+        return (
+            f"PartialValidationResult(success={self.success!r}, reason={self.reason!r}, "
+            f"score={self.score!r}{extra})"
+        )
 
     @property
     def failed(self) -> bool:
@@ -68,7 +90,14 @@ class ValidationResult:
         return self.result
 
 
+_UNKNOWN = PartialValidationResult("unknown")
+
 ValidationFn = Callable[[str], "bool | ValidationResult | Awaitable[bool | ValidationResult]"]
+
+Policy = Literal["fail", "unknown"]
+"""What a check that timed out counts as: ``"fail"`` (fail closed) or ``"unknown"`` (fail open)."""
+ErrorPolicy = Literal["raise", "unknown"]
+"""What a check that raised does: ``"raise"`` ends the run with the error; ``"unknown"`` fails open."""
 
 
 class Requirement:
@@ -80,20 +109,77 @@ class Requirement:
     asks the backend to judge the output against ``description`` (LLM-as-judge).
 
     The engine copies requirements (``copy.copy``) before each run, so state kept on
-    ``self`` during streaming never leaks between runs.
+    ``self`` during streaming never leaks between runs. In a run with in-stream retries
+    it also copies them before each chunk and puts that state back when a chunk is
+    retried, so keep state in values you reassign (or define ``__copy__``).
+
+    Scheduling (keyword arguments, also class attributes a subclass may set):
+
+    * ``chunking``: this requirement's own chunking (``"word"``, ``"sentence"``,
+      ``"paragraph"`` or a strategy). The stream's chunks are re-cut with it, and
+      each of its own chunks goes to ``stream_validate`` (or, as in Mellea 0.8, to
+      ``_stream_validate``); at the natural end its withheld fragment is checked too.
+      ``None`` (default): it checks the stream's chunks.
+    * ``concurrency``: how many chunks it may check at once. ``1`` (default) keeps
+      its chunks strictly in order, one at a time, so state on ``self`` is safe; a
+      stateless check may declare more. Requirements never wait for each other.
+    * ``timeout`` (seconds) and ``on_timeout``: a ``stream_validate`` or ``validate``
+      still running after ``timeout`` is cancelled and counts as ``on_timeout``:
+      ``"fail"`` (default: fail closed) or ``"unknown"``; its reason says
+      ``"timed out after 0.5 s"``. ``None``: the run's default (no deadline unless
+      ``stream_with_chunking(..., validation_timeout=...)`` sets one).
+    * ``on_error``: ``"raise"`` (default) ends the run with the check's exception;
+      ``"unknown"`` records it as an ``"unknown"`` result and goes on (fail open).
     """
 
-    def __init__(self, description: str | None = None, validation_fn: ValidationFn | None = None) -> None:
+    chunking: Any = None
+    concurrency: int = 1
+    timeout: float | None = None
+    on_timeout: Policy = "fail"
+    on_error: ErrorPolicy = "raise"
+
+    def __init__(
+        self,
+        description: str | None = None,
+        validation_fn: ValidationFn | None = None,
+        *,
+        chunking: Any = None,
+        concurrency: int = 1,
+        timeout: float | None = None,
+        on_timeout: Policy = "fail",
+        on_error: ErrorPolicy = "raise",
+    ) -> None:
         self.description = description
         self.validation_fn = validation_fn
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ValueError(f"Requirement concurrency must be an int >= 1, got {concurrency!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(
+                f"Requirement timeout must be a number of seconds > 0 (or None), got {timeout!r}"
+            )
+        if on_timeout not in ("fail", "unknown"):
+            raise ValueError(f"Requirement on_timeout must be 'fail' or 'unknown', got {on_timeout!r}")
+        if on_error not in ("raise", "unknown"):
+            raise ValueError(f"Requirement on_error must be 'raise' or 'unknown', got {on_error!r}")
+        self.chunking = chunking
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        self.on_error = on_error
 
     def format_for_llm(self) -> str:
         """How the requirement is stated to the model."""
         return self.description or ""
 
     async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
-        """Check one chunk as it streams. The default has no opinion: ``"unknown"``."""
-        return PartialValidationResult("unknown")
+        """Check one chunk as it streams (Mellea 0.7's hook). The default calls :meth:`_stream_validate`."""
+        return await self._stream_validate(chunk, backend=backend, ctx=ctx)
+
+    async def _stream_validate(
+        self, chunk: str, *, backend: Backend, ctx: Context
+    ) -> PartialValidationResult:
+        """Check one chunk (Mellea 0.8's hook). The default has no opinion: ``"unknown"``."""
+        return _UNKNOWN
 
     async def validate(
         self,
@@ -172,30 +258,64 @@ async def validate_all(
     ctx: Context,
     *,
     model_options: dict[str, Any] | None = None,
+    validation_timeout: float | None = None,
 ) -> tuple[ValidationResult, ...]:
     """Run every requirement's ``validate(backend, ctx)`` in parallel; results in order.
 
-    A validator that raises cancels its siblings (nothing keeps running) and its own
-    exception propagates (not the ``TaskGroup``'s group). A result that is not a
-    :class:`ValidationResult` is a ``TypeError`` naming the requirement.
+    Each runs under its requirement's deadline (``Requirement.timeout``, else
+    *validation_timeout*): past it, it is cancelled and counts as its ``on_timeout`` policy
+    (``"fail"``: a failed result; ``"unknown"``: not counted as a failure, since a
+    final result is a bool), with the reason ``"timed out after 0.5 s"``. A validator
+    that raises cancels its siblings (nothing keeps running) and its own exception
+    propagates (not the ``TaskGroup``'s group), unless its ``on_error`` is
+    ``"unknown"``. A result that is not a :class:`ValidationResult` is a ``TypeError``
+    naming the requirement.
     """
     if not requirements:
         return ()
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(req.validate(backend, ctx, model_options=model_options))
+                group.create_task(_validate_one(req, backend, ctx, model_options, validation_timeout))
                 for req in requirements
             ]
     except BaseExceptionGroup as group_error:
         raise group_error.exceptions[0] from None
-    results: list[ValidationResult] = []
-    for req, task in zip(requirements, tasks, strict=True):
-        result = task.result()
-        if not isinstance(result, ValidationResult):
-            raise TypeError(
-                f"{req!r}.validate() returned {result!r} ({type(result).__name__}); "
-                "return ValidationResult(True | False) instead"
-            )
-        results.append(result)
-    return tuple(results)
+    return tuple(task.result() for task in tasks)
+
+
+async def _validate_one(
+    req: Requirement,
+    backend: Backend,
+    ctx: Context,
+    model_options: dict[str, Any] | None,
+    default_timeout: float | None,
+) -> ValidationResult:
+    own = getattr(req, "timeout", None)
+    timeout = own if own is not None else default_timeout
+    try:
+        if timeout is None:
+            result = await req.validate(backend, ctx, model_options=model_options)
+        else:
+            async with asyncio.timeout(timeout) as deadline:
+                result = await req.validate(backend, ctx, model_options=model_options)
+    except TimeoutError:
+        if timeout is None or not deadline.expired():
+            raise
+        reason = f"timed out after {timeout:g} s"
+        if getattr(req, "on_timeout", "fail") == "unknown":
+            return ValidationResult(True, reason=f"{reason} (on_timeout='unknown': not counted as a failure)")
+        return ValidationResult(False, reason=reason)
+    except Exception as exc:
+        if getattr(req, "on_error", "raise") != "unknown":
+            raise
+        return ValidationResult(
+            True,
+            reason=f"check raised {type(exc).__name__}: {exc} (on_error='unknown': not counted as a failure)",
+        )
+    if not isinstance(result, ValidationResult):
+        raise TypeError(
+            f"{req!r}.validate() returned {result!r} ({type(result).__name__}); "
+            "return ValidationResult(True | False) instead"
+        )
+    return result

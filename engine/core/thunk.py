@@ -13,11 +13,9 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 import attrs
-import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 
-from engine.core.asyncrx import ReplayLog
+from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
 
 __all__ = ["GenerationInfo", "ModelOutputThunk", "wait_for_all_mots"]
 
@@ -81,17 +79,20 @@ class ModelOutputThunk(Generic[T]):
         self.generation = generation if generation is not None else GenerationInfo()
         self.parsed_repr: T | None = parsed_repr
         self._log: ReplayLog[str] = ReplayLog()
-        self._value: str | None = None
+        self._computed = False
+        self._value: str | None = None  # joined on first read once computed
         self._read = 0  # deltas already returned by astream()
         self._changed: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
         self._upstream: abc.DisposableBase | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         if value is not None:
             self._log.append(value)
             self._set_computed(None)
         else:
             assert source is not None
-            self._upstream = source.subscribe(self._on_delta, self._on_error, self._on_completed)
+            self._loop = asyncio.get_running_loop()
+            self._upstream = subscribe(source, self._on_delta, self._on_error, self._on_completed)
 
     # -- reading ---------------------------------------------------------------
 
@@ -108,17 +109,33 @@ class ModelOutputThunk(Generic[T]):
         subscription is removed *before* the thunk is cancelled, so the pipeline
         never sees the cancel as a natural end (a chunker would flush on it).
         """
-        return reactivex.using(lambda: Disposable(self.cancel), lambda _: self.deltas)
+        log = self._log
+
+        def subscribe_fn(observer: Any) -> abc.DisposableBase:
+            subscription = log.attach(observer)
+
+            def dispose() -> None:
+                subscription.dispose()
+                self.cancel()
+
+            return Subscription(dispose)
+
+        return LoopObservable(subscribe_fn)
 
     @property
     def value(self) -> str | None:
         """The output text once computed (after a cancel or an error: what arrived), else ``None``."""
+        if not self._computed:
+            return None
+        if self._value is None:
+            self._value = "".join(self._log.items)
         return self._value
 
     @property
     def text(self) -> str:
         """The text received so far, computed or not."""
-        return self._value if self._value is not None else "".join(self._log.items)
+        value = self.value
+        return value if value is not None else "".join(self._log.items)
 
     @property
     def error(self) -> Exception | None:
@@ -127,7 +144,7 @@ class ModelOutputThunk(Generic[T]):
 
     def is_computed(self) -> bool:
         """True once the generation has finished, failed or been cancelled."""
-        return self._value is not None
+        return self._computed
 
     async def avalue(self) -> str:
         """Wait for the generation to finish and return the text; raises the generation's error."""
@@ -137,8 +154,9 @@ class ModelOutputThunk(Generic[T]):
             await asyncio.shield(self._done)
         if self._log.error is not None:
             raise self._log.error
-        assert self._value is not None
-        return self._value
+        value = self.value
+        assert value is not None
+        return value
 
     async def astream(self) -> str:
         """Return the text not yet returned by earlier calls, waiting until there is some.
@@ -164,13 +182,19 @@ class ModelOutputThunk(Generic[T]):
 
     def cancel(self, error: Exception | None = None) -> None:
         """Stop the generation now: dispose the upstream subscription (the backend's
-        task is cancelled at once) and mark the thunk computed with what arrived."""
-        if self.is_computed():
+        task is cancelled at once) and mark the thunk computed with what arrived.
+
+        Subscribers to :attr:`deltas` see the end on the next loop turn: the producer
+        (its ``finally``, an HTTP connection's close) goes first, and a pipeline that
+        calls this from inside a delta's callback returns to the producer at once.
+        """
+        if self._computed:
             return
         self.generation.cancel_requested_at = time.perf_counter()
-        if self._upstream is not None:
-            self._upstream.dispose()
-        self._set_computed(error)
+        upstream = self._upstream
+        if upstream is not None:
+            upstream.dispose()
+        self._set_computed(error, notify_later=True)
 
     async def cancel_generation(self, error: Exception | None = None) -> None:
         """Async form of :meth:`cancel` (Mellea's name); yields once so the backend's
@@ -196,12 +220,19 @@ class ModelOutputThunk(Generic[T]):
     def _on_completed(self) -> None:
         self._set_computed(None)
 
-    def _set_computed(self, error: Exception | None) -> None:
-        if self._value is not None:
+    def _set_computed(self, error: Exception | None, *, notify_later: bool = False) -> None:
+        if self._computed:
             return
-        # Value first, then notify: subscribers that see completion read a final value.
-        self._value = "".join(self._log.items)
+        # Computed first, then notify: subscribers that see completion read a final value.
+        self._computed = True
+        if notify_later and self._loop is not None:
+            self._loop.call_soon(self._notify, error)
+            return
+        self._notify(error)
+
+    def _notify(self, error: Exception | None) -> None:
         self.generation.finished_at = time.perf_counter()
+        self._upstream = None  # it holds this thunk's callbacks: drop the cycle
         if error is None:
             self._log.complete()
         else:
