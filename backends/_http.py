@@ -950,15 +950,8 @@ def _message(turn: Any) -> dict[str, str]:
 
 
 def json_schema_for(format: Any) -> dict[str, Any]:
-    """The JSON schema for a structured-output *format*: a pydantic model class or a schema dict."""
-    if isinstance(format, dict):
-        return format
-    schema = getattr(format, "model_json_schema", None)
-    if callable(schema):
-        result = schema()
-        if isinstance(result, dict):
-            return result
-    raise TypeError(
-        f"format= must be a pydantic model class or a JSON-schema dict, got {format!r}; "
-        f"pass format=None for free text"
-    )
+    """The JSON schema to send for a structured-output *format* (any type ``format=`` accepts, or a
+    JSON-schema dict); :mod:`engine.core.typed_output` decides, and imports pydantic on first use."""
+    from engine.core import typed_output
+
+    return typed_output.json_schema(format)

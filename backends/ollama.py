@@ -34,6 +34,8 @@ _OPTIONS = {
     ModelOption.TEMPERATURE: "temperature",
     ModelOption.MAX_NEW_TOKENS: "num_predict",
     ModelOption.SEED: "seed",
+    ModelOption.CONTEXT_WINDOW: "num_ctx",
+    ModelOption.STOP_SEQUENCES: "stop",
 }
 _TOP_LEVEL = frozenset({"format", "keep_alive", "think", "tools"})
 """Non-sentinel keys that are request fields rather than entries of ``options``."""
@@ -120,7 +122,7 @@ class OllamaBackend(HttpBackend):
             elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
                 continue
             elif key.startswith("@@@"):
-                logger.debug("OllamaBackend ignores model option %s", key)
+                ModelOption.warn_ignored(key, "OllamaBackend")
             elif key in _TOP_LEVEL:
                 body[key] = value
             else:

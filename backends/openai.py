@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 from backends._http import HttpBackend, HttpOptions, StreamParser, chat_messages, json_schema_for
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
@@ -44,6 +44,7 @@ _OPTIONS = {
     ModelOption.TEMPERATURE: "temperature",
     ModelOption.MAX_NEW_TOKENS: "max_tokens",
     ModelOption.SEED: "seed",
+    ModelOption.STOP_SEQUENCES: "stop",
 }
 
 
@@ -57,6 +58,9 @@ class OpenAIBackend(HttpBackend):
     request fields, ``SYSTEM_PROMPT`` becomes a system message, and other non-sentinel
     keys (``top_p``, ``stop``, ``logit_bias``, ...) pass through into the request.
     ``include_usage=False`` leaves out ``stream_options`` for servers that reject it.
+    ``format=`` is sent as ``response_format={"type": "json_schema", ...}``; servers that take
+    the schema as ``{"type": "json_object", "schema": ...}`` instead (llama-cpp-python's
+    server) need ``response_format_type="json_object"``.
     See :class:`~backends._http.HttpBackend` for the timeouts and pooling.
 
     A :class:`~engine.core.continuation.Continuation` (an in-stream retry) is sent as
@@ -80,6 +84,7 @@ class OpenAIBackend(HttpBackend):
         api_key: str | None = None,
         model_options: Mapping[str, Any] | None = None,
         include_usage: bool = True,
+        response_format_type: Literal["json_schema", "json_object"] = "json_schema",
         continue_fields: Mapping[str, Any] | None = None,
         **options: Unpack[HttpOptions],
     ) -> None:
@@ -100,6 +105,7 @@ class OpenAIBackend(HttpBackend):
                 )
             self._secrets.insert(0, self._api_key)
         self.include_usage = include_usage
+        self.response_format_type = response_format_type
         if continue_fields is None:
             continue_fields = {} if self.base_url.startswith("https://api.openai.com") else VLLM_CONTINUE
         self.continue_fields = dict(continue_fields)
@@ -135,15 +141,20 @@ class OpenAIBackend(HttpBackend):
             elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
                 continue
             elif key.startswith("@@@"):
-                logger.debug("OpenAIBackend ignores model option %s", key)
+                ModelOption.warn_ignored(key, "OpenAIBackend")
             else:
                 body[key] = value
         if format is not None:
-            name = getattr(format, "__name__", "output")
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": json_schema_for(format)},
-            }
+            from engine.core import typed_output
+
+            schema = json_schema_for(format)
+            if self.response_format_type == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": typed_output.schema_name(format), "schema": schema},
+                }
         return f"{self._root}/chat/completions", body
 
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:

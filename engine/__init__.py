@@ -32,7 +32,8 @@ from engine.core.requirements import PartialValidationResult, Requirement, Valid
 from engine.core.thunk import GenerationCancelled, GenerationInfo, ModelOutputThunk, wait_for_all_mots
 
 if TYPE_CHECKING:
-    from engine.genslot import GenerativeOutputError, generative
+    from engine.core.typed_output import OutputParseError
+    from engine.generative import GenerativeOutputError, generative
     from engine.sampling import (
         RejectionSamplingStrategy,
         RepairTemplateStrategy,
@@ -53,8 +54,9 @@ _LAZY = {
     "EventStreamer": "engine.streamer",
     "Session": "engine.session",
     "start_session": "engine.session",
-    "generative": "engine.genslot",
-    "GenerativeOutputError": "engine.genslot",
+    "generative": "engine.generative",
+    "GenerativeOutputError": "engine.generative",
+    "OutputParseError": "engine.core.typed_output",
     "SamplingStrategy": "engine.sampling",
     "RejectionSamplingStrategy": "engine.sampling",
     "RepairTemplateStrategy": "engine.sampling",
@@ -91,6 +93,7 @@ __all__ = [
     "Message",
     "ModelOption",
     "ModelOutputThunk",
+    "OutputParseError",
     "PartialValidationResult",
     "QuickCheckEvent",
     "RejectionSamplingStrategy",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -35,16 +35,9 @@ __all__ = [
     "SamplingAttempt",
     "SamplingResult",
     "SamplingStrategy",
-    "make_instruction",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def make_instruction(description: str, requirements: Sequence[Any] = ()) -> Instruction:
-    """``Instruction(description, requirements=...)`` (typed helper: the attrs converter confuses mypy)."""
-    build: Callable[..., Instruction] = Instruction
-    return build(description, requirements=tuple(requirements))
 
 
 @attrs.frozen
@@ -153,7 +146,7 @@ class SamplingStrategy:
         backend: Backend,
         requirements: Sequence[Requirement | str] | None = None,
         validation_backend: Backend | None = None,
-        format: type | None = None,
+        format: Any = None,
         model_options: dict[str, Any] | None = None,
     ) -> SamplingResult:
         """Run the attempts and return every one of them with the chosen result.
@@ -227,7 +220,7 @@ class RepairTemplateStrategy(SamplingStrategy):
         for req, result in failed.failures:
             reason = f" ({result.reason})" if result.reason else ""
             lines.append(f"- {req.format_for_llm() or repr(req)}{reason}")
-        return make_instruction("\n".join(lines), action.requirements)
+        return Instruction("\n".join(lines), requirements=action.requirements)
 
     def select_from_failure(self, attempts: Sequence[SamplingAttempt]) -> int:
         """The last attempt: the most repaired one."""

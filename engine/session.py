@@ -4,17 +4,23 @@
 ("ollama", the default, "openai" or "scripted"); the backend module is imported
 when the session is started, never when ``engine`` is imported.
 
-Every async method has a synchronous twin with the same signature: ``ainstruct`` /
-``instruct``, ``achat`` / ``chat``, ``aact`` / ``act``, ``avalidate`` / ``validate``,
-``aquery`` / ``query``, ``atransform`` / ``transform``.
+What the methods return, as in Mellea 0.7 and 0.8:
 
-Laziness (DESIGN.md, "Decisions"): when there is nothing to validate, or
-``strategy=None``, the async methods return a lazy thunk at once, with the generation
-running in the background (``is_computed()`` is False); with requirements and a
-sampling strategy they await the sampling and return a computed thunk (or the whole
-:class:`~engine.sampling.SamplingResult` with ``return_sampling_results=True``).
-``achat`` always returns a computed thunk whose ``parsed_repr`` is the assistant
-``Message``. The sync twins always return computed results.
+* ``ainstruct``/``aact``/``aquery``/``atransform`` with the default strategy
+  (``RejectionSamplingStrategy(loop_budget=2)``) generate, validate any requirements,
+  retry, and return a **computed** thunk (or, with ``return_sampling_results=True``, the
+  whole :class:`~engine.sampling.SamplingResult`).
+* ``strategy=None`` returns the **lazy** thunk at once, its generation running in the
+  background (``is_computed()`` is False): the way to stream with ``astream()``.
+  ``await_result=True`` makes it computed.
+* ``achat`` returns the assistant :class:`~engine.core.components.Message`.
+* ``parsed_repr`` of a thunk is its text, or with ``format=`` the text parsed into that type
+  (:mod:`engine.core.typed_output`; the schema is sent to the server).
+
+Every async method has a synchronous twin with the same parameters (``instruct``,
+``chat``, ``act``, ``validate``, ``query``, ``transform``) that returns computed results;
+they, and any coroutine, run through :meth:`Session.run`. Every method refuses an empty
+prompt with a ``ValueError`` before anything is sent.
 """
 
 from __future__ import annotations
@@ -24,25 +30,30 @@ import contextlib
 import copy
 import importlib
 import logging
-import re
 import typing
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
-import attrs
-
-from engine.core.components import CBlock, Message
-from engine.core.context import Context, SimpleContext
+from engine.core import typed_output
+from engine.core.components import (
+    CBlock,
+    Instruction,
+    Message,
+    Query,
+    Role,
+    Transform,
+    fill_user_variables,
+    text_of,
+)
+from engine.core.context import ChatContext, Context, SimpleContext
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult, as_requirements, validate_all
 from engine.core.thunk import ModelOutputThunk
-from engine.sampling import (
-    RejectionSamplingStrategy,
-    SamplingResult,
-    SamplingStrategy,
-    make_instruction,
-)
+from engine.core.typed_output import OutputFormat
+from engine.runner import SyncRunner
+from engine.runner import in_running_loop as _in_running_loop
+from engine.sampling import RejectionSamplingStrategy, SamplingResult, SamplingStrategy
 
 if TYPE_CHECKING:
     from engine.core.backend import Backend
@@ -50,11 +61,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND_NAMES",
     "CHAT_CONTEXT_WARNING",
-    "MissingUserVariableError",
-    "Query",
+    "DEFAULT_STRATEGY",
     "Session",
-    "Transform",
-    "fill_user_variables",
     "start_session",
 ]
 
@@ -72,7 +80,7 @@ BACKEND_NAMES: Final = ("ollama", "openai", "scripted")
 """The backend names ``start_session`` understands."""
 
 DEFAULT_OLLAMA_MODEL: Final = "granite4.1:3b"
-"""The model ``start_session()`` asks Ollama for when no ``model_id`` is given (seed 001's)."""
+"""The model ``start_session()`` asks Ollama for when no ``model_id`` is given (a small Granite)."""
 
 _HTTP_BACKENDS: Final = {
     "ollama": ("backends.ollama", "OllamaBackend"),
@@ -98,98 +106,18 @@ class _Default:
 
 
 DEFAULT_STRATEGY: Final = _Default()
+"""The default of ``strategy=``: a fresh ``RejectionSamplingStrategy(loop_budget=2)`` per call."""
 
 StrategyArg = SamplingStrategy | _Default | None
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-
-
-class MissingUserVariableError(KeyError):
-    """A ``{{name}}`` placeholder has no value in ``user_variables``."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+Requirements = Sequence[Requirement | str] | None
 
 
-def fill_user_variables(text: str, user_variables: Mapping[str, Any] | None) -> str:
-    """Replace every ``{{name}}`` in *text* with ``str(user_variables[name])``.
-
-    With ``user_variables=None`` the text is returned unchanged (so prompts may contain
-    literal braces). A placeholder without a value is a :class:`MissingUserVariableError`
-    (a ``KeyError``) naming it.
-    """
-    if user_variables is None:
-        return text
-    missing = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - set(user_variables))
-    if missing:
-        names = ", ".join("{{" + name + "}}" for name in missing)
-        raise MissingUserVariableError(
-            f"no value for {names} in user_variables (it has {sorted(user_variables)!r}); "
-            f"add {missing[0]!r} to user_variables or remove the placeholder"
+def _require_text(text: str, what: str, method: str) -> None:
+    """Refuse an empty (or blank) prompt before anything is sent."""
+    if not text.strip():
+        raise ValueError(
+            f"{method}() got an empty {what}: there is nothing to send to the model; pass the text to ask"
         )
-    return _PLACEHOLDER.sub(lambda m: str(user_variables[m.group(1)]), text)
-
-
-def _text_of(obj: Any) -> str:
-    """The text an object shows the model: ``format_for_llm()`` if it has one, else ``str()``."""
-    render = getattr(obj, "format_for_llm", None)
-    if callable(render):
-        return str(render())
-    return str(obj)
-
-
-@attrs.frozen
-class Query:
-    """A question about an object: the object's text, then the question."""
-
-    obj: Any
-    query: str
-
-    def format_for_llm(self) -> str:
-        """The object's text and the question."""
-        return f"{_text_of(self.obj)}\n\nAnswer this question about the text above:\n{self.query}"
-
-
-@attrs.frozen
-class Transform:
-    """A rewrite of an object: the object's text, then how to transform it."""
-
-    obj: Any
-    transformation: str
-
-    def format_for_llm(self) -> str:
-        """The object's text and the transformation; the model answers with the result only."""
-        return (
-            f"{_text_of(self.obj)}\n\nTransform the text above as follows and answer with the "
-            f"transformed text only:\n{self.transformation}"
-        )
-
-
-def _in_running_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop, backend: Any) -> None:
-    """Close a session's private loop: cancel leftovers, close the backend there, finish
-    async generators, close the loop. (Also the session's finalizer: *backend*, not the
-    session, is held, so the session can be collected.)"""
-    if loop.is_closed():
-        return
-    if not _in_running_loop():
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        aclose = getattr(backend, "aclose", None)
-        if callable(aclose):
-            loop.run_until_complete(aclose())
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
 
 
 class Session:
@@ -200,13 +128,12 @@ class Session:
     for concurrent requests); the session replaces ``self.ctx`` with the new context
     after every generation. ``model_options`` are merged under each call's own.
 
-    Lifetime: the sync methods run on a private event loop that ``close()`` (or the
-    ``with`` block, or garbage collection) closes, with the backend. A backend with an
-    ``aclose()`` (the HTTP ones) that is used from a coroutine is closed when that event
-    loop shuts down (``asyncio.run`` returning), so seed code that never closes its
-    session leaks nothing; ``await session.aclose()`` (or ``async with``) closes it at
-    once. HTTP backends are bound to one event loop: use a session either from sync
-    code or from one ``asyncio.run``, not both.
+    Lifetime: the sync methods (and :meth:`run`) use a private event loop that
+    ``close()`` (or the ``with`` block, or garbage collection) closes, with the backend.
+    A backend with an ``aclose()`` (the HTTP ones) that is used from a coroutine is closed
+    when that event loop shuts down (``asyncio.run`` returning), so seed code that never
+    closes its session leaks nothing; ``await session.aclose()`` (or ``async with``) closes
+    it at once.
     """
 
     def __init__(
@@ -228,12 +155,42 @@ class Session:
         """The backend that judges requirements (LLM-as-judge); ``None`` means ``backend``."""
         self._warned_ctx = False
         self._preflight: Callable[[], Awaitable[None]] | None = None
-        self._sync_loop: asyncio.AbstractEventLoop | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._backend_factory: Callable[[], Backend] | None = None
+        aclose = getattr(backend, "aclose", None)
+        self._runner = SyncRunner(aclose if callable(aclose) else None)
+        self._finalizer = weakref.finalize(self, self._runner.close)
         self._guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
             weakref.WeakKeyDictionary()
         )
+
+    # -- running from sync code -------------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run *coro* to completion from synchronous code and return its result.
+
+        Every sync twin is ``self.run(<its async form>)``. From plain code the coroutine runs
+        on this session's private event loop (kept between calls, closed by :meth:`close`);
+        from inside a running event loop it runs on a fresh loop in a helper thread while
+        the caller blocks, as Mellea does (await the async form there instead when you can).
+        """
+        if self._backend_factory is not None and _in_running_loop():
+            coro = self._on_own_backend(coro)
+        return self._runner.run(coro)
+
+    async def _on_own_backend(self, coro: Coroutine[Any, Any, T]) -> T:
+        # Until the HTTP backends keep one connection pool per event loop, a backend that
+        # start_session built is bound to the first loop that used it: a call on a helper
+        # thread's loop gets its own backend. The caller's loop is blocked meanwhile, so
+        # nothing else of this session runs while self.backend is swapped.
+        assert self._backend_factory is not None
+        original, self.backend = self.backend, self._backend_factory()
+        try:
+            return await coro
+        finally:
+            own, self.backend = self.backend, original
+            aclose = getattr(own, "aclose", None)
+            if callable(aclose):
+                await aclose()
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -259,6 +216,7 @@ class Session:
         Seed code never closes its session, and an HTTP backend's connection pool must be
         closed on the loop it lives on: a guard task waits until ``asyncio.run`` (or any
         runner) cancels it at shutdown, and its ``finally`` closes the backend there.
+        Loops of this session's own runner are closed by the runner.
         """
         if not callable(getattr(self.backend, "aclose", None)):
             return
@@ -266,73 +224,45 @@ class Session:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if loop is self._sync_loop:
-            return  # close() and the finalizer close the backend on the private loop
+        if self._runner.owns(loop):
+            return
         if loop not in self._guards:
             self._guards[loop] = loop.create_task(_close_at_shutdown(self), name="rxllm-session-close-guard")
-
-    def _run_sync(self, coro: Coroutine[Any, Any, T], async_name: str) -> T:
-        """Run *coro* to completion on this session's private event loop."""
-        if _in_running_loop():
-            coro.close()
-            sync_name = async_name[1:]
-            raise RuntimeError(
-                f"Session.{sync_name}() is synchronous and cannot run inside a running event loop "
-                f"(it would block the loop); use `await session.{async_name}(...)` instead"
-            )
-        loop = self._sync_loop
-        if loop is None or loop.is_closed():
-            loop = self._sync_loop = asyncio.new_event_loop()
-            self._finalizer = weakref.finalize(self, _close_loop, loop, self.backend)
-        return loop.run_until_complete(coro)
-
-    def _fork_for_other_loop(self) -> Session:
-        """A session to use on another event loop (a helper thread): the same context,
-        options and backend, or a fresh backend when this one is bound to its loop."""
-        backend = self.backend
-        if callable(getattr(backend, "aclose", None)):
-            if self._backend_factory is None:
-                raise RuntimeError(
-                    f"{type(backend).__name__} is bound to the event loop it was first used on, so it "
-                    "cannot serve a synchronous call from inside a running loop; await the async form "
-                    "instead (e.g. `await f.acall(m, ...)` for a @generative function)"
-                )
-            backend = self._backend_factory()
-        fork = Session(
-            backend, self.ctx, model_options=self.model_options, validation_backend=self.validation_backend
-        )
-        fork._warned_ctx = self._warned_ctx
-        fork._backend_factory = self._backend_factory
-        return fork
 
     async def _generate(
         self,
         action: Any,
-        requirements: Sequence[Requirement | str] | None,
+        requirements: Requirements,
         strategy: StrategyArg,
         return_sampling_results: bool,
-        format: type | None,
+        await_result: bool,
+        format: OutputFormat,
         model_options: Mapping[str, Any] | None,
     ) -> ModelOutputThunk[Any] | SamplingResult:
-        await self._ready()
         reqs = as_requirements(requirements)
-        options = self._options(model_options)
-        if strategy is DEFAULT_STRATEGY:
+        if isinstance(strategy, _Default):
             strategy = RejectionSamplingStrategy(loop_budget=2)
+        if strategy is None and return_sampling_results:
+            raise ValueError(
+                "return_sampling_results=True needs a sampling strategy; drop strategy=None "
+                "or set return_sampling_results=False"
+            )
+        if format is not None:
+            typed_output.json_schema(format)  # a format that is no output type fails before the request
+        await self._ready()
+        options = self._options(model_options)
         if strategy is None:
-            if return_sampling_results:
-                raise ValueError(
-                    "return_sampling_results=True needs a sampling strategy; drop strategy=None "
-                    "or set return_sampling_results=False"
-                )
             if reqs:
                 logger.debug("strategy=None: %d requirement(s) are rendered but not validated", len(reqs))
-        if strategy is None or (not reqs and not return_sampling_results):
             thunk, self.ctx = await self.backend.generate_from_context(
                 action, self.ctx, format=format, model_options=options
             )
+            if await_result:
+                await _resolved(thunk)
+                _parse_into(thunk, format)
+            else:
+                _parse_when_computed(thunk, format)
             return thunk
-        assert isinstance(strategy, SamplingStrategy)
         result = await strategy.sample(
             action,
             context=self.ctx,
@@ -342,6 +272,7 @@ class Session:
             format=format,
             model_options=options,
         )
+        _parse_into(result.result, format)
         self.ctx = result.result_ctx
         return result if return_sampling_results else result.result
 
@@ -352,12 +283,13 @@ class Session:
         self,
         description: str,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         user_variables: Mapping[str, Any] | None = ...,
         return_sampling_results: Literal[False] = ...,
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> ModelOutputThunk[Any]: ...
 
     @overload
@@ -365,33 +297,37 @@ class Session:
         self,
         description: str,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         user_variables: Mapping[str, Any] | None = ...,
         return_sampling_results: Literal[True],
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> SamplingResult: ...
 
     async def ainstruct(
         self,
         description: str,
         *,
-        requirements: Sequence[Requirement | str] | None = None,
+        requirements: Requirements = None,
         strategy: StrategyArg = DEFAULT_STRATEGY,
         user_variables: Mapping[str, Any] | None = None,
         return_sampling_results: bool = False,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = False,
     ) -> ModelOutputThunk[Any] | SamplingResult:
         """Instruct the model; ``{{name}}`` placeholders are filled from *user_variables*.
 
-        Without requirements (or with ``strategy=None``) this returns a lazy thunk at
-        once, its generation running in the background. With requirements the default
-        strategy, ``RejectionSamplingStrategy(loop_budget=2)``, generates, validates and
-        retries; the chosen output comes back computed, or the whole
-        :class:`SamplingResult` (every attempt, ``success``) with
-        ``return_sampling_results=True``.
+        With the default strategy, ``RejectionSamplingStrategy(loop_budget=2)``, this
+        generates, validates the requirements (if any) and retries, and returns the chosen
+        output **computed**, or the whole :class:`SamplingResult` (every attempt,
+        ``success``) with ``return_sampling_results=True``. With ``strategy=None`` it
+        returns the **lazy** thunk at once, its generation running in the background (the
+        requirements are rendered into the prompt, not validated); ``await_result=True``
+        waits for it. *format* (a type or a JSON schema) is sent to the server and the
+        answer parsed into ``parsed_repr``.
         """
         self._warn_context()
         return await self._instruct(
@@ -400,6 +336,7 @@ class Session:
             strategy,
             user_variables,
             return_sampling_results,
+            await_result,
             format,
             model_options,
         )
@@ -407,28 +344,40 @@ class Session:
     async def _instruct(
         self,
         description: str,
-        requirements: Sequence[Requirement | str] | None,
+        requirements: Requirements,
         strategy: StrategyArg,
         user_variables: Mapping[str, Any] | None,
         return_sampling_results: bool,
-        format: type | None,
+        await_result: bool,
+        format: OutputFormat,
         model_options: Mapping[str, Any] | None,
+        method: str = "ainstruct",
     ) -> ModelOutputThunk[Any] | SamplingResult:
+        text = fill_user_variables(description, user_variables)
+        _require_text(text, "description", method)
         reqs = as_requirements(requirements)
-        action = make_instruction(fill_user_variables(description, user_variables), reqs)
-        return await self._generate(action, reqs, strategy, return_sampling_results, format, model_options)
+        return await self._generate(
+            Instruction(text, requirements=reqs),
+            reqs,
+            strategy,
+            return_sampling_results,
+            await_result,
+            format,
+            model_options,
+        )
 
     @overload
     def instruct(
         self,
         description: str,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         user_variables: Mapping[str, Any] | None = ...,
         return_sampling_results: Literal[False] = ...,
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> ModelOutputThunk[Any]: ...
 
     @overload
@@ -436,41 +385,41 @@ class Session:
         self,
         description: str,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         user_variables: Mapping[str, Any] | None = ...,
         return_sampling_results: Literal[True],
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> SamplingResult: ...
 
     def instruct(
         self,
         description: str,
         *,
-        requirements: Sequence[Requirement | str] | None = None,
+        requirements: Requirements = None,
         strategy: StrategyArg = DEFAULT_STRATEGY,
         user_variables: Mapping[str, Any] | None = None,
         return_sampling_results: bool = False,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = True,
     ) -> ModelOutputThunk[Any] | SamplingResult:
-        """Synchronous :meth:`ainstruct`; returns a computed result. Not for use inside a running loop."""
-
-        async def run() -> ModelOutputThunk[Any] | SamplingResult:
-            out = await self._instruct(
+        """Synchronous :meth:`ainstruct`; always returns a computed result."""
+        return self.run(
+            self._instruct(
                 description,
                 requirements,
                 strategy,
                 user_variables,
                 return_sampling_results,
+                True,
                 format,
                 model_options,
+                "instruct",
             )
-            await _resolved(out)
-            return out
-
-        return self._run_sync(run(), "ainstruct")
+        )
 
     # -- act ---------------------------------------------------------------------------
 
@@ -479,11 +428,12 @@ class Session:
         self,
         action: Any,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         return_sampling_results: Literal[False] = ...,
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> ModelOutputThunk[Any]: ...
 
     @overload
@@ -491,28 +441,47 @@ class Session:
         self,
         action: Any,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         return_sampling_results: Literal[True],
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> SamplingResult: ...
 
     async def aact(
         self,
         action: Any,
         *,
-        requirements: Sequence[Requirement | str] | None = None,
+        requirements: Requirements = None,
         strategy: StrategyArg = DEFAULT_STRATEGY,
         return_sampling_results: bool = False,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = False,
     ) -> ModelOutputThunk[Any] | SamplingResult:
         """Generate from any component (anything with ``format_for_llm()``); a plain
-        string is sent as a ``CBlock``. Laziness and sampling as in :meth:`ainstruct`."""
+        string is sent as a ``CBlock``. Results, strategies and *format* as in :meth:`ainstruct`."""
         self._warn_context()
+        return await self._act(
+            action, requirements, strategy, return_sampling_results, await_result, format, model_options
+        )
+
+    async def _act(
+        self,
+        action: Any,
+        requirements: Requirements,
+        strategy: StrategyArg,
+        return_sampling_results: bool,
+        await_result: bool,
+        format: OutputFormat,
+        model_options: Mapping[str, Any] | None,
+        method: str = "aact",
+    ) -> ModelOutputThunk[Any] | SamplingResult:
+        component = _as_component(action, method)
+        _require_text(text_of(component), "action", method)
         return await self._generate(
-            _as_component(action), requirements, strategy, return_sampling_results, format, model_options
+            component, requirements, strategy, return_sampling_results, await_result, format, model_options
         )
 
     @overload
@@ -520,11 +489,12 @@ class Session:
         self,
         action: Any,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         return_sampling_results: Literal[False] = ...,
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> ModelOutputThunk[Any]: ...
 
     @overload
@@ -532,50 +502,49 @@ class Session:
         self,
         action: Any,
         *,
-        requirements: Sequence[Requirement | str] | None = ...,
+        requirements: Requirements = ...,
         strategy: StrategyArg = ...,
         return_sampling_results: Literal[True],
-        format: type | None = ...,
+        format: OutputFormat = ...,
         model_options: Mapping[str, Any] | None = ...,
+        await_result: bool = ...,
     ) -> SamplingResult: ...
 
     def act(
         self,
         action: Any,
         *,
-        requirements: Sequence[Requirement | str] | None = None,
+        requirements: Requirements = None,
         strategy: StrategyArg = DEFAULT_STRATEGY,
         return_sampling_results: bool = False,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = True,
     ) -> ModelOutputThunk[Any] | SamplingResult:
-        """Synchronous :meth:`aact`; returns a computed result. Not for use inside a running loop."""
-
-        async def run() -> ModelOutputThunk[Any] | SamplingResult:
-            out = await self._generate(
-                _as_component(action), requirements, strategy, return_sampling_results, format, model_options
+        """Synchronous :meth:`aact`; always returns a computed result."""
+        return self.run(
+            self._act(
+                action, requirements, strategy, return_sampling_results, True, format, model_options, "act"
             )
-            await _resolved(out)
-            return out
-
-        return self._run_sync(run(), "aact")
+        )
 
     # -- chat ----------------------------------------------------------------------------
 
     async def achat(
         self,
         content: str,
-        role: Literal["system", "user", "assistant", "tool"] = "user",
+        role: Role = "user",
         *,
         user_variables: Mapping[str, Any] | None = None,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
-    ) -> ModelOutputThunk[Message]:
-        """Send one chat message and wait for the reply.
+    ) -> Message:
+        """Send one chat message, wait for the reply, and return it: the assistant ``Message``.
 
-        Returns a computed thunk whose ``parsed_repr`` is the assistant ``Message``; both
-        turns (the message and the reply) are appended to the session's context, so with
-        a ``ChatContext`` the next call sees this exchange.
+        Both turns (the message and the reply) are appended to the session's context, so
+        with a ``ChatContext`` the next call sees this exchange. The reply's ``thunk`` is
+        the generation (its ``generation`` has timings and usage); with *format* the reply's
+        content is the JSON text and ``reply.thunk.parsed_repr`` the parsed value.
         """
         self._warn_context()
         return await self._chat(content, role, user_variables, format, model_options)
@@ -583,36 +552,39 @@ class Session:
     async def _chat(
         self,
         content: str,
-        role: Literal["system", "user", "assistant", "tool"],
+        role: Role,
         user_variables: Mapping[str, Any] | None,
-        format: type | None,
+        format: OutputFormat,
         model_options: Mapping[str, Any] | None,
-    ) -> ModelOutputThunk[Message]:
+        method: str = "achat",
+    ) -> Message:
+        text = fill_user_variables(content, user_variables)
+        _require_text(text, "message", method)
+        if format is not None:
+            typed_output.json_schema(format)
         await self._ready()
-        message = Message(role, fill_user_variables(content, user_variables))
         thunk, new_ctx = await self.backend.generate_from_context(
-            message, self.ctx, format=format, model_options=self._options(model_options)
+            Message(role, text), self.ctx, format=format, model_options=self._options(model_options)
         )
-        try:
-            text = await thunk.avalue()
-        except BaseException:
-            thunk.cancel()
-            raise
-        thunk.parsed_repr = Message("assistant", text)
+        await _resolved(thunk)
+        reply = Message("assistant", thunk.value or "", thunk=thunk)
+        thunk.parsed_repr = reply
+        if not typed_output.is_free_text(format):
+            _parse_into(thunk, format)
         self.ctx = new_ctx
-        return thunk
+        return reply
 
     def chat(
         self,
         content: str,
-        role: Literal["system", "user", "assistant", "tool"] = "user",
+        role: Role = "user",
         *,
         user_variables: Mapping[str, Any] | None = None,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
-    ) -> ModelOutputThunk[Message]:
-        """Synchronous :meth:`achat`. Not for use inside a running loop."""
-        return self._run_sync(self._chat(content, role, user_variables, format, model_options), "achat")
+    ) -> Message:
+        """Synchronous :meth:`achat`."""
+        return self.run(self._chat(content, role, user_variables, format, model_options, "chat"))
 
     # -- validate ------------------------------------------------------------------------
 
@@ -621,7 +593,7 @@ class Session:
         requirements: Sequence[Requirement | str] | Requirement | str,
         *,
         output: Any = None,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
     ) -> list[ValidationResult]:
         """Check *requirements* (in parallel) against *output*, or against the newest
@@ -663,11 +635,11 @@ class Session:
         requirements: Sequence[Requirement | str] | Requirement | str,
         *,
         output: Any = None,
-        format: type | None = None,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
     ) -> list[ValidationResult]:
-        """Synchronous :meth:`avalidate`. Not for use inside a running loop."""
-        return self._run_sync(self._validate(requirements, output, model_options), "avalidate")
+        """Synchronous :meth:`avalidate`."""
+        return self.run(self._validate(requirements, output, model_options))
 
     # -- query and transform ---------------------------------------------------------
 
@@ -676,62 +648,91 @@ class Session:
         obj: Any,
         query: str,
         *,
-        format: type | None = None,
+        strategy: StrategyArg = DEFAULT_STRATEGY,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = False,
     ) -> ModelOutputThunk[Any]:
-        """Ask *query* about *obj* (its ``format_for_llm()`` or ``str()``); returns a lazy thunk."""
+        """Ask *query* about *obj* (its ``format_for_llm()`` or ``str()``). Computed with the
+        default strategy; ``strategy=None`` returns the lazy thunk (as :meth:`ainstruct`)."""
         self._warn_context()
-        return await self._plain(Query(obj, query), format, model_options)
+        return await self._query(obj, query, strategy, await_result, format, model_options)
+
+    async def _query(
+        self,
+        obj: Any,
+        query: str,
+        strategy: StrategyArg,
+        await_result: bool,
+        format: OutputFormat,
+        model_options: Mapping[str, Any] | None,
+        method: str = "aquery",
+    ) -> ModelOutputThunk[Any]:
+        _require_text(query, "query", method)
+        out = await self._generate(
+            Query(obj, query), None, strategy, False, await_result, format, model_options
+        )
+        assert isinstance(out, ModelOutputThunk)
+        return out
 
     def query(
         self,
         obj: Any,
         query: str,
         *,
-        format: type | None = None,
+        strategy: StrategyArg = DEFAULT_STRATEGY,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = True,
     ) -> ModelOutputThunk[Any]:
-        """Synchronous :meth:`aquery`; returns a computed thunk. Not for use inside a running loop."""
-        return self._run_sync(self._plain(Query(obj, query), format, model_options, resolve=True), "aquery")
+        """Synchronous :meth:`aquery`; returns a computed thunk."""
+        return self.run(self._query(obj, query, strategy, True, format, model_options, "query"))
 
     async def atransform(
         self,
         obj: Any,
         transformation: str,
         *,
-        format: type | None = None,
+        strategy: StrategyArg = DEFAULT_STRATEGY,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = False,
     ) -> ModelOutputThunk[Any]:
-        """Rewrite *obj* as *transformation* says; returns a lazy thunk of the new text."""
+        """Rewrite *obj* as *transformation* says. Computed with the default strategy;
+        ``strategy=None`` returns the lazy thunk (as :meth:`ainstruct`)."""
         self._warn_context()
-        return await self._plain(Transform(obj, transformation), format, model_options)
+        return await self._transform(obj, transformation, strategy, await_result, format, model_options)
+
+    async def _transform(
+        self,
+        obj: Any,
+        transformation: str,
+        strategy: StrategyArg,
+        await_result: bool,
+        format: OutputFormat,
+        model_options: Mapping[str, Any] | None,
+        method: str = "atransform",
+    ) -> ModelOutputThunk[Any]:
+        _require_text(transformation, "transformation", method)
+        action = Transform(obj, transformation)
+        out = await self._generate(action, None, strategy, False, await_result, format, model_options)
+        assert isinstance(out, ModelOutputThunk)
+        return out
 
     def transform(
         self,
         obj: Any,
         transformation: str,
         *,
-        format: type | None = None,
+        strategy: StrategyArg = DEFAULT_STRATEGY,
+        format: OutputFormat = None,
         model_options: Mapping[str, Any] | None = None,
+        await_result: bool = True,
     ) -> ModelOutputThunk[Any]:
-        """Synchronous :meth:`atransform`; returns a computed thunk. Not for use inside a running loop."""
-        return self._run_sync(
-            self._plain(Transform(obj, transformation), format, model_options, resolve=True), "atransform"
+        """Synchronous :meth:`atransform`; returns a computed thunk."""
+        return self.run(
+            self._transform(obj, transformation, strategy, True, format, model_options, "transform")
         )
-
-    async def _plain(
-        self,
-        action: Any,
-        format: type | None,
-        model_options: Mapping[str, Any] | None,
-        *,
-        resolve: bool = False,
-    ) -> ModelOutputThunk[Any]:
-        out = await self._generate(action, None, None, False, format, model_options)
-        assert isinstance(out, ModelOutputThunk)
-        if resolve:
-            await _resolved(out)
-        return out
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -745,20 +746,16 @@ class Session:
             await aclose()
 
     def close(self) -> None:
-        """Close the backend and the private loop the sync methods use. Idempotent.
+        """Close the private loop the sync methods use, and the backend on it. Idempotent.
 
-        Inside a running loop this closes only the private loop; the backend is closed
-        when that loop shuts down, or at once with ``await session.aclose()``.
+        A backend that was used only from coroutines is closed by ``await session.aclose()``
+        or when its loop shuts down.
         """
-        loop, self._sync_loop = self._sync_loop, None
-        if _in_running_loop():
-            if loop is not None and self._finalizer is not None:
-                self._finalizer()
-            return
-        if loop is not None and self._finalizer is not None:
-            self._finalizer()  # closes the backend on its loop, then the loop
-        elif callable(getattr(self.backend, "aclose", None)):
-            asyncio.run(self.aclose())
+        used = self._runner.started
+        self._runner.close()  # closes the backend on its private loop, then the loop
+        if not used and not _in_running_loop() and callable(getattr(self.backend, "aclose", None)):
+            self._runner.run(self.aclose())
+            self._runner.close()
 
     def __enter__(self) -> Session:
         return self
@@ -783,9 +780,8 @@ async def _close_at_shutdown(session: Session) -> None:
         await session.aclose()
 
 
-async def _resolved(out: ModelOutputThunk[Any] | SamplingResult) -> None:
-    """Wait until *out*'s generation has finished (sync twins return computed results)."""
-    thunk = out.result if isinstance(out, SamplingResult) else out
+async def _resolved(thunk: ModelOutputThunk[Any]) -> None:
+    """Wait until *thunk*'s generation has finished; cancel it if the wait is abandoned."""
     try:
         await thunk.avalue()
     except BaseException:
@@ -793,12 +789,34 @@ async def _resolved(out: ModelOutputThunk[Any] | SamplingResult) -> None:
         raise
 
 
-def _as_component(action: Any) -> Any:
+def _parse_into(thunk: ModelOutputThunk[Any], format: OutputFormat) -> None:
+    """Set a computed thunk's ``parsed_repr``: its text, or the text parsed into *format*."""
+    text = thunk.value or ""
+    thunk.parsed_repr = typed_output.parse(text, format)
+
+
+def _parse_when_computed(thunk: ModelOutputThunk[Any], format: OutputFormat) -> None:
+    """Set a lazy thunk's ``parsed_repr`` when its generation completes.
+
+    A text that does not fit *format* leaves ``parsed_repr`` None and logs why (the
+    thunk's text stays readable; :func:`engine.core.typed_output.parse` raises it again).
+    """
+
+    def on_completed() -> None:
+        try:
+            _parse_into(thunk, format)
+        except typed_output.OutputParseError as exc:
+            logger.warning("parsed_repr left unset: %s", exc)
+
+    thunk.deltas.subscribe(on_completed=on_completed, on_error=lambda _: None)
+
+
+def _as_component(action: Any, method: str) -> Any:
     if isinstance(action, str):
         return CBlock(action)
     if not callable(getattr(action, "format_for_llm", None)):
         raise TypeError(
-            "aact() needs a component (anything with format_for_llm()) or a string, "
+            f"{method}() needs a component (anything with format_for_llm()) or a string, "
             f"got {type(action).__name__}"
         )
     return action
@@ -841,64 +859,96 @@ def _reachability_check(backend: Any) -> Callable[[], Awaitable[None]]:
     return check
 
 
-def start_session(
-    backend_name: str | Backend = "ollama",
-    model_id: str | None = None,
-    *,
-    ctx: Context | None = None,
-    model_options: Mapping[str, Any] | None = None,
-    **backend_kwargs: Any,
-) -> Session:
-    """Start a session on a backend named by *backend_name*: "ollama" (default), "openai" or "scripted".
+def _backend_for(
+    name: str, model_id: str | None, backend_kwargs: dict[str, Any]
+) -> tuple[Backend, Callable[[], Backend] | None, Callable[[], Awaitable[None]] | None]:
+    """The backend *name* stands for: (backend, a factory of more like it, a reachability check).
 
-    * "ollama": ``OllamaBackend`` at ``OLLAMA_HOST`` or http://localhost:11434. If the
-      server is not reachable, the session's first request fails with a
-      ``ConnectionError`` naming the URL and the alternatives.
-    * "openai": ``OpenAIBackend`` for an OpenAI-compatible server (``base_url=...``).
-    * "scripted": ``ScriptedBackend(deltas, delay=...)``, no server needed; ``deltas``
-      defaults to a short canned reply.
-
-    *model_id* and *backend_kwargs* go to the backend's constructor. A backend object may
-    be passed instead of a name. *ctx* defaults to a ``SimpleContext``; *model_options*
-    apply to every call of the session.
+    The one place that resolves a backend name.
     """
-    if not isinstance(backend_name, str):
-        return Session(backend_name, ctx, model_options=model_options)
-    name = backend_name.lower()
+    name = name.lower()
     if name == "scripted":
         module = importlib.import_module("backends.scripted")
         deltas = backend_kwargs.pop("deltas", list(DEFAULT_SCRIPT))
         if model_id is not None:
             backend_kwargs["model_id"] = model_id
-        return Session(module.ScriptedBackend(deltas, **backend_kwargs), ctx, model_options=model_options)
-    if name in ("ollama", "openai"):
-        module_name, class_name = _HTTP_BACKENDS[name]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ImportError(
-                f"start_session({name!r}) needs {module_name}, which could not be imported ({exc}); "
-                "use start_session('scripted', deltas=[...]) to run without a model server"
-            ) from exc
-        if model_id is None:
-            if name == "openai":
-                raise ValueError(
-                    "start_session('openai') needs a model_id, e.g. start_session('openai', 'gpt-4o-mini', "
-                    "base_url=..., api_key=...)"
-                )
-            model_id = DEFAULT_OLLAMA_MODEL
-        backend_class = getattr(module, class_name)
+        return module.ScriptedBackend(deltas, **backend_kwargs), None, None
+    if name not in _HTTP_BACKENDS:
+        raise ValueError(
+            f"unknown backend {name!r}; start_session takes one of {', '.join(map(repr, BACKEND_NAMES))} "
+            "or a backend object"
+        )
+    module_name, class_name = _HTTP_BACKENDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(
+            f"start_session({name!r}) needs {module_name}, which could not be imported ({exc}); "
+            "use start_session('scripted', deltas=[...]) to run without a model server"
+        ) from exc
+    if model_id is None:
+        if name == "openai":
+            raise ValueError(
+                "start_session('openai') needs a model_id, e.g. start_session('openai', 'gpt-4o-mini', "
+                "base_url=..., api_key=...)"
+            )
+        model_id = DEFAULT_OLLAMA_MODEL
+    backend_class = getattr(module, class_name)
 
-        def make() -> Backend:
-            return typing.cast("Backend", backend_class(model_id, **backend_kwargs))
+    def make() -> Backend:
+        return typing.cast("Backend", backend_class(model_id, **backend_kwargs))
 
-        session = Session(make(), ctx, model_options=model_options)
-        session._backend_factory = make
-        if name == "ollama":
-            session._preflight = _reachability_check(session.backend)
-        session._close_with_loop()
-        return session
-    raise ValueError(
-        f"unknown backend {backend_name!r}; start_session takes one of {', '.join(map(repr, BACKEND_NAMES))} "
-        "or a backend object"
-    )
+    backend = make()
+    return backend, make, _reachability_check(backend) if name == "ollama" else None
+
+
+def start_session(
+    backend_name: str | Backend = "ollama",
+    model_id: str | None = None,
+    ctx: Context | None = None,
+    *,
+    context_type: Literal["simple", "chat"] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    plugins: Sequence[Any] | None = None,
+    allow_context_type_change: bool = False,
+    **backend_kwargs: Any,
+) -> Session:
+    """Start a session on a backend named by *backend_name*: "ollama" (default), "openai" or "scripted".
+
+    The parameters are Mellea's:
+
+    * "ollama": ``OllamaBackend`` at ``OLLAMA_HOST`` or http://localhost:11434 (model
+      ``granite4.1:3b`` unless *model_id* says otherwise). If the server is not reachable,
+      the session's first request fails with an error naming the URL and the alternatives.
+    * "openai": ``OpenAIBackend`` for an OpenAI-compatible server (``base_url=...``).
+    * "scripted": ``ScriptedBackend(deltas, delay=...)``, no server needed; ``deltas``
+      defaults to a short canned reply.
+
+    *model_id* and *backend_kwargs* go to the backend's constructor; a backend object may
+    be passed instead of a name. *ctx* (or ``context_type="simple"``/``"chat"``, not both)
+    is the starting context, a ``SimpleContext`` by default. *model_options* apply to every
+    call of the session (each call's own win). A ``ModelOption`` the backend cannot honour
+    is logged once as a warning. Sessions never change their context's type, so
+    *allow_context_type_change* changes nothing; *plugins* are not supported.
+    """
+    if ctx is not None and context_type is not None:
+        raise ValueError("start_session() takes ctx= or context_type=, not both")
+    if context_type == "chat":
+        ctx = ChatContext()
+    elif context_type == "simple":
+        ctx = SimpleContext()
+    elif context_type is not None:
+        raise ValueError(f"context_type must be 'simple' or 'chat', got {context_type!r}")
+    if plugins:
+        raise ValueError(
+            "start_session(plugins=...): rxllm has no plugin system; drop plugins= (hooks can be "
+            "written as Requirements or by composing the operators)"
+        )
+    if not isinstance(backend_name, str):
+        return Session(backend_name, ctx, model_options=model_options)
+    backend, factory, preflight = _backend_for(backend_name, model_id, dict(backend_kwargs))
+    session = Session(backend, ctx, model_options=model_options)
+    session._backend_factory = factory
+    session._preflight = preflight
+    session._close_with_loop()
+    return session

@@ -70,7 +70,9 @@ def test_the_readme_teaches_with_runnable_examples() -> None:
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"{README.name}:{b.line}" for b in BLOCKS])
 def test_python_block(block: Block, capsys: pytest.CaptureFixture[str]) -> None:
-    code = compile(block.code, f"{README.name}:{block.line}", "exec")
+    code = compile(
+        block.code, f"{README.name}:{block.line}", "exec", dont_inherit=True
+    )  # a script of its own
     if not block.run:
         return  # needs a real server: compiling it is all that can be checked here
     namespace = {"__name__": "__readme__"}

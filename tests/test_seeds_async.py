@@ -11,12 +11,14 @@ seeds' ``start_session()`` with no arguments is the real default path. The one
 fragment that is not a program (000-6, top-level ``await``) is wrapped in a coroutine
 that sets up the ``action``, ``m`` and ``req`` it refers to.
 
-Decision pinned here (seed 000's first example, 001 step 1): ``ainstruct`` without
-requirements returns a lazy thunk (DESIGN.md "Decisions"), and ``str()`` of a thunk
-never blocks, so ``print(str(result))`` right after it prints the text received so
-far, which is nothing yet: the example prints an empty line, and the generation is
-cancelled cleanly when ``asyncio.run`` ends. ``await result.avalue()`` first prints the
-whole text.
+Decisions pinned here (as Mellea 0.7 and 0.8 behave; seed 001 says so): ``ainstruct``
+with the default strategy returns a *computed* thunk, so seed 000's first example prints
+the answer, its three "parallel" poems are generated one after the other (and
+``is_computed()`` prints True, not the ``# False`` of the comment), and its streaming loop
+finds the thunk computed before it starts (it prints only the newline). With
+``strategy=None`` (seed 001 step 2; the companion tests below add it to seed 000's blocks)
+the thunk is lazy: the comment's ``False`` holds and the generations run in parallel.
+``achat`` returns the assistant ``Message``, printed as Mellea prints one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import sys
@@ -635,27 +638,46 @@ def harness(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 # -- seed 000: Async and Streaming -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["000-0", "001-0"])
-def test_print_str_right_after_lazy_ainstruct(
-    harness: Harness, key: str, capsys: pytest.CaptureFixture[str]
+def sequential(spans: list[tuple[float, float | None]]) -> bool:
+    """Whether each request started after the one before it had finished."""
+    return all(
+        end is not None and end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)
+    )
+
+
+def with_strategy_none(code: str) -> str:
+    """*code* with ``strategy=None`` added to every ``m.ainstruct(...)`` call on one line."""
+    return re.sub(r"(await m\.ainstruct\(.*)\)$", r"\1, strategy=None)", code, flags=re.M)
+
+
+@pytest.mark.parametrize(("key", "answer"), [("000-0", HAIKU), ("001-0", SUMMARIES[0])])
+def test_print_str_right_after_ainstruct_prints_the_answer(
+    harness: Harness, key: str, answer: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, _ = harness.run(key, capsys)
-    # The thunk is lazy and str() never blocks: nothing had arrived when it was printed.
-    assert out == "\n"
-    # The generation had started; asyncio.run's shutdown cancelled it, with no warning
-    # (warnings are errors here) and no "Task was destroyed" report (conftest).
-    if isinstance(harness, ScriptedHarness):
-        ((name, _, _, generation),) = harness.backend.requests
-        assert name == "haiku" or name.startswith("summary")
-        assert generation.deltas_sent == 0 and generation.cancelled_at is not None
-    else:
-        assert len(harness.requests()) <= 1  # it may not even have reached the server
+    # The default strategy returns a computed thunk: str() is the whole answer.
+    assert out == answer + "\n"
+    ((_, _, _, _started, finished),) = harness.requests()
+    assert finished is not None
 
 
-def test_parallel_generation(harness: Harness, capsys: pytest.CaptureFixture[str]) -> None:
-    started = time.perf_counter()
+def test_parallel_generation_example_runs_one_after_the_other(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, _ = harness.run("000-1", capsys)
+    # Computed by default: `print(thunk_a.is_computed())  # False` prints True, as in Mellea.
+    assert out.splitlines() == ["True", POEMS["mountains"], POEMS["rivers"], POEMS["forests"]]
+    spans = [(r[3], r[4]) for r in harness.requests()]
+    assert len(spans) == 3 and sequential(spans)
+
+
+def test_parallel_generation_with_strategy_none(harness: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    code = with_strategy_none(rewrite_imports(SEEDS["000-1"]))
+    assert code.count("strategy=None") == 3
+    started = time.perf_counter()
+    exec(compile(code, "seed 000-1 with strategy=None", "exec"), {"__name__": "seed_000_1_lazy"})
     elapsed = time.perf_counter() - started
+    out = capsys.readouterr().out
     assert out.splitlines() == ["False", POEMS["mountains"], POEMS["rivers"], POEMS["forests"]]
     spans = [(r[3], r[4]) for r in harness.requests()]
     assert len(spans) == 3 and all(end is not None for _, end in spans)
@@ -674,11 +696,26 @@ def test_wait_for_all_mots(harness: Harness, capsys: pytest.CaptureFixture[str])
     ]
 
 
-def test_streaming_print_loop_prints_the_text_exactly_once(
+def test_streaming_print_loop_finds_a_computed_thunk(
     harness: Harness, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, _ = harness.run("000-3", capsys)
-    assert out == STORY + "\n"
+    # Without strategy=None the thunk is computed before the loop: it prints only the newline
+    # (seed 001: "without it, ainstruct() returns a pre-computed thunk").
+    assert out == "\n"
+    assert len(harness.requests()) == 1
+
+
+def test_streaming_print_loop_with_strategy_none_prints_the_text_exactly_once(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = rewrite_imports(SEEDS["000-3"]).replace(
+        "model_options={ModelOption.STREAM: True},",
+        "model_options={ModelOption.STREAM: True}, strategy=None,",
+    )
+    assert "strategy=None" in code
+    exec(compile(code, "seed 000-3 with strategy=None", "exec"), {"__name__": "seed_000_3_lazy"})
+    assert capsys.readouterr().out == STORY + "\n"
 
 
 @pytest.mark.parametrize("key", ["000-4", "001-4"])
@@ -687,7 +724,8 @@ def test_sequential_chat_with_chat_context(
 ) -> None:
     caplog.set_level(logging.WARNING)
     out, _ = harness.run(key, capsys)
-    assert out == CHAT["Tell me more."] + "\n"
+    # achat returns the assistant Message; print(str(r2)) shows it as Mellea does.
+    assert out == f'Message(role="assistant", content="{CHAT["Tell me more."]}")\n'
     first, second = harness.requests()
     assert (first[1], first[2]) == ("Hello.", [])
     # The second turn was sent with the first exchange: r1 was fully resolved.
@@ -751,6 +789,21 @@ def test_tutorial_step3_batch_summarisation(harness: Harness, capsys: pytest.Cap
     assert namespace["summaries"] == SUMMARIES
     assert out.splitlines() == SUMMARIES
     spans = [(r[3], r[4]) for r in harness.requests()]
+    # Computed by default: one after the other (the comment's "in parallel" needs strategy=None).
+    assert len(spans) == 4 and sequential(spans)
+
+
+def test_tutorial_step3_with_strategy_none_runs_in_parallel(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = rewrite_imports(SEEDS["001-2"]).replace(
+        'user_variables={"text": item},', 'user_variables={"text": item}, strategy=None,'
+    )
+    assert "strategy=None" in code
+    namespace: dict[str, Any] = {"__name__": "seed_001_2_lazy"}
+    exec(compile(code, "seed 001-2 with strategy=None", "exec"), namespace)
+    assert namespace["summaries"] == SUMMARIES
+    spans = [(r[3], r[4]) for r in harness.requests()]
     assert len(spans) == 4
     # In flight simultaneously: every request started before any finished.
     assert max(s for s, _ in spans) < min(e for _, e in spans if e is not None)
@@ -766,7 +819,10 @@ def test_tutorial_step4_mixed_parallel_and_sequential(
         f"Issues:    {ISSUES}",
     ]
     summary, issues, sentiment = (harness.by_route(n)[0] for n in ("summary0", "issues", "sentiment"))
-    # summarise and extract_issues ran in parallel; classify_sentiment only after both resolved.
-    assert max(summary[3], issues[3]) < min(summary[4] or 0, issues[4] or 0)
-    assert sentiment[3] >= max(summary[4] or 0, issues[4] or 0)
+    # Computed by default: summarise, then extract_issues; classify_sentiment after both.
+    assert sequential([(summary[3], summary[4]), (issues[3], issues[4]), (sentiment[3], sentiment[4])])
+    if isinstance(harness, OllamaHarness):
+        # @generative sent its return type's schema: a real server could only answer one of the three.
+        (record,) = [r for r in harness.server.requests if harness.server.routes[r] == "sentiment"]
+        assert record.body["format"]["properties"]["result"]["enum"] == ["positive", "negative", "mixed"]
     assert f"- summary: {SUMMARIES[0]}" in sentiment[1]

@@ -8,25 +8,18 @@ import logging
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal
 
+import attrs
 import pytest
 
 from backends.scripted import ScriptedBackend
-from engine.core.components import CBlock, Instruction, Message
+from engine.core.components import CBlock, Instruction, Message, Query, Transform, fill_user_variables
 from engine.core.context import ChatContext, Context, SimpleContext
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
-from engine.session import (
-    CHAT_CONTEXT_WARNING,
-    DEFAULT_SCRIPT,
-    Query,
-    Session,
-    Transform,
-    fill_user_variables,
-    start_session,
-)
+from engine.session import CHAT_CONTEXT_WARNING, DEFAULT_SCRIPT, Session, start_session
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 
@@ -71,6 +64,20 @@ def test_start_session_scripted_arguments() -> None:
     assert m.model_options == {ModelOption.TEMPERATURE: 0}
 
 
+def test_start_session_takes_melleas_parameters() -> None:
+    ctx = ChatContext()
+    assert start_session("scripted", "m", ctx).ctx is ctx  # ctx is Mellea's third positional
+    assert isinstance(start_session("scripted", context_type="chat").ctx, ChatContext)
+    assert isinstance(start_session("scripted", context_type="simple").ctx, SimpleContext)
+    assert start_session("scripted", allow_context_type_change=True, plugins=[]).backend is not None
+    with pytest.raises(ValueError, match="ctx= or context_type=, not both"):
+        start_session("scripted", ctx=ctx, context_type="chat")
+    with pytest.raises(ValueError, match="context_type must be 'simple' or 'chat'"):
+        start_session("scripted", context_type="graph")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no plugin system"):
+        start_session("scripted", plugins=[object()])
+
+
 def test_start_session_accepts_a_backend_object() -> None:
     backend = ScriptedBackend(["x"])
     assert start_session(backend).backend is backend
@@ -95,11 +102,14 @@ def test_start_session_ollama_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_engine_does_not_import_backends_at_module_level() -> None:
-    code = "import engine.session, engine.genslot, engine.sampling, sys; print('backends' in sys.modules)"
+    code = (
+        "import engine.session, engine.generative, engine.sampling, sys; "
+        "print('backends' in sys.modules, 'pydantic' in sys.modules)"
+    )
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False True"
 
 
 def _closed_port() -> int:
@@ -157,14 +167,29 @@ async def test_ainstruct_fills_user_variables() -> None:
 
 
 @pytest.mark.asyncio
-async def test_ainstruct_without_requirements_is_lazy() -> None:
+@pytest.mark.parametrize("method", ["ainstruct", "aact", "aquery", "atransform"])
+async def test_the_default_strategy_returns_a_computed_thunk(method: str) -> None:
     backend = ScriptedBackend(["a", "b", "c"], delay=0.01)
     m = Session(backend)
-    thunk = await m.ainstruct("go", model_options={ModelOption.STREAM: True})
+    args: tuple[Any, ...] = ("obj", "go") if method in ("aquery", "atransform") else ("go",)
+    thunk = await getattr(m, method)(*args, model_options={ModelOption.STREAM: True})
+    assert thunk.is_computed() and thunk.value == "abc"
+    assert str(thunk) == "abc" and thunk.parsed_repr == "abc"  # a plain instruct parses to its text
+    assert m.ctx.as_list()[-1] is thunk and len(backend.generations) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("method", ["ainstruct", "aact", "aquery", "atransform"])
+async def test_strategy_none_returns_the_lazy_thunk_and_await_result_a_computed_one(method: str) -> None:
+    m = Session(ScriptedBackend(["a", "b", "c"], delay=0.01))
+    args: tuple[Any, ...] = ("obj", "go") if method in ("aquery", "atransform") else ("go",)
+    thunk = await getattr(m, method)(*args, strategy=None, model_options={ModelOption.STREAM: True})
     assert not thunk.is_computed()
-    assert str(thunk) == ""  # str() never blocks
+    assert str(thunk) == "" and thunk.parsed_repr is None  # str() never blocks
     assert await thunk.avalue() == "abc"
-    assert m.ctx.as_list()[-1] is thunk
+    assert thunk.parsed_repr == "abc"  # set when the generation completed
+    computed = await getattr(m, method)(*args, strategy=None, await_result=True)
+    assert computed.is_computed() and computed.value == "abc" and computed.parsed_repr == "abc"
 
 
 @pytest.mark.asyncio
@@ -213,21 +238,24 @@ async def test_aact_generates_from_any_component() -> None:
 
 
 @pytest.mark.asyncio
-async def test_achat_returns_a_message_valued_thunk_and_keeps_both_turns() -> None:
+async def test_achat_returns_the_assistant_message_and_keeps_both_turns() -> None:
     backend = RecordingBackend(["Hello", " there"])
     m = Session(backend, ChatContext())
     r1 = await m.achat("Hi!")
-    assert r1.is_computed()
-    assert r1.parsed_repr == Message("assistant", "Hello there")
-    assert str(r1) == "Hello there"
+    assert isinstance(r1, Message)
+    assert (r1.role, r1.content) == ("assistant", "Hello there")
+    assert str(r1) == 'Message(role="assistant", content="Hello there")'  # as Mellea prints one
+    # The generation's record is reachable from the reply; the thunk is in the context.
+    assert r1.thunk is not None and r1.thunk.generation is backend.generations[0]
+    assert r1.thunk.parsed_repr == r1 and r1.thunk.generation.deltas_received == 1  # not streamed
     turns = m.ctx.as_list()
-    assert turns == [Message("user", "Hi!"), r1]
+    assert turns == [Message("user", "Hi!"), r1.thunk]
     r2 = await m.achat("More, {{who}}.", user_variables={"who": "please"})
     # The second request saw the first exchange in its context.
     sent_ctx = backend.calls[1][1]
-    assert sent_ctx.view_for_generation() == [Message("user", "Hi!"), r1]
+    assert sent_ctx.view_for_generation() == [Message("user", "Hi!"), r1.thunk]
     assert backend.calls[1][0] == Message("user", "More, please.")
-    assert m.ctx.as_list() == [Message("user", "Hi!"), r1, Message("user", "More, please."), r2]
+    assert m.ctx.as_list() == [Message("user", "Hi!"), r1.thunk, Message("user", "More, please."), r2.thunk]
 
 
 @pytest.mark.asyncio
@@ -264,13 +292,12 @@ async def test_avalidate_defaults_to_the_last_output() -> None:
 
 
 @pytest.mark.asyncio
-async def test_aquery_and_atransform_send_the_object_and_return_lazy_thunks() -> None:
+async def test_aquery_and_atransform_send_the_object() -> None:
     backend = RecordingBackend(["answer"], delay=0.01)
     m = Session(backend)
     q = await m.aquery(CBlock("The sky is blue."), "What colour is the sky?")
     t = await m.atransform("Hello world", "Translate to French.")
-    assert not q.is_computed() and not t.is_computed()
-    assert await q.avalue() == "answer" and await t.avalue() == "answer"
+    assert q.value == "answer" and t.value == "answer"
     query, transform = backend.calls[0][0], backend.calls[1][0]
     assert query == Query(CBlock("The sky is blue."), "What colour is the sky?")
     assert "The sky is blue." in query.format_for_llm() and "What colour" in query.format_for_llm()
@@ -291,8 +318,7 @@ def test_sync_twins_return_computed_results() -> None:
         assert m.query("obj", "q?").value == "ok"
         assert m.transform("obj", "t").value == "ok"
         assert m.validate([Requirement("ok", lambda t: t == "ok")], output="ok")[0].as_bool()
-        chat = m.chat("hi")
-        assert chat.parsed_repr == Message("assistant", "ok")
+        assert m.chat("hi") == Message("assistant", "ok")
         sampled = m.instruct("go", requirements=[Requirement("ok", lambda t: t == "ok")])
         assert sampled.is_computed() and sampled.value == "ok"
         result = m.instruct("go", return_sampling_results=True)
@@ -307,45 +333,94 @@ def test_sync_twins_warn_nothing_for_chat_context(caplog: pytest.LogCaptureFixtu
     assert CHAT_CONTEXT_WARNING not in caplog.text
 
 
-def test_session_close_is_idempotent_and_finalizer_closes_the_loop() -> None:
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def test_run_keeps_one_private_loop_that_close_and_the_finalizer_close() -> None:
     m = start_session("scripted")
+    loop = m.run(_running_loop())
     m.instruct("go")
-    loop = m._sync_loop
-    assert loop is not None and not loop.is_closed()
+    assert m.run(_running_loop()) is loop and not loop.is_closed()
     m.close()
     m.close()
     assert loop.is_closed()
+    assert m.instruct("go").value  # a new private loop after a close
+    m.close()
     m2 = start_session("scripted")
-    m2.instruct("go")
-    loop2 = m2._sync_loop
-    assert loop2 is not None
+    loop2 = m2.run(_running_loop())
     del m2
-    import gc
-
     gc.collect()
     assert loop2.is_closed()
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("method", "args", "async_name"),
+    ("method", "args"),
     [
-        ("instruct", ("go",), "ainstruct"),
-        ("chat", ("hi",), "achat"),
-        ("act", (CBlock("x"),), "aact"),
-        ("validate", (["r"],), "avalidate"),
-        ("query", ("obj", "q"), "aquery"),
-        ("transform", ("obj", "t"), "atransform"),
+        ("instruct", ("go",)),
+        ("chat", ("hi",)),
+        ("act", (CBlock("x"),)),
+        ("validate", (["r"], "output")),
+        ("query", ("obj", "q")),
+        ("transform", ("obj", "t")),
     ],
 )
-async def test_sync_twins_refuse_to_run_inside_a_running_loop(
-    method: str, args: tuple[Any, ...], async_name: str
+async def test_sync_twins_inside_a_running_loop_run_on_a_helper_thread(
+    method: str, args: tuple[Any, ...]
 ) -> None:
+    backend = RecordingBackend(["x"])
+    threads: list[int] = []
+    real = backend.generate_from_context
+
+    async def record_thread(*a: Any, **kw: Any) -> Any:
+        threads.append(threading.get_ident())
+        return await real(*a, **kw)
+
+    backend.generate_from_context = record_thread  # type: ignore[method-assign]
+    m = Session(backend)
+    result = m.validate(args[0], output=args[1]) if method == "validate" else getattr(m, method)(*args)
+    assert result is not None
+    assert threads and all(t != threading.get_ident() for t in threads)
+    m.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda m: m.ainstruct(""), r"ainstruct\(\) got an empty description"),
+        (lambda m: m.ainstruct("{{x}}", user_variables={"x": "  "}), "empty description"),
+        (lambda m: m.aact(""), r"aact\(\) got an empty action"),
+        (lambda m: m.aact(CBlock(" \n")), "empty action"),
+        (lambda m: m.achat(""), r"achat\(\) got an empty message"),
+        (lambda m: m.aquery("doc", ""), r"aquery\(\) got an empty query"),
+        (lambda m: m.atransform("doc", " "), r"atransform\(\) got an empty transformation"),
+    ],
+)
+async def test_an_empty_prompt_is_a_value_error_before_any_request(call: Any, what: str) -> None:
     backend = ScriptedBackend(["x"])
     m = Session(backend)
-    with pytest.raises(RuntimeError, match=rf"inside a running event loop.*await session\.{async_name}\("):
+    with pytest.raises(ValueError, match=what):
+        await call(m)
+    assert backend.generations == [] and len(m.ctx) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [
+        ("instruct", ("",)),
+        ("chat", ("",)),
+        ("act", ("",)),
+        ("query", ("doc", "")),
+        ("transform", ("doc", "")),
+    ],
+)
+def test_the_sync_twins_refuse_an_empty_prompt_too(method: str, args: tuple[Any, ...]) -> None:
+    backend = ScriptedBackend(["x"])
+    with Session(backend) as m, pytest.raises(ValueError, match=rf"{method}\(\) got an empty"):
         getattr(m, method)(*args)
-    assert backend.generations == []  # nothing started, no coroutine left un-awaited
+    assert backend.generations == []
 
 
 # -- the ChatContext warning --------------------------------------------------------------
@@ -420,7 +495,7 @@ def test_sync_twins_over_http_close_the_connection_pool() -> None:
     with ServerThread(Reply(deltas=["Hel", "lo"])) as st:
         with start_session("ollama", "test-model", base_url=st.server.url) as m:
             assert m.instruct("Say hello.").value == "Hello"
-            assert m.chat("Hi").parsed_repr == Message("assistant", "Hello")
+            assert m.chat("Hi") == Message("assistant", "Hello")
             pool = m.backend.session  # type: ignore[attr-defined]
         assert pool is not None and pool.closed
         assert [r.body["model"] for r in st.server.requests] == ["test-model", "test-model"]
@@ -455,7 +530,9 @@ def test_a_session_started_in_asyncio_run_is_closed_at_shutdown(monkeypatch: pyt
         async def main() -> None:
             m = start_session()
             holder.append(m)
-            thunk = await m.ainstruct("never awaited", model_options={ModelOption.STREAM: True})
+            thunk = await m.ainstruct(
+                "never awaited", model_options={ModelOption.STREAM: True}, strategy=None
+            )
             await thunk.astream()  # the first delta arrived: the request is in flight
 
         asyncio.run(main())
@@ -466,35 +543,38 @@ def test_a_session_started_in_asyncio_run_is_closed_at_shutdown(monkeypatch: pyt
         asyncio.run_coroutine_threadsafe(record.wait_disconnected(5), st.loop).result(6)
 
 
-@pytest.mark.asyncio
-async def test_sync_generative_inside_a_loop_needs_a_backend_it_can_recreate() -> None:
-    from backends.ollama import OllamaBackend
-    from engine.genslot import generative
+def test_sync_generative_inside_a_loop_on_an_http_session() -> None:
+    from engine.generative import generative
 
     @generative
     def f(x: str) -> str:
         """Echo."""
 
-    async with FakeOllamaServer(Reply(deltas=["y"])) as server:
-        m = Session(OllamaBackend("m", base_url=server.url))
-        with pytest.raises(RuntimeError, match=r"await f\.acall\(m, \.\.\.\)"):
-            f(m, "x")
+    async def main(url: str) -> None:
+        m = start_session("ollama", "m", base_url=url)
         assert await f.acall(m, "x") == "y"
-        await m.aclose()
+        assert f(m, "x") == "y"  # blocks this loop, runs on a helper thread
+        assert await f.acall(m, "x") == "y"
+        assert len(m.ctx) == 6
+
+    # The server runs on its own thread: the sync call blocks this test's loop.
+    with ServerThread(Reply(deltas=["y"])) as st:
+        asyncio.run(main(st.server.url))
+        assert len(st.server.requests) == 3
 
 
 @pytest.mark.asyncio
 async def test_openai_session_streams_chats_and_samples() -> None:
     async with FakeOpenAIServer(Reply(deltas=["Bon", "jour"])) as server:
         m = start_session("openai", "gpt-test", base_url=server.url, api_key="sk-test", ctx=ChatContext())
-        mot = await m.ainstruct("Greet me.", model_options={ModelOption.STREAM: True})
+        mot = await m.ainstruct("Greet me.", model_options={ModelOption.STREAM: True}, strategy=None)
         assert not mot.is_computed()
         streamed = ""
         while not mot.is_computed():
             streamed += await mot.astream()
         assert streamed == "Bonjour"
         reply = await m.achat("Again.")
-        assert reply.parsed_repr == Message("assistant", "Bonjour")
+        assert reply == Message("assistant", "Bonjour")
         result = await m.ainstruct(
             "Greet.",
             requirements=[Requirement("French", lambda t: t == "Bonjour")],
@@ -507,3 +587,82 @@ async def test_openai_session_streams_chats_and_samples() -> None:
         # ChatContext: the chat turn was sent with the earlier exchange.
         assert [msg["content"] for msg in bodies[1]["messages"]] == ["Greet me.", "Bonjour", "Again."]
         await m.aclose()
+
+
+# -- typed output: format= ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Verdict:
+    label: Literal["spam", "ham"]
+    confidence: float
+
+
+@pytest.mark.asyncio
+async def test_format_parses_the_answer_into_parsed_repr() -> None:
+    backend = RecordingBackend(['{"label": "spam", "confidence": 0.9}'])
+    m = Session(backend)
+    thunk = await m.ainstruct("Classify: buy now!", format=Verdict)
+    assert thunk.value == '{"label": "spam", "confidence": 0.9}'  # the text stays the JSON
+    assert thunk.parsed_repr == Verdict("spam", 0.9)
+    acted = await m.aact("Classify: hello", format=Verdict)
+    assert acted.parsed_repr == Verdict("spam", 0.9)
+    lazy = await m.ainstruct("again", format=Verdict, strategy=None)
+    assert lazy.parsed_repr is None
+    await lazy.avalue()
+    assert lazy.parsed_repr == Verdict("spam", 0.9)  # parsed when the generation completed
+    reply = await m.achat("Classify: win a prize", format=Verdict)
+    assert reply.content == '{"label": "spam", "confidence": 0.9}'
+    assert reply.thunk is not None and reply.thunk.parsed_repr == Verdict("spam", 0.9)
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_does_not_fit_the_format_raises_and_quotes_it() -> None:
+    from engine.core.typed_output import OutputParseError
+
+    m = Session(ScriptedBackend(["I would say maybe."]))
+    with pytest.raises(OutputParseError, match=r"not a valid Literal\['yes', 'no'\].*'I would say maybe\.'"):
+        await m.ainstruct("Yes or no?", format=Literal["yes", "no"])
+    assert len(m.ctx) == 0  # the session did not move on to an answer it could not read
+
+
+@pytest.mark.asyncio
+async def test_a_format_that_is_no_output_type_fails_before_any_request() -> None:
+    class Opaque:
+        pass
+
+    backend = ScriptedBackend(["x"])
+    m = Session(backend)
+    with pytest.raises(TypeError, match="is not an output type"):
+        await m.ainstruct("go", format=Opaque)
+    with pytest.raises(TypeError, match="is not an output type"):
+        await m.achat("go", format=Opaque)
+    assert backend.generations == []
+
+
+# -- Mellea's model options ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_option_the_backend_cannot_honour_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setattr("engine.core.options._warned", set())
+    async with FakeOllamaServer(Reply(deltas=["ok"])) as server:
+        m = start_session(
+            "ollama",
+            "m",
+            base_url=server.url,
+            model_options={ModelOption.THINKING: True, ModelOption.CONTEXT_WINDOW: 4096},
+        )
+        for _ in range(2):
+            await m.ainstruct("go", model_options={ModelOption.STOP_SEQUENCES: ["\n"]})
+        await m.aclose()
+    warnings = [r for r in caplog.records if "cannot honour" in r.getMessage()]
+    assert [r.getMessage() for r in warnings] == [
+        "OllamaBackend cannot honour model option ModelOption.THINKING; it is left out of the request"
+    ]
+    assert warnings[0].levelno == logging.WARNING
+    options = server.requests[0].body["options"]
+    assert options == {"num_ctx": 4096, "stop": ["\n"]}  # the ones it can honour are mapped

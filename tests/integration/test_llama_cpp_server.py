@@ -29,7 +29,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -43,6 +43,8 @@ from engine import (
     Requirement,
     SimpleContext,
     ValidationResult,
+    generative,
+    start_session,
     stream_with_chunking,
 )
 
@@ -237,3 +239,58 @@ async def test_an_over_long_prompt_while_streaming_is_an_incomplete_stream(llama
             await thunk.avalue()
     assert "context window" in str(info.value)
     assert thunk.generation.extra["http_status"] == 200
+
+
+# -- typed output: the schema becomes a grammar on the server --------------------------------
+
+
+@generative
+def classify_sentiment(summary: str) -> Literal["positive", "negative", "mixed"]:
+    """Classify the overall sentiment of the customer feedback summary."""
+
+
+@attrs.frozen
+class Triage:
+    urgency: Literal["low", "medium", "high"]
+    needs_reply: bool
+    priority: int
+
+
+@generative
+def triage(feedback: str) -> Triage:
+    """Triage the customer feedback."""
+
+
+TYPED_OPTIONS = {ModelOption.MAX_NEW_TOKENS: 200, ModelOption.SEED: 7}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_generative_functions_return_valid_values_from_gibberish(
+    llama_server: LlamaServer, stream: bool
+) -> None:
+    # llama-cpp-python's server takes the schema as {"type": "json_object", "schema": ...}.
+    m = start_session("openai", "tiny", base_url=f"{llama_server.url}/v1", response_format_type="json_object")
+    options = {**TYPED_OPTIONS, ModelOption.STREAM: stream}
+    free = await m.ainstruct("Say something.", model_options=options)
+    assert free.value  # the tiny model's free text: gibberish
+    sentiment = await classify_sentiment.acall(m, summary="Slow, but support helped.", model_options=options)
+    assert sentiment in ("positive", "negative", "mixed")
+    verdict = await triage.acall(m, feedback="Charged twice!", model_options=options)
+    assert isinstance(verdict, Triage)
+    assert verdict.urgency in ("low", "medium", "high") and isinstance(verdict.needs_reply, bool)
+    assert isinstance(verdict.priority, int)
+    await m.aclose()
+
+
+def test_a_sync_generative_call_and_format_on_a_sync_session(llama_server: LlamaServer) -> None:
+    with start_session(
+        "openai", "tiny", base_url=f"{llama_server.url}/v1", response_format_type="json_object"
+    ) as m:
+        assert classify_sentiment(m, summary="Great!", model_options=TYPED_OPTIONS) in (
+            "positive",
+            "negative",
+            "mixed",
+        )
+        thunk = m.instruct("Triage: charged twice.", format=Triage, model_options=TYPED_OPTIONS)
+        assert isinstance(thunk.parsed_repr, Triage)
