@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from backends.registry import BACKENDS
 from backends.scripted import ScriptedBackend
 from engine.core.components import CBlock, Instruction, Message
 from engine.core.context import ChatContext, Context, SimpleContext
@@ -20,7 +21,6 @@ from engine.core.requirements import Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.session import (
     CHAT_CONTEXT_WARNING,
-    DEFAULT_SCRIPT,
     Query,
     Session,
     Transform,
@@ -56,7 +56,7 @@ def test_start_session_scripted_defaults() -> None:
     m = start_session("scripted")
     assert isinstance(m, Session)
     assert isinstance(m.backend, ScriptedBackend)
-    assert m.backend.deltas == list(DEFAULT_SCRIPT)
+    assert m.backend.deltas == list(BACKENDS["scripted"].defaults["deltas"])
     assert isinstance(m.ctx, SimpleContext)
 
 
