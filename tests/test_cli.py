@@ -180,7 +180,7 @@ def test_stream_plain_prints_the_text_with_its_layout_and_a_summary(script: str)
 def test_stream_json_with_requirements_from_flags(script: str) -> None:
     ran = rxllm(
         "stream", "Explain rivers.", "--backend", "scripted", "--script", script, "--delay", "0",
-        "--json", "--max-words", "100", "--forbid", "ocean", "lake", "--regex", r"\d",
+        "--json", "--max-words", "100", "--forbid", "ocean,lake", "--regex", r"\d",
     )  # fmt: skip
     assert ran.code == EXIT_OK, ran.err
     events = ran.events()
@@ -286,7 +286,7 @@ def test_ctrl_c_exits_130_and_says_so() -> None:
         (["stream", "x", "--base-url", "localhost:11434"], "expected an http:// or https:// URL"),
         (["stream", "x", "--chunking", "line"], "invalid choice: 'line'"),
         (["stream", "x", "--backend", "vllm"], "invalid choice: 'vllm'"),
-        (["stream", "x", "--script", "a.txt"], "--script only works with --backend scripted"),
+        (["stream", "x", "--script", "a.txt"], "--script does not apply to --backend ollama (only to --backend scripted)"),
         (["stream", "x", "--backend", "scripted", "--script", "/nonexistent/a.txt"], "no such file"),
         (["stream", "x", "--json", "--events"], "not allowed with argument"),
         (["stream", "x", "--backend", "openai"], "--backend openai needs --model"),
