@@ -70,7 +70,10 @@ def for_command_line(message: str, python_hints: tuple[str, ...] = ()) -> str:
     return " ".join(kept)
 
 
-def _hint(code: int, entry: BackendEntry, model: str) -> str | None:
+def _hint(error: BaseException, entry: BackendEntry, model: str) -> str | None:
+    from backends.errors import AuthenticationError
+
+    code = exit_code_for(error)
     if code == EXIT_UNREACHABLE:
         start = f"start it with `{entry.start_hint}`" if entry.start_hint else "start your server"
         variable = entry.environment.get("base_url")
@@ -84,6 +87,9 @@ def _hint(code: int, entry: BackendEntry, model: str) -> str | None:
             pull = entry.pull_hint.format(model=model)
             return f"hint: download the model with `{pull}`, or choose another with --model"
         return "hint: choose a model the server serves with --model"
+    if isinstance(error, AuthenticationError):
+        variable = entry.environment.get("api_key")
+        return f"hint: give the server's key with --api-key{f' (or ${variable})' if variable else ''}"
     return None
 
 
@@ -91,13 +97,13 @@ def error_lines(error: BaseException, entry: BackendEntry, model: str, backend: 
     """What to print on standard error, once, for the *error* that stopped a run on *backend*."""
     if isinstance(error, KeyboardInterrupt | asyncio.CancelledError):
         return ["rxllm: interrupted"]
-    hints = tuple(
-        hint()
-        for name in ("hint_unreachable", "hint_model_not_found", "hint_auth", "hint_wire_format")
-        if callable(hint := getattr(backend, name, None))
-    )
-    lines = [f"rxllm: {type(error).__name__}: {for_command_line(str(error), hints)}"]
-    hint = _hint(exit_code_for(error), entry, model)
+    hints = []
+    for name in ("hint_unreachable", "hint_model_not_found", "hint_auth", "hint_wire_format"):
+        python_hint = getattr(backend, name, None)
+        if callable(python_hint):
+            hints.append(str(python_hint()))
+    lines = [f"rxllm: {type(error).__name__}: {for_command_line(str(error), tuple(hints))}"]
+    hint = _hint(error, entry, model)
     if hint:
         lines.append(hint)
     return lines

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from engine.core.events import (
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
+    from rich.spinner import Spinner
 
     from engine.cli.run import RunStats
     from engine.core.requirements import Requirement
@@ -30,10 +30,13 @@ __all__ = ["LiveView"]
 
 
 class LiveView(View):
-    """The ``rich`` live view: redrawn on the event loop a few times a second, never per event."""
+    """The ``rich`` live view. ``rich``'s refresh thread redraws it a few times a second; the event
+    loop only records what happened, so drawing (milliseconds per redraw, more when a terminal
+    is slow to take the output) never holds up the validators or the cancellation of a failed
+    run: a terminal run stops the generation as early as a piped one."""
 
     MAX_CHECK_LINES = 6
-    REFRESH_SECONDS = 0.08
+    REFRESH_PER_SECOND = 12.5
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -43,31 +46,27 @@ class LiveView(View):
         self.phase = "streaming"
         self.done = False
         self._live: Live | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._spinner: Spinner | None = None
 
     def start(self, title: str, requirements: Sequence[Requirement], stats: RunStats) -> None:
         from rich.live import Live
+        from rich.spinner import Spinner
 
         super().start(title, requirements, stats)
         self.title = title
+        self._spinner = Spinner("dots", style="yellow")  # one spinner, so it turns from redraw to redraw
         # Transient: the live area (cropped to the terminal) is replaced by the full result at the end.
-        self._live = Live(self._render(), console=self.console, auto_refresh=False, transient=True)
+        self._live = Live(
+            get_renderable=self._render,
+            console=self.console,
+            auto_refresh=True,
+            refresh_per_second=self.REFRESH_PER_SECOND,
+            transient=True,
+        )
         self._live.start(refresh=True)
-        # Redraw on the event loop (no rendering thread), so the spinner turns while waiting.
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.REFRESH_SECONDS)
-            self._refresh()
-
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render(), refresh=True)
 
     def event(self, event: StreamEvent, piece: str | None) -> None:
-        # Only bookkeeping here: drawing takes milliseconds, and a draw per event would hold the
-        # event loop while the validators and the cancellation of a failed run wait for it.
+        # Only bookkeeping: the refresh thread draws (see the class docstring).
         match event:
             case QuickCheckEvent(chunk_index=index, passed=passed):
                 if passed:
@@ -88,12 +87,10 @@ class LiveView(View):
                 pass
 
     def finish(self) -> None:
-        self.done = True
-        if self._ticker is not None:
-            self._ticker.cancel()
         if self._live is not None:
             self._live.stop()
             self._live = None
+        self.done = True
         self.console.print(self._render())
 
     def status(self) -> str:
@@ -123,7 +120,6 @@ class LiveView(View):
     def _render(self) -> RenderableType:
         from rich.console import Group
         from rich.panel import Panel
-        from rich.spinner import Spinner
         from rich.table import Table
         from rich.text import Text
 
@@ -142,8 +138,9 @@ class LiveView(View):
         if self.requirements and not self.done:
             names = " · ".join(r.label for r in self.requirements)
             parts.insert(1, Text(f"  quick checks, in order: {names}", style="dim"))
-        if not self.done:
-            parts.append(Spinner("dots", text=Text(self.status(), style="yellow")))
+        if not self.done and self._spinner is not None:
+            self._spinner.update(text=Text(self.status(), style="yellow"))
+            parts.append(self._spinner)
         else:
             table = Table(show_header=False, box=None, padding=(0, 2))
             for name, value in self.stats.summary_items():

@@ -156,6 +156,7 @@ async def run_once(
     stats = RunStats(chunking=chunking, script_length=script_length)
     view.start(title, requirements, stats)
     ended = False  # a CompletedEvent was shown
+    closed = False  # the output's reader went away: nothing more is shown
     result: StreamChunkingResult | None = None
     try:
         result = await stream_with_chunking(
@@ -181,6 +182,7 @@ async def run_once(
             view.event(event, piece)
         await result.acomplete()
     except OutputClosed:
+        closed = True
         if result is not None:
             await _cancel(result)
         raise
@@ -194,7 +196,7 @@ async def run_once(
         raise
     finally:
         stats.finished_at = time.perf_counter()
-        with contextlib.suppress(OutputClosed):  # nothing more can be shown
+        if not closed:
             view.finish()
     return stats
 
