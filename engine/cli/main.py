@@ -29,9 +29,20 @@ def _preload(backend_name: str, *, live: bool) -> None:
         importlib.import_module("rich.live")
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record comes: the live view redirects it, so
+    log lines print above the live area instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
 def _log_to_stderr() -> None:
     """``--verbose``: the backends' log records (requests, cancels, closes) on standard error."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("rxllm: %(name)s: %(message)s"))
     for name in ("backends", "engine", "operators"):
         logger = logging.getLogger(name)
