@@ -11,6 +11,8 @@ body of an error status or as a line inside a stream.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 from backends._http import HttpBackend, HttpOptions, StreamParser, chat_messages, json_schema_for
+from backends.errors import BackendUnreachableError
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
 from engine.core.options import ModelOption
@@ -142,6 +145,30 @@ class OllamaBackend(HttpBackend):
             "Is `ollama serve` running? Set OLLAMA_HOST or pass base_url= to use another server, "
             "or use ScriptedBackend to run without one."
         )
+
+    async def check_reachable(self) -> None:
+        """Open (and close) a TCP connection to the server; ``BackendUnreachableError`` if it fails.
+
+        A session runs it before its first request, so an Ollama that is not running is
+        reported by that call, not carried by a lazy thunk that looks like a success.
+        """
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), timeout=self.connect_timeout or 10.0
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise BackendUnreachableError(
+                f"Cannot reach Ollama at {self.base_url} ({reason}). {self.hint_unreachable()}",
+                url=self.base_url,
+                provider=self.provider,
+            ) from exc
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     def hint_model_not_found(self) -> str:
         """Tell the user to pull the model."""

@@ -3,7 +3,8 @@
 Each is a :class:`~engine.core.requirements.Requirement` that answers twice: per chunk
 while the output streams (``stream_validate``: ``"fail"`` as soon as the output can
 no longer pass, so the generation is cancelled early), and once on the whole output
-after a natural end (``validate``)::
+after a natural end (``validate``, which :class:`TextCheck` writes once: it hands the
+output's text to the subclass's ``check_text(text)``)::
 
     from engine.checks import ForbiddenWords, MaxSentences, req
 
@@ -44,6 +45,7 @@ __all__ = [
     "MaxSentences",
     "MaxWords",
     "MustNotMatch",
+    "TextCheck",
     "count_sentences",
     "req",
 ]
@@ -87,19 +89,35 @@ def _require_limit(name: str, limit: int) -> int:
     return limit
 
 
-async def _output_text(req: Requirement, ctx: Context) -> str:
-    """The newest model output in *ctx*, as text (what ``validate`` judges)."""
-    output = ctx.last_output()
-    if output is None:
-        raise ValueError(
-            f"{type(req).__name__}.validate found no model output in the context; "
-            "pass the context returned by generate_from_context (it ends with the output)"
-        )
-    text: str = await output.avalue()
-    return text
+class TextCheck(Requirement):
+    """Base of the ready-made checks: ``validate`` reads the output's text once and hands it to
+    :meth:`check_text`, the one method a subclass implements for the whole output (beside
+    ``stream_validate`` for the chunks)."""
+
+    async def check_text(self, text: str) -> ValidationResult:
+        """Judge the whole output *text*."""
+        raise NotImplementedError(f"{type(self).__name__} must implement check_text(text)")
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Check the newest model output in *ctx* with :meth:`check_text`."""
+        output = ctx.last_output()
+        if output is None:
+            raise ValueError(
+                f"{type(self).__name__}.validate found no model output in the context; "
+                "pass the context returned by generate_from_context (it ends with the output)"
+            )
+        text: str = await output.avalue()
+        return await self.check_text(text)
 
 
-class _CountingCheck(Requirement):
+class _CountingCheck(TextCheck):
     """Shared shape of the "at most *limit* units" checks."""
 
     unit: str = "unit"
@@ -129,6 +147,11 @@ class _CountingCheck(Requirement):
     def _n(self, count: int) -> str:
         return f"{count} {self.unit}" + ("" if count == 1 else "s")
 
+    @property
+    def label(self) -> str:
+        """``"max 3 sentences"``."""
+        return f"max {self._n(self.limit)}"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.limit})"
 
@@ -154,16 +177,9 @@ class MaxSentences(_CountingCheck):
         self._tail = tail
         return self._verdict(self._complete + (1 if tail.strip() else 0))
 
-    async def validate(
-        self,
-        backend: Backend,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
+    async def check_text(self, text: str) -> ValidationResult:
         """Count the sentences of the whole output."""
-        return self._final(count_sentences(await _output_text(self, ctx)))
+        return self._final(count_sentences(text))
 
 
 class MaxWords(_CountingCheck):
@@ -183,16 +199,9 @@ class MaxWords(_CountingCheck):
         self._count += len(chunk.split())
         return self._verdict(self._count)
 
-    async def validate(
-        self,
-        backend: Backend,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
+    async def check_text(self, text: str) -> ValidationResult:
         """Count the words of the whole output."""
-        return self._final(len((await _output_text(self, ctx)).split()))
+        return self._final(len(text.split()))
 
 
 class MaxCharacters(_CountingCheck):
@@ -213,19 +222,12 @@ class MaxCharacters(_CountingCheck):
         self._count += len(chunk) + (1 if self._count else 0)
         return self._verdict(self._count)
 
-    async def validate(
-        self,
-        backend: Backend,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
+    async def check_text(self, text: str) -> ValidationResult:
         """Count the characters of the whole output."""
-        return self._final(len(await _output_text(self, ctx)))
+        return self._final(len(text))
 
 
-class ForbiddenWords(Requirement):
+class ForbiddenWords(TextCheck):
     """The output uses none of *words*: whole words (or phrases), case-insensitive.
 
     ``ForbiddenWords(["cat"])`` fails on "Cat" and "CAT" but not on "category" or
@@ -273,25 +275,23 @@ class ForbiddenWords(Requirement):
             return PartialValidationResult("fail", reason=f"forbidden word {found!r}")
         return PartialValidationResult("pass")
 
-    async def validate(
-        self,
-        backend: Backend,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
+    async def check_text(self, text: str) -> ValidationResult:
         """Search the whole output for the forbidden words."""
-        found = self._find(await _output_text(self, ctx))
+        found = self._find(text)
         if found is not None:
             return ValidationResult(False, reason=f"forbidden word {found!r}")
         return ValidationResult(True, reason="no forbidden words")
+
+    @property
+    def label(self) -> str:
+        """``"forbidden: cat, new york"``."""
+        return "forbidden: " + ", ".join(self.words)
 
     def __repr__(self) -> str:
         return f"ForbiddenWords({list(self.words)!r})"
 
 
-class MustNotMatch(Requirement):
+class MustNotMatch(TextCheck):
     """Neither any chunk nor the whole output matches the regular expression *pattern*.
 
     ``pattern`` is a string (compiled with *flags*) or a compiled pattern. Each chunk
@@ -331,19 +331,17 @@ class MustNotMatch(Requirement):
             return PartialValidationResult("fail", reason=f"{found!r} matches /{self.pattern.pattern}/")
         return PartialValidationResult("pass")
 
-    async def validate(
-        self,
-        backend: Backend,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
+    async def check_text(self, text: str) -> ValidationResult:
         """Fail if the whole output matches."""
-        found = self._verdict(await _output_text(self, ctx))
+        found = self._verdict(text)
         if found is not None:
             return ValidationResult(False, reason=f"{found!r} matches /{self.pattern.pattern}/")
         return ValidationResult(True, reason=f"nothing matches /{self.pattern.pattern}/")
+
+    @property
+    def label(self) -> str:
+        """``"must not match /\\d/"``."""
+        return f"must not match /{self.pattern.pattern}/"
 
     def __repr__(self) -> str:
         return f"MustNotMatch({self.pattern.pattern!r})"
@@ -379,7 +377,7 @@ def _as_partial(outcome: object, fn: Callable[..., Any]) -> PartialValidationRes
     )
 
 
-class ChunkCheck(Requirement):
+class ChunkCheck(TextCheck):
     """A requirement made from a plain or async function of the chunk; see :func:`req`."""
 
     def __init__(self, description: str, fn: CheckFn, *, check_whole_output: bool = True) -> None:
@@ -401,14 +399,7 @@ class ChunkCheck(Requirement):
         self._chunks_checked += 1
         return await self._call(chunk)
 
-    async def validate(
-        self,
-        backend: Backend,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> ValidationResult:
+    async def check_text(self, text: str) -> ValidationResult:
         """Apply the function to the whole output ("unknown" counts as a pass).
 
         With ``check_whole_output=False``, a run whose every chunk was checked passes
@@ -417,7 +408,7 @@ class ChunkCheck(Requirement):
         """
         if not self.check_whole_output and self._chunks_checked:
             return ValidationResult(True, reason=f"all {self._chunks_checked} chunks passed")
-        partial = await self._call(await _output_text(self, ctx))
+        partial = await self._call(text)
         return ValidationResult(not partial.failed, reason=partial.reason, score=partial.score)
 
     def __repr__(self) -> str:

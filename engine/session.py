@@ -26,7 +26,6 @@ prompt with a ``ValueError`` before anything is sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import importlib
 import logging
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
     from engine.core.backend import Backend
 
 __all__ = [
-    "BACKEND_NAMES",
     "CHAT_CONTEXT_WARNING",
     "DEFAULT_STRATEGY",
     "Session",
@@ -75,20 +73,6 @@ CHAT_CONTEXT_WARNING: Final = (
     "due to stale contexts. Ensure you await between requests."
 )
 """Logged (once per session) when an async method runs on a context that is not a SimpleContext."""
-
-BACKEND_NAMES: Final = ("ollama", "openai", "scripted")
-"""The backend names ``start_session`` understands."""
-
-DEFAULT_OLLAMA_MODEL: Final = "granite4.1:3b"
-"""The model ``start_session()`` asks Ollama for when no ``model_id`` is given (a small Granite)."""
-
-_HTTP_BACKENDS: Final = {
-    "ollama": ("backends.ollama", "OllamaBackend"),
-    "openai": ("backends.openai", "OpenAIBackend"),
-}
-
-DEFAULT_SCRIPT: Final = ("This is ", "a scripted ", "response.")
-"""What ``start_session("scripted")`` replays when no ``deltas`` are given."""
 
 
 class _Default:
@@ -825,81 +809,40 @@ def _as_component(action: Any, method: str) -> Any:
 # -- start_session ------------------------------------------------------------------------
 
 
-def _reachability_check(backend: Any) -> Callable[[], Awaitable[None]]:
-    """A one-time check, before a session's first request, that the server accepts connections.
-
-    Without it a lazy thunk would carry the error, and the first call would "succeed".
-    """
-    from urllib.parse import urlsplit
-
-    url = str(getattr(backend, "base_url", "") or "http://localhost:11434")
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    timeout = getattr(backend, "connect_timeout", None) or 10.0
-
-    async def check() -> None:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
-        except (OSError, TimeoutError) as exc:
-            errors = importlib.import_module("backends.errors")
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            raise errors.BackendUnreachableError(
-                f"Cannot reach Ollama at {url} ({reason}). Start it (`ollama serve`) or point OLLAMA_HOST "
-                "(or base_url=) at a running server; or use another backend: "
-                "start_session('openai', model_id, base_url=...) for an OpenAI-compatible server, or "
-                "start_session('scripted', deltas=[...]) to run without a model server.",
-                url=url,
-                provider="ollama",
-            ) from exc
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-    return check
-
-
 def _backend_for(
     name: str, model_id: str | None, backend_kwargs: dict[str, Any]
 ) -> tuple[Backend, Callable[[], Backend] | None, Callable[[], Awaitable[None]] | None]:
-    """The backend *name* stands for: (backend, a factory of more like it, a reachability check).
+    """The one place that resolves a backend name (``backends.registry``).
 
-    The one place that resolves a backend name.
+    Returns the backend built from *model_id* and *backend_kwargs*, a factory for another
+    like it (``None`` for a backend without a server), and the check to run before the
+    session's first request (``None`` when there is none).
     """
-    name = name.lower()
-    if name == "scripted":
-        module = importlib.import_module("backends.scripted")
-        deltas = backend_kwargs.pop("deltas", list(DEFAULT_SCRIPT))
-        if model_id is not None:
-            backend_kwargs["model_id"] = model_id
-        return module.ScriptedBackend(deltas, **backend_kwargs), None, None
-    if name not in _HTTP_BACKENDS:
-        raise ValueError(
-            f"unknown backend {name!r}; start_session takes one of {', '.join(map(repr, BACKEND_NAMES))} "
-            "or a backend object"
-        )
-    module_name, class_name = _HTTP_BACKENDS[name]
+    registry = importlib.import_module("backends.registry")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(
-            f"start_session({name!r}) needs {module_name}, which could not be imported ({exc}); "
-            "use start_session('scripted', deltas=[...]) to run without a model server"
-        ) from exc
-    if model_id is None:
-        if name == "openai":
-            raise ValueError(
-                "start_session('openai') needs a model_id, e.g. start_session('openai', 'gpt-4o-mini', "
-                "base_url=..., api_key=...)"
-            )
-        model_id = DEFAULT_OLLAMA_MODEL
-    backend_class = getattr(module, class_name)
+        entry = registry.entry(name)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or pass start_session a backend object") from None
 
     def make() -> Backend:
-        return typing.cast("Backend", backend_class(model_id, **backend_kwargs))
+        return typing.cast("Backend", entry.create(model_id, **backend_kwargs))
 
     backend = make()
-    return backend, make, _reachability_check(backend) if name == "ollama" else None
+    if not entry.check_reachable:
+        return backend, make if entry.needs_server else None, None
+
+    async def check_reachable() -> None:
+        # Without it a lazy thunk would carry the error, and the first call would "succeed".
+        errors = importlib.import_module("backends.errors")
+        try:
+            await typing.cast(Any, backend).check_reachable()
+        except errors.BackendUnreachableError as exc:
+            others = [e.session_example for e in registry.BACKENDS.values() if e.name != entry.name]
+            raise errors.BackendUnreachableError(
+                f"{exc} Or use another backend: {'; '.join(others)}.", url=exc.url, provider=exc.provider
+            ) from exc
+
+    return backend, make if entry.needs_server else None, check_reachable
 
 
 def start_session(

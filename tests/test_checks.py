@@ -19,6 +19,7 @@ from engine.checks import (
     MaxSentences,
     MaxWords,
     MustNotMatch,
+    TextCheck,
     count_sentences,
     req,
 )
@@ -381,3 +382,36 @@ async def test_passing_checks_run_to_the_final_validation() -> None:
     assert result.full_text == ANSWER
     assert [r.as_bool() for r in result.final_validations] == [True, True, True, True]
     assert result.final_validations[0].reason == "4 sentences, within the limit of 4"
+
+
+# -- one validate, a check_text hook, and short labels -------------------------------------
+
+
+def test_every_ready_made_check_has_the_one_validate() -> None:
+    for cls in (MaxSentences, MaxWords, MaxCharacters, ForbiddenWords, MustNotMatch, ChunkCheck):
+        assert issubclass(cls, TextCheck)
+        assert cls.validate is TextCheck.validate, cls
+
+
+@pytest.mark.asyncio
+async def test_a_check_of_your_own_implements_check_text_only() -> None:
+    class NoExclamation(TextCheck):
+        async def check_text(self, text: str) -> ValidationResult:
+            return ValidationResult("!" not in text, reason=f"{text.count('!')} exclamation marks")
+
+    assert not await final(NoExclamation("calm"), "Wow! Great!")
+    assert (await final(NoExclamation("calm"), "Wow! Great!")).reason == "2 exclamation marks"
+    assert await final(NoExclamation("calm"), "Fine.")
+    with pytest.raises(ValueError, match="no model output in the context"):
+        await NoExclamation("calm").validate(BACKEND, SimpleContext())
+
+
+def test_labels_are_short_names_for_a_line_of_output() -> None:
+    assert MaxSentences(3).label == "max 3 sentences"
+    assert MaxWords(1).label == "max 1 word"
+    assert MaxCharacters(280).label == "max 280 characters"
+    assert ForbiddenWords(["cat", "new york"]).label == "forbidden: cat, new york"
+    assert MustNotMatch(r"\d+").label == r"must not match /\d+/"
+    assert req("No TODO markers", lambda chunk: True).label == "No TODO markers"
+    assert Requirement("Be concise.").label == "Be concise."
+    assert Requirement().label == "Requirement"

@@ -13,31 +13,44 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
+from rich.console import Console
 
-from engine.checks import ForbiddenWords, MaxSentences
+from backends.registry import BACKENDS
+from backends.scripted import ScriptedBackend
+from engine.checks import ForbiddenWords, MaxSentences, MustNotMatch
 from engine.cli import (
     DEMO_ANSWER,
     EXIT_BACKEND_ERROR,
     EXIT_CHECK_FAILED,
+    EXIT_CLOSED_PIPE,
     EXIT_INTERRUPTED,
     EXIT_MODEL_MISSING,
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    LiveView,
+    RunStats,
     event_to_json,
+    main,
+    run_once,
     tokenize,
 )
+from engine.cli.errors import for_command_line
 from engine.core.events import ChunkEvent, QuickCheckEvent
+from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult
+from engine.core.thunk import GenerationInfo
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +195,7 @@ def test_stream_plain_prints_the_text_with_its_layout_and_a_summary(script: str)
 def test_stream_json_with_requirements_from_flags(script: str) -> None:
     ran = rxllm(
         "stream", "Explain rivers.", "--backend", "scripted", "--script", script, "--delay", "0",
-        "--json", "--max-words", "100", "--forbid", "ocean", "lake", "--regex", r"\d",
+        "--json", "--max-words", "100", "--forbid", "ocean,lake", "--regex", r"\d",
     )  # fmt: skip
     assert ran.code == EXIT_OK, ran.err
     events = ran.events()
@@ -284,11 +297,28 @@ def test_ctrl_c_exits_130_and_says_so() -> None:
         (["stream"], "required: PROMPT"),
         (["stream", "x", "--max-sentences", "-1"], "expected a whole number >= 0, got -1"),
         (["stream", "x", "--max-words", "many"], "expected a whole number >= 0, got 'many'"),
-        (["stream", "x", "--regex", "(oops"], "is not a valid regular expression"),
+        (["stream", "x", "--regex", "(oops"], "argument --regex: '(oops' is not a valid regular expression"),
+        (["stream", ""], "argument PROMPT: the prompt is empty"),
+        (["stream", "  \n"], "argument PROMPT: the prompt is empty"),
+        (["stream", "--forbid", "a", "b", "x"], "--forbid takes one word (or a comma list"),
+        (["stream", "x", "--forbid", "a,,b"], "argument --forbid: an empty word in 'a,,b'"),
+        (
+            ["stream", "x", "--api-key", "k"],
+            "--api-key does not apply to --backend ollama (only to --backend openai)",
+        ),
+        (
+            ["stream", "x", "--backend", "scripted", "--temperature", "0.5"],
+            "--temperature does not apply to --backend scripted",
+        ),
+        (["stream", "x", "--max-tokens", "0"], "argument --max-tokens: expected a whole number >= 1"),
+        (["stream", "x", "--timeout", "0"], "argument --timeout: expected a number of seconds > 0"),
         (["stream", "x", "--base-url", "localhost:11434"], "expected an http:// or https:// URL"),
         (["stream", "x", "--chunking", "line"], "invalid choice: 'line'"),
         (["stream", "x", "--backend", "vllm"], "invalid choice: 'vllm'"),
-        (["stream", "x", "--script", "a.txt"], "--script only works with --backend scripted"),
+        (
+            ["stream", "x", "--script", "a.txt"],
+            "--script does not apply to --backend ollama (only to --backend scripted)",
+        ),
         (["stream", "x", "--backend", "scripted", "--script", "/nonexistent/a.txt"], "no such file"),
         (["stream", "x", "--json", "--events"], "not allowed with argument"),
         (["stream", "x", "--backend", "openai"], "--backend openai needs --model"),
@@ -300,6 +330,10 @@ def test_bad_flags_exit_2_and_say_what_is_wrong(args: list[str], message: str) -
     assert ran.code == EXIT_USAGE
     assert message in ran.err
     assert ran.out == ""
+    # The usage of the command that was mistyped, not the top-level one; the error said once.
+    if args:
+        assert ran.err.startswith(f"usage: rxllm {args[0]} ")
+    assert ran.err.count("error:") == 1
 
 
 # -- real HTTP backends against loopback fake servers ---------------------------------------------
@@ -498,3 +532,295 @@ async def test_an_error_before_the_stream_still_ends_the_json_events() -> None:
     assert "does not honour ModelOption.STREAM" in events[0]["detail"]
     assert events[1]["success"] is False
     assert stats.exit_code == EXIT_BACKEND_ERROR
+
+
+# -- the command as people use it in a shell ------------------------------------------------------
+
+
+def _read_then_close(args: list[str], want: int | None) -> tuple[Ran, bytes]:
+    """Start the command, read *want* bytes (or one line when None) of its output, close the pipe."""
+    proc = subprocess.Popen(
+        [*PYTHON, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    head = proc.stdout.readline() if want is None else proc.stdout.read(want)
+    proc.stdout.close()  # what `| head` does once it has its bytes
+    err = proc.stderr.read()
+    proc.stderr.close()
+    proc.wait(timeout=60)
+    return _checked(proc.returncode, b"", err), head
+
+
+def test_a_closed_pipe_ends_the_run_quietly() -> None:
+    ran, head = _read_then_close(["stream", "x", "--backend", "scripted", "--delay", "0.01"], 30)
+    assert head == DEMO_ANSWER.encode()[:30]
+    assert ran.code == EXIT_CLOSED_PIPE
+    assert ran.err == ""  # no traceback, no "Exception ignored", no summary
+
+
+@pytest.mark.asyncio
+async def test_a_closed_pipe_after_one_json_line_stops_the_generation() -> None:
+    deltas = tokenize(TEXT * 20)
+    async with FakeOllamaServer(Reply(deltas=deltas, delay=0.005)) as server:
+        ran, head = await asyncio.to_thread(
+            _read_then_close, ["stream", "x", "--base-url", server.url, "--json"], None
+        )
+        record = server.requests[-1]
+        await record.wait_disconnected(within=5)
+    assert json.loads(head)["type"] == "ChunkEvent"  # no requirements: no quick checks
+    assert ran.code == EXIT_CLOSED_PIPE
+    assert ran.err == ""
+    assert record.frames_written < len(deltas)
+
+
+def test_version() -> None:
+    ran = rxllm("--version")
+    assert ran.code == EXIT_OK
+    assert ran.out == "rxllm 0.1.0\n"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("server_class", [FakeOllamaServer, FakeOpenAIServer])
+async def test_generation_flags_reach_the_server(server_class: type[FakeOllamaServer]) -> None:
+    openai = server_class is FakeOpenAIServer
+    async with server_class(Reply(deltas=tokenize(TEXT))) as server:
+        ran = await arxllm(
+            "stream", "Explain rivers.", "--base-url", server.url, "--model", "m",
+            *(["--backend", "openai"] if openai else []),
+            "--max-tokens", "64", "--temperature", "0.2", "--seed", "7", "--system", "Answer like a geologist.",
+        )  # fmt: skip
+        body = server.requests[-1].body
+    assert ran.code == EXIT_OK, ran.err
+    options = body if openai else body["options"]
+    assert options["max_tokens" if openai else "num_predict"] == 64
+    assert options["temperature"] == 0.2
+    assert options["seed"] == 7
+    assert body["messages"][0] == {"role": "system", "content": "Answer like a geologist."}
+    assert "Explain rivers." in body["messages"][1]["content"]
+
+
+class RecordingBackend(ScriptedBackend):
+    """A stand-in for the ollama entry's class: takes what an HTTP backend takes, records it."""
+
+    seen: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> None:
+        RecordingBackend.seen = {"model_id": model_id, "timeout": timeout, "model_options": model_options}
+        super().__init__(["Fine."], model_id=model_id)
+
+
+def test_timeout_and_options_go_to_the_backend_constructor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = attrs.evolve(BACKENDS["ollama"], target=f"{__name__}:RecordingBackend", check_reachable=False)
+    monkeypatch.setitem(BACKENDS, "ollama", fake)  # type: ignore[index]
+    code = main(["stream", "x", "--plain", "--timeout", "2.5", "--seed", "3", "--model", "tiny"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    assert RecordingBackend.seen == {
+        "model_id": "tiny",
+        "timeout": 2.5,
+        "model_options": {ModelOption.SEED: 3},
+    }
+    assert capsys.readouterr().out == "Fine.\n"
+
+
+@pytest.mark.asyncio
+async def test_timeout_ends_a_slow_generation() -> None:
+    async with FakeOllamaServer(Reply(deltas=tokenize(TEXT * 10), delay=0.05)) as server:
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--timeout", "0.5", "--json")
+    assert ran.code == EXIT_BACKEND_ERROR
+    assert types(ran.events())[-2:] == ["ErrorEvent", "CompletedEvent"]
+    assert "timeout=" not in ran.err
+
+
+@pytest.mark.asyncio
+async def test_verbose_logs_what_the_backend_does() -> None:
+    async with FakeOllamaServer(Reply(deltas=tokenize(TEXT))) as server:
+        quiet = await arxllm("stream", "x", "--base-url", server.url)
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--verbose")
+    assert ran.code == EXIT_OK, ran.err
+    assert f"POST {server.url}/api/chat" in ran.err
+    assert "POST" not in quiet.err
+
+
+def test_an_unreachable_server_is_reported_once_with_flags_to_use() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    ran = rxllm("stream", "x", "--base-url", url)
+    assert ran.code == EXIT_UNREACHABLE
+    assert ran.err.count("Cannot reach Ollama") == 1
+    assert "--base-url" in ran.err
+    for python_advice in ("base_url=", "ScriptedBackend", "start_session"):
+        assert python_advice not in ran.err
+
+
+@pytest.mark.asyncio
+async def test_a_refused_key_says_which_flag_gives_one() -> None:
+    async with FakeOpenAIServer(Reply(status=401, error="Incorrect API key provided")) as server:
+        ran = await arxllm("stream", "x", "--backend", "openai", "--base-url", server.url, "--model", "m")
+    assert ran.code == EXIT_BACKEND_ERROR
+    assert ran.err.count("Incorrect API key provided") == 1
+    assert "--api-key (or $OPENAI_API_KEY)" in ran.err
+    assert "api_key=" not in ran.err
+
+
+def test_advice_for_python_becomes_advice_for_flags() -> None:
+    message = (
+        "Cannot reach Ollama at http://h:1 (refused). Is `ollama serve` running? Set OLLAMA_HOST or pass "
+        "base_url= to use another server. Raise connect_timeout= if the server is slow. "
+        "The text received so far is kept on the thunk."
+    )
+    assert for_command_line(message) == (
+        "Cannot reach Ollama at http://h:1 (refused). Is `ollama serve` running? Set OLLAMA_HOST or pass "
+        "--base-url to use another server."
+    )
+    assert for_command_line(message, ("Is `ollama serve` running?",)).startswith(
+        "Cannot reach Ollama at http://h:1 (refused). Set OLLAMA_HOST"
+    )
+
+
+def test_forbid_takes_a_word_per_flag_or_a_comma_list(script: str) -> None:
+    ran = rxllm(
+        "stream", "x", "--backend", "scripted", "--script", script, "--delay", "0", "--json",
+        "--forbid", "ocean", "--forbid", "lake,new york",
+    )  # fmt: skip
+    assert ran.code == EXIT_OK, ran.err
+    [result] = ran.events()[0]["results"]
+    assert result["requirement"] == "The response must not use these words: ocean, lake, new york."
+
+
+# A whole-output check that no single sentence fails: the final validation catches it.
+SPANNING = r"valleys\. They"
+
+
+@pytest.mark.parametrize("mode", ["--plain", "--events", "--json"])
+def test_a_failed_final_validation_shows_its_reason(script: str, mode: str) -> None:
+    ran = rxllm(
+        "stream", "x", "--backend", "scripted", "--script", script, "--delay", "0", mode, "--regex", SPANNING
+    )
+    assert ran.code == EXIT_CHECK_FAILED
+    reason = "'valleys. They' matches /valleys\\. They/"
+    if mode == "--json":
+        final = ran.events()[-2]
+        assert final["type"] == "FullValidationEvent" and final["passed"] is False
+        assert final["results"][0]["reason"] == reason
+    else:
+        shown = ran.err if mode == "--plain" else ran.out
+        assert f"final validation: FAILED (must not match /{SPANNING}/ ({reason}))" in shown
+
+
+@pytest.mark.asyncio
+async def test_the_live_view_shows_the_final_validations_reason() -> None:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160, height=40, color_system=None)
+    reqs = [MustNotMatch(SPANNING)]
+    stats = await run_once(
+        "x", ScriptedBackend(tokenize(TEXT)), reqs, "sentence", LiveView(console), title="t"
+    )
+    assert stats.exit_code == EXIT_CHECK_FAILED
+    assert f"FAILED (must not match /{SPANNING}/ ('valleys. They' matches" in buffer.getvalue()
+
+
+def test_the_spinner_says_what_the_run_waits_for() -> None:
+    view = LiveView(Console(file=io.StringIO()))
+    view.stats = RunStats(chunking="sentence")
+    assert view.status() == "waiting for the model..."
+    view.stats.generation = GenerationInfo(deltas_received=3)
+    assert view.status() == "waiting for the first sentence... (3 tokens so far)"
+    view.stats.chunks = 1
+    assert view.status() == "waiting for the next sentence... (3 tokens so far)"
+
+
+def _read_slowly(fd: int) -> bytes:
+    """Read a pseudo-terminal the way a busy terminal emulator does: 256 bytes every 10 ms."""
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 256)
+        except OSError:  # EIO: the child closed its side
+            return out
+        if not data:
+            return out
+        out += data
+        time.sleep(0.01)
+
+
+async def _run_to_a_failed_check(url: str, *, terminal: bool) -> int:
+    """Run `rxllm stream` (word chunks, at most 12 words) with stdout on a slow terminal or a pipe;
+    return the chunks it delivered."""
+    args = [*PYTHON, "stream", "x", "--base-url", url, "--chunking", "word", "--max-words", "12"]
+    env = ENV | {"COLUMNS": "100", "LINES": "30", "TERM": "xterm"}
+    if terminal:
+        import pty
+
+        main_fd, child_fd = pty.openpty()
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=child_fd, stderr=subprocess.PIPE, env=env, cwd=ROOT
+        )
+        os.close(child_fd)
+        screen, (_, err) = await asyncio.gather(asyncio.to_thread(_read_slowly, main_fd), proc.communicate())
+        os.close(main_fd)
+        text = (screen + err).decode(errors="replace")
+    else:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT
+        )
+        out, err = await proc.communicate()
+        text = (out + err).decode()
+    assert proc.returncode == EXIT_CHECK_FAILED, text
+    return int(re.findall(r"chunks delivered\W+(\d+)", text)[-1])
+
+
+@pytest.mark.asyncio
+async def test_a_terminal_run_cancels_as_early_as_a_piped_one() -> None:
+    """Drawing must not hold the event loop: with a token every 2 ms and a terminal slow to take
+    the output, the failing word stops the generation after as many tokens as when piped."""
+    deltas = tokenize(TEXT * 20)
+
+    async def frames_sent(terminal: bool) -> int:
+        assert await _run_to_a_failed_check(server.url, terminal=terminal) == 12
+        record = server.requests[-1]
+        await record.wait_disconnected(within=5)
+        return record.frames_written
+
+    async with FakeOllamaServer(Reply(deltas=deltas, delay=0.002)) as server:
+        piped = await frames_sent(terminal=False)
+        live = [await frames_sent(terminal=True) for _ in range(2)]
+    assert piped < len(deltas)
+    assert max(live) <= piped + 2, (live, piped)
+
+
+def test_adding_a_backend_is_one_registry_entry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backends.registry import BackendEntry
+    from engine.session import start_session
+
+    echo = BackendEntry(
+        name="echo",
+        summary="a backend added by one entry",
+        target=f"{__name__}:RecordingBackend",
+        model_required=True,
+        model_example="echo-1",
+    )
+    monkeypatch.setitem(BACKENDS, "echo", echo)  # type: ignore[index]
+    assert main(["stream", "x", "--backend", "echo", "--model", "e1", "--plain"]) == EXIT_OK
+    assert RecordingBackend.seen["model_id"] == "e1"
+    assert capsys.readouterr().out == "Fine.\n"
+    with pytest.raises(SystemExit):
+        main(["stream", "--help"])
+    assert "echo: a backend added by one entry" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["stream", "x", "--backend", "echo"])
+    assert "--backend echo needs --model: the name the server serves, e.g. echo-1" in capsys.readouterr().err
+    assert isinstance(start_session("echo", "e2").backend, RecordingBackend)
+    with pytest.raises(ValueError, match="the 'echo' backend needs a model_id"):
+        start_session("echo")

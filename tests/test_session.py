@@ -13,13 +13,14 @@ from typing import Any, Literal
 import attrs
 import pytest
 
+from backends.registry import BACKENDS
 from backends.scripted import ScriptedBackend
 from engine.core.components import CBlock, Instruction, Message, Query, Transform, fill_user_variables
 from engine.core.context import ChatContext, Context, SimpleContext
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
-from engine.session import CHAT_CONTEXT_WARNING, DEFAULT_SCRIPT, Session, start_session
+from engine.session import CHAT_CONTEXT_WARNING, Session, start_session
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 
@@ -49,7 +50,7 @@ def test_start_session_scripted_defaults() -> None:
     m = start_session("scripted")
     assert isinstance(m, Session)
     assert isinstance(m.backend, ScriptedBackend)
-    assert m.backend.deltas == list(DEFAULT_SCRIPT)
+    assert m.backend.deltas == list(BACKENDS["scripted"].defaults["deltas"])
     assert isinstance(m.ctx, SimpleContext)
 
 

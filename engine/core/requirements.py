@@ -173,6 +173,14 @@ class Requirement:
         """How the requirement is stated to the model."""
         return self.description or ""
 
+    @property
+    def label(self) -> str:
+        """A short name for this requirement in a line of output (``"max 3 sentences"``).
+
+        The description, else the class name; subclasses override it with something shorter.
+        """
+        return self.description or type(self).__name__
+
     async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
         """Check one chunk as it streams (Mellea 0.7's hook). The default calls :meth:`_stream_validate`."""
         return await self._stream_validate(chunk, backend=backend, ctx=ctx)
