@@ -528,3 +528,70 @@ async def test_a_finished_run_is_freed_without_the_cycle_collector() -> None:
             assert [r() is None for r in refs] == [True, True], f"fail={fail}"
     finally:
         gc.enable()
+
+
+# -- lanes and the loop's shutdown -------------------------------------------------------
+
+SHUTDOWN_SCRIPT = """
+import asyncio
+from backends import ScriptedBackend
+from engine import CBlock, PartialValidationResult, Requirement, SimpleContext, stream_with_chunking
+
+class Waits(Requirement):
+    async def stream_validate(self, chunk, *, backend, ctx):
+        await asyncio.sleep(60)  # a judge still waiting when the program ends
+        return PartialValidationResult("pass")
+
+class Quick(Requirement):
+    async def stream_validate(self, chunk, *, backend, ctx):
+        return PartialValidationResult("unknown")
+
+async def main():
+    backend = ScriptedBackend(["One sentence here. "] * 100, delay=0.01)
+    result = await stream_with_chunking(
+        CBlock("x"), backend, SimpleContext(), requirements=[Quick("q"), Waits("w")]
+    )
+    await asyncio.sleep(0.1)  # leave the run (and its lanes) behind, unfinished
+
+asyncio.run(main())
+print("returned")
+"""
+
+
+def test_asyncio_run_returns_when_a_run_with_waiting_checks_is_left_behind() -> None:
+    # asyncio.run cancels every task left at shutdown; a lane must end on that cancel,
+    # not take it for the cancel of one of its checks.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", SHUTDOWN_SCRIPT],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "returned"
+
+
+@pytest.mark.asyncio
+async def test_a_lane_cancelled_from_outside_ends_and_reports_its_check_cancelled() -> None:
+    from engine.core.eager import PENDING, Lane
+
+    outcomes: list[Any] = []
+    lane = Lane(asyncio.get_running_loop(), lambda _lane, result, error: outcomes.append((result, error)))
+
+    async def check() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    assert lane.start(check()) is PENDING
+    await asyncio.sleep(0)
+    task = lane._task
+    assert task is not None
+    task.cancel()  # not lane.cancel(): someone else's cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(outcomes) == 1 and isinstance(outcomes[0][1], asyncio.CancelledError)

@@ -12,6 +12,7 @@ from typing import Any
 
 from backends.registry import BACKENDS, BackendEntry, entry
 from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch
+from engine.core.continuation import StreamRetry
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement
 
@@ -25,6 +26,7 @@ __all__ = [
     "model_for",
     "parse",
     "requirements_from_args",
+    "retry_from_args",
 ]
 
 DEMO_DELAY = 0.03
@@ -238,6 +240,15 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         help="fail when a chunk (or the whole output) matches; repeatable",
     )
 
+    checks.add_argument(
+        "--retries",
+        type=_nonnegative_int,
+        default=0,
+        metavar="N",
+        help="when a chunk fails a check that a new attempt could fix, withhold it and continue the "
+        "answer from the text already shown, up to N times (default 0: stop at the first failure)",
+    )
+
     simulator = stream.add_argument_group("simulator (--backend scripted)")
     simulator.add_argument(
         "--script",
@@ -346,6 +357,12 @@ def requirements_from_args(args: argparse.Namespace) -> list[Requirement]:
         reqs.append(ForbiddenWords(args.forbid))
     reqs.extend(MustNotMatch(pattern) for pattern in args.regex)
     return reqs
+
+
+def retry_from_args(args: argparse.Namespace) -> StreamRetry | None:
+    """The in-stream retry ``--retries N`` asks for (``None`` for 0)."""
+    retries = getattr(args, "retries", 0) or 0
+    return StreamRetry(max_attempts=retries + 1) if retries else None
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from engine.core.events import (
     ErrorEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
     StreamEvent,
     StreamingDoneEvent,
 )
@@ -43,6 +44,12 @@ class EventLinesView(View):
                     lines += [f"{pad}{line}\n" for line in labels.quick_check_lines(event, self.requirements)]
                 if not passed and self.notes:
                     lines.append(f"{pad}-> chunk {index} is withheld and the generation is cancelled now\n")
+            case RetryEvent(attempt=attempt, reason=reason):
+                lines.append(self._line(f"retry        attempt {attempt}: {reason}"))
+                if self.notes:
+                    lines.append(
+                        f"{pad}-> a new generation continues the answer from the text shown so far\n"
+                    )
             case ChunkEvent(chunk_index=index, text=text):
                 lines.append(self._line(f"chunk {index:<6} {text!r}"))
             case StreamingDoneEvent(full_text=text):

@@ -14,6 +14,7 @@ from engine.core.events import (
     ErrorEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
     StreamEvent,
     StreamingDoneEvent,
 )
@@ -81,6 +82,9 @@ class LiveView(View):
                 self.phase = "final validation"
             case FullValidationEvent():
                 self.phase = "done"
+            case RetryEvent(attempt=attempt, reason=reason):
+                self.checks.append((True, f"retry: attempt {attempt} continues the answer ({reason})"))
+                self.phase = "streaming"
             case ErrorEvent(exception_type=kind):
                 self.checks.append((False, f"error: {kind}"))
             case _:

@@ -21,12 +21,14 @@ from engine.core.events import (
     ErrorEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
 )
 from engine.core.requirements import Requirement
 
 if TYPE_CHECKING:
     from engine.cli.view import View
     from engine.core.backend import Backend
+    from engine.core.continuation import StreamRetry
     from engine.core.thunk import GenerationInfo
     from engine.streaming import StreamChunkingResult
 
@@ -58,6 +60,8 @@ class RunStats:
     """The run's own generation record (``result.mot.generation``), once the request is sent."""
     script_length: int | None = None
     """How many deltas the simulator had in store (``--backend scripted`` and the demo)."""
+    retries: list[str] = attrs.field(factory=list)
+    """The reason of every in-stream retry (``--retries``), in order."""
 
     @property
     def time_to_first_chunk(self) -> float | None:
@@ -89,6 +93,8 @@ class RunStats:
         ttfc = self.time_to_first_chunk
         failures = f"{len(self.failures)}" + (f" ({'; '.join(self.failures)})" if self.failures else "")
         items = [("chunks delivered", str(self.chunks)), ("failed quick checks", failures)]
+        if self.retries:
+            items.append(("retries", f"{len(self.retries)} ({'; '.join(self.retries)})"))
         if self.final_passed is not None:
             failed = f"FAILED ({'; '.join(self.final_failures)})" if self.final_failures else "FAILED"
             items.append(("final validation", "passed" if self.final_passed else failed))
@@ -120,6 +126,10 @@ class TextTracker:
         self.pos = 0
         self.count = 0
 
+    def follow(self, mot: Any) -> None:
+        """Go on in *mot*, a retry's generation, which continues the text shown so far."""
+        self.mot, self.pos = mot, 0
+
     def piece(self, chunk: str) -> str:
         """*chunk* with the whitespace that preceded it in the model's text."""
         self.count += 1
@@ -146,6 +156,7 @@ async def run_once(
     *,
     title: str,
     script_length: int | None = None,
+    retry: StreamRetry | None = None,
 ) -> RunStats:
     """Stream *action* on *backend* through the pipeline, showing it in *view*.
 
@@ -160,7 +171,12 @@ async def run_once(
     result: StreamChunkingResult | None = None
     try:
         result = await stream_with_chunking(
-            action, backend, SimpleContext(), requirements=list(requirements) or None, chunking=chunking
+            action,
+            backend,
+            SimpleContext(),
+            requirements=list(requirements) or None,
+            chunking=chunking,
+            retry=retry,
         )
         stats.generation = result.mot.generation
         tracker = TextTracker(result.mot, "\n\n" if chunking == "paragraph" else " ")
@@ -170,7 +186,12 @@ async def run_once(
                 if stats.first_chunk_at is None:
                     stats.first_chunk_at = time.perf_counter()
                 stats.chunks += 1
+                if tracker.mot is not result.mots[-1]:  # a retry's generation continues the text
+                    tracker.follow(result.mots[-1])
+                    stats.generation = result.mot.generation
                 piece = tracker.piece(event.text)
+            elif isinstance(event, RetryEvent):
+                stats.retries.append(event.reason)
             elif isinstance(event, QuickCheckEvent) and not event.passed:
                 stats.failures.extend(labels.failures(event, requirements))
             elif isinstance(event, FullValidationEvent):

@@ -7,7 +7,13 @@ import sys
 from typing import TextIO
 
 from backends.registry import BackendEntry, entry
-from engine.cli.args import SCRIPT_DELAY, backend_arguments, model_for, requirements_from_args
+from engine.cli.args import (
+    SCRIPT_DELAY,
+    backend_arguments,
+    model_for,
+    requirements_from_args,
+    retry_from_args,
+)
 from engine.cli.demo import DEMO_ANSWER, tokenize
 from engine.cli.errors import error_lines
 from engine.cli.output import make_view
@@ -59,6 +65,7 @@ async def stream_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
             make_view(args, out, err, demo=False),
             title=title,
             script_length=script_length,
+            retry=retry_from_args(args),
         )
     finally:
         aclose = getattr(backend, "aclose", None)

@@ -90,7 +90,7 @@ class _Job:
 class Lane:
     """Runs coroutines one at a time: each starts eagerly in the caller, continues in the lane's task."""
 
-    __slots__ = ("_closed", "_current", "_done", "_loop", "_pending", "_task", "_wakeup")
+    __slots__ = ("_closed", "_current", "_done", "_loop", "_own_cancels", "_pending", "_task", "_wakeup")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, done: Done) -> None:
         self._loop = loop
@@ -100,6 +100,7 @@ class Lane:
         self._current: _Job | None = None  # being continued by the task
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
+        self._own_cancels = 0  # task.cancel() calls made by cancel(), not by someone else
 
     @property
     def busy(self) -> bool:
@@ -153,6 +154,7 @@ class Lane:
         if job is not None and not job.cancelled:
             job.cancelled = True
             assert self._task is not None
+            self._own_cancels += 1
             self._task.cancel()
 
     def close(self) -> None:
@@ -179,9 +181,10 @@ class Lane:
                 try:
                     await wakeup
                 except asyncio.CancelledError:
-                    if self._closed:
-                        return
-                    self._uncancel()
+                    if self._closed or self._cancelled_from_outside():
+                        self._closed = True
+                        raise  # the loop is shutting down (or someone cancelled this task): end
+                    self._uncancel()  # a cancel meant for a job that had already finished
                 continue
             self._pending, self._current = None, job
             deadline = None
@@ -195,21 +198,30 @@ class Lane:
                 self._current = None
                 if self._closed:
                     return
-                if job.cancelled:
-                    self._uncancel()
+                outside = self._cancelled_from_outside()
+                self._uncancel()
                 self._done(self, None, exc)
+                if outside:
+                    self._closed = True
+                    raise
             except Exception as exc:  # the coroutine's own error, or the deadline
                 self._current = None
                 expired = deadline is not None and deadline.expired()
                 self._done(self, None, DeadlineExceeded() if expired else exc)
             else:
                 self._current = None
-                if job.cancelled:  # it caught the cancellation and answered anyway
-                    self._uncancel()
+                self._uncancel()  # it may have caught a cancellation and answered anyway
                 self._done(self, result, None)
 
+    def _cancelled_from_outside(self) -> bool:
+        task = self._task
+        return task is not None and task.cancelling() > self._own_cancels
+
     def _uncancel(self) -> None:
+        """Withdraw the cancellations :meth:`cancel` made (never someone else's)."""
         task = self._task
         if task is not None:
-            while task.cancelling():
+            while self._own_cancels and task.cancelling():
                 task.uncancel()
+                self._own_cancels -= 1
+        self._own_cancels = 0
