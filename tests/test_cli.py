@@ -637,7 +637,8 @@ async def test_timeout_ends_a_slow_generation() -> None:
         ran = await arxllm("stream", "x", "--base-url", server.url, "--timeout", "0.5", "--json")
     assert ran.code == EXIT_BACKEND_ERROR
     assert types(ran.events())[-2:] == ["ErrorEvent", "CompletedEvent"]
-    assert "timeout=" not in ran.err
+    assert "did not finish within --timeout 0.5 s" in ran.err
+    assert "timeout=" not in ran.err and "thunk" not in ran.err
 
 
 @pytest.mark.asyncio
@@ -680,6 +681,19 @@ def test_advice_for_python_becomes_advice_for_flags() -> None:
         "Cannot reach Ollama at http://h:1 (refused). Is `ollama serve` running? Set OLLAMA_HOST or pass "
         "--base-url to use another server."
     )
+    timeout = (
+        "Ollama at http://h/api/chat did not finish within timeout=0.5 s (after 3 deltas); the text "
+        "received so far is kept on the thunk. Raise timeout= (None: no deadline) or lower the output length."
+    )
+    assert for_command_line(timeout) == (
+        "Ollama at http://h/api/chat did not finish within --timeout 0.5 s (after 3 deltas). "
+        "Raise --timeout or lower the output length."
+    )
+    assert (
+        for_command_line("A body over 9 bytes (raise max_body_bytes= if expected): 'x'.")
+        == "A body over 9 bytes: 'x'."
+    )
+    assert for_command_line("Pass max_body_bytes=.") == "Pass max_body_bytes=."  # never an empty message
     assert for_command_line(message, ("Is `ollama serve` running?",)).startswith(
         "Cannot reach Ollama at http://h:1 (refused). Set OLLAMA_HOST"
     )

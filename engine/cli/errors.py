@@ -35,7 +35,8 @@ EXIT_CLOSED_PIPE = 141
 FLAGS = {"base_url": "--base-url", "api_key": "--api-key", "timeout": "--timeout", "model_id": "--model"}
 """Backend constructor keywords and the flag that sets each."""
 
-_KEYWORD = re.compile(r"\b([a-z][a-z_]*)=")
+_KEYWORD = re.compile(r"\b([a-z][a-z_]*)=(?=([\w.]?))")
+_PARENTHESIS = re.compile(r"\s*\([^()]*\)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`])")
 _PYTHON_ONLY = ("thunk", "start_session", "ScriptedBackend", "aclose()")
 """Words that make a sentence of a backend's message advice for Python code."""
@@ -54,20 +55,41 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_BACKEND_ERROR
 
 
+def _flag(match: re.Match[str]) -> str:
+    """``base_url=`` -> ``--base-url``; ``timeout=0.5`` -> ``--timeout 0.5``."""
+    return FLAGS[match.group(1)] + (" " if match.group(2) else "")
+
+
+def _for_python(text: str) -> bool:
+    """Whether *text* speaks of ``None``, a keyword no flag sets, or another Python-only thing."""
+    return (
+        any(k not in FLAGS for k, _ in _KEYWORD.findall(text))
+        or any(word in text for word in _PYTHON_ONLY)
+        or re.search(r"\bNone\b", text) is not None
+    )
+
+
+def _for_command_line(clause: str) -> str | None:
+    """*clause* with its keywords as flags, or ``None`` when it is advice for Python only."""
+    clause = _PARENTHESIS.sub(lambda m: "" if _for_python(m.group(0)) else m.group(0), clause)
+    return None if _for_python(clause) else _KEYWORD.sub(_flag, clause)
+
+
 def for_command_line(message: str, python_hints: tuple[str, ...] = ()) -> str:
     """*message* without its advice for Python: the backend's own hints (*python_hints*) and
-    every sentence about a keyword argument no flag sets are left out; ``base_url=`` and the
+    every clause about a keyword argument no flag sets are left out; ``base_url=`` and the
     other keywords a flag sets become the flag."""
     for hint in python_hints:
         if hint:
             message = message.replace(hint, "")
-    kept = []
+    sentences = []
     for sentence in _SENTENCE_END.split(message.strip()):
-        keywords = _KEYWORD.findall(sentence)
-        if any(k not in FLAGS for k in keywords) or any(word in sentence for word in _PYTHON_ONLY):
-            continue
-        kept.append(_KEYWORD.sub(lambda m: FLAGS[m.group(1)], sentence))
-    return " ".join(kept)
+        clauses = [c for c in map(_for_command_line, sentence.split("; ")) if c]
+        if clauses:
+            text = "; ".join(clauses)
+            sentences.append(text if text.endswith((".", "!", "?")) else text + ".")
+    # Nothing but advice for Python: say what happened anyway, its keywords as they are.
+    return " ".join(sentences) or message.strip()
 
 
 def _hint(error: BaseException, entry: BackendEntry, model: str) -> str | None:
