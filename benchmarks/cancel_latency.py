@@ -24,9 +24,10 @@ Two Mellea versions cannot share an interpreter, so each engine runs in its own
 persistent worker process (``_harness.Worker``: rxllm and the floors in this venv,
 each Mellea in the venv ``make bench`` builds); this script alternates the sides round
 by round (the order reversed every round), one side running at a time, each round a
-small batch of runs per side. Reported: medians [min, max] per side, the ratios of
-rxllm's median to each floor's and each Mellea's, and the targets: rxllm within 1.5x of
-the in-step floor and at most a quarter of both Mellea versions.
+small batch of runs per side, after three untimed warm-up runs per side. Reported:
+medians [min, max] per side, the ratios of rxllm's median to each floor's and each
+Mellea's, and the targets: rxllm within 1.5x of the in-step floor and at most a
+quarter of both Mellea versions.
 
 Run: ``python benchmarks/cancel_latency.py [--quick] [--out PATH] [--engines rxllm,mellea-0.7.0,...]``
 """
@@ -139,6 +140,18 @@ def main(args: argparse.Namespace) -> None:
     workers = {engine: Worker(engine) for engine in engines}
     rows: list[dict[str, Any]] = []
     try:
+        warm_up = {
+            "deltas": sentence_prefix_deltas(FAIL_ON_SENTENCE, DELTA_SIZE)[0],
+            "delay": 0.0,
+            "fail_on": FAIL_ON_SENTENCE,
+            "await_once": False,
+            "runs": 3,
+        }
+        for engine, worker in workers.items():  # imports, first-call caches: not measured
+            worker.call("cancel", **warm_up)
+            if engine == RXLLM:
+                for op in _FLOOR_OPS.values():
+                    worker.call(op, **warm_up)
         for await_once in (False, True):
             for interval in INTERVALS_MS:
                 rounds, batch = p[interval]
