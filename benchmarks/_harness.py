@@ -203,8 +203,7 @@ def select_engines(spec: str | None) -> tuple[list[str], list[str]]:
     for engine in wanted:
         if engine_python(engine) is None:
             message = (
-                f"{engine} not measured: its virtualenv {_VENVS[engine]} is missing "
-                "(`make bench` builds it)"
+                f"{engine} not measured: its virtualenv {_VENVS[engine]} is missing (`make bench` builds it)"
             )
             if spec is not None:
                 raise SystemExit(message)

@@ -204,7 +204,9 @@ async def op_cancel(
         reqs = [FailOnChunk(fail_on, probe, await_once=await_once), NoOpRequirement(), NoOpRequirement()]
         record, _, completed = await run_mellea(deltas, reqs, delay=delay, probe=probe)
         if completed or record.cancelled_at is None or probe.verdict_at is None:
-            raise RuntimeError("Mellea 0.7.0's failing run was not cancelled; the side-by-side is not comparable")
+            raise RuntimeError(
+                "Mellea 0.7.0's failing run was not cancelled; the side-by-side is not comparable"
+            )
         latency.append((record.cancelled_at - probe.verdict_at) * 1e6)
         after.append(record.deltas_sent - probe.sent_at_verdict)
     return {"latency_us": latency, "deltas_after": after}

@@ -290,9 +290,7 @@ async def cancel_floor_task_cancel(
 # -- worker ops (same names, arguments and results in _mellea and _mellea08) -----------------
 
 
-async def _cancel_samples(
-    once: Callable[[], Any], runs: int
-) -> dict[str, list[float]]:
+async def _cancel_samples(once: Callable[[], Any], runs: int) -> dict[str, list[float]]:
     latency: list[float] = []
     after: list[float] = []
     for _ in range(runs):
@@ -333,9 +331,7 @@ async def op_cancel_floor_task_cancel(
     deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
 ) -> dict[str, list[float]]:
     """Floor (b), as :func:`op_cancel` reports it."""
-    return await _cancel_samples(
-        lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs
-    )
+    return await _cancel_samples(lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs)
 
 
 async def op_stream(deltas: list[str], runs: int) -> dict[str, Any]:

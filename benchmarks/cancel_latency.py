@@ -125,7 +125,9 @@ def measure(
     row["deltas_after"] = {side: summarize(values) for side, values in after.items()}
     row["samples_us"] = latency
     checks = [row["vs_in_step"] <= TARGET_FLOOR_RATIO]
-    checks += [row[k] <= TARGET_MELLEA_RATIO for k in ("vs_mellea_07", "vs_mellea_08") if not math.isnan(row[k])]
+    checks += [
+        row[k] <= TARGET_MELLEA_RATIO for k in ("vs_mellea_07", "vs_mellea_08") if not math.isnan(row[k])
+    ]
     met = all(checks)
     both_mellea = not math.isnan(row["vs_mellea_07"]) and not math.isnan(row["vs_mellea_08"])
     row["met"] = met if (both_mellea or not met) else "floor only"

@@ -184,7 +184,9 @@ def _wheel_backend_factory(wheel: _Wheel, deltas: list[str]) -> Callable[[], Any
                 slot.add(stream)
                 return Disposable(lambda: slot.discard(stream))
 
-            thunk: Any = ModelOutputThunk(reactivex.create(subscribe), generation=GenerationInfo(model="wheel"))
+            thunk: Any = ModelOutputThunk(
+                reactivex.create(subscribe), generation=GenerationInfo(model="wheel")
+            )
             return thunk, ctx.add(action).add(thunk)
 
     return WheelBackend
@@ -322,7 +324,12 @@ async def _child(
 
 
 def run_child(
-    streams: int, *, source: str = "scripted", gc_setting: str = "default", trace: bool = False, timing: dict[str, float]
+    streams: int,
+    *,
+    source: str = "scripted",
+    gc_setting: str = "default",
+    trace: bool = False,
+    timing: dict[str, float],
 ) -> dict[str, Any]:
     """One measurement in a fresh interpreter; its JSON line."""
     cmd = [
@@ -333,7 +340,9 @@ def run_child(
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"paced fan-out child {cmd} failed with exit code {proc.returncode}:\n{proc.stderr}")
+        raise RuntimeError(
+            f"paced fan-out child {cmd} failed with exit code {proc.returncode}:\n{proc.stderr}"
+        )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     label = f"{streams:,} streams, {source}, gc {gc_setting}" + (", traced" if trace else "")
     print(
@@ -351,7 +360,7 @@ def plan(quick: bool) -> dict[str, Any]:
             "sweep": [20, 60],
             "gc_at": [20],
             "wheel_at": [20],
-            "timing": {"ramp": 0.2, "warmup": 0.2, "window_s": 0.5},
+            "timing": {"ramp": 0.15, "warmup": 0.15, "window_s": 0.4},
             "traced_timing": {"ramp": 0.2, "warmup": 0.1, "window_s": 0.2},
         }
     return {
@@ -382,9 +391,9 @@ def main(args: argparse.Namespace) -> None:
     largest = max(under) if under else 0
     biggest = sweep[-1]
     notes = [
-        f"Each stream: one {DELTA_SIZE}-character delta every {PERIOD * 1e3:g} ms, sentence chunking, three no-op "
-        f"requirements, events read; random start over a {timing['ramp']:g} s ramp, {timing['warmup']:g} s "
-        f"warm-up, then a {timing['window_s']:g} s window. One fresh process per row.",
+        f"Each stream: one {DELTA_SIZE}-character delta every {PERIOD * 1e3:g} ms, sentence chunking, "
+        f"three no-op requirements, events read; random start over a {timing['ramp']:g} s ramp, "
+        f"{timing['warmup']:g} s warm-up, then a {timing['window_s']:g} s window. One fresh process per row.",
         "Delay: from the thunk receiving the delta that released a chunk to the consumer reading that "
         "chunk's ChunkEvent. Loop lag: how late a 1 ms sleep wakes. CPU per delta: process time in the "
         "window / deltas produced in it. Delivered / nominal: deltas produced / (streams x window / 20 ms): "
@@ -395,8 +404,9 @@ def main(args: argparse.Namespace) -> None:
         f"Largest N with p99 under {TARGET_P99_MS:g} ms (scripted source, default GC): {largest:,} "
         f"(target: ≥ {TARGET_STREAMS:,}). {biggest['streams']:,} streams: {biggest['errors']} errors, "
         f"{biggest['unfinished']} unfinished.",
-        "RSS per stream: (RSS at the end of the window - RSS before the streams) / N. Traced: tracemalloc's "
-        f"current heap at the end of a separate, untimed run's window / N (target ≤ {TARGET_KIB_PER_STREAM:g} KiB).",
+        "RSS per stream: (RSS at the end of the window - RSS before the streams) / N. Traced: "
+        "tracemalloc's current heap at the end of a separate, untimed run's window / N "
+        f"(target ≤ {TARGET_KIB_PER_STREAM:g} KiB).",
     ]
     write_result(
         "fanout_paced",
@@ -432,4 +442,3 @@ if __name__ == "__main__":
         _child_main(sys.argv[2])
     else:
         main(parse_args(__doc__ or ""))
-

@@ -248,7 +248,13 @@ async def measure(
     sentence_end = failing_text.index(".", failing_text.index(PLANTED)) + 1
     release = _release_index(failing, sentence_end)
     samples: dict[str, dict[str, list[float]]] = {
-        m: {"detect_s": [], "detect_lag_ms": [], "tokens_after": [], "last_chunk_s": [], "last_chunk_lag_ms": []}
+        m: {
+            "detect_s": [],
+            "detect_lag_ms": [],
+            "tokens_after": [],
+            "last_chunk_s": [],
+            "last_chunk_lag_ms": [],
+        }
         for m in modes
     }
     for _, mode in alternate(runs, modes):
@@ -290,15 +296,18 @@ def main(args: argparse.Namespace) -> None:
     rows = run_async(run)
     notes = [
         f"One {TOKEN_CHARS}-character token every {TOKEN_S * 1e3:g} ms; a fast check and a judge taking "
-        f"{JUDGE_S * 1e3:g} ms per sentence; sentence chunking; median [min, max]; modes alternate run by run.",
+        f"{JUDGE_S * 1e3:g} ms per sentence; sentence chunking; median [min, max]; modes alternate "
+        "run by run.",
         "Strict order: each requirement wrapped so it starts chunk n+1 only after every requirement finished "
-        "chunk n (a shared per-chunk barrier); engine: the requirements unwrapped, as the engine schedules them.",
+        "chunk n (a shared per-chunk barrier); engine: the requirements unwrapped, as the engine "
+        "schedules them.",
         "Detection lag: the fast check's verdict minus the arrival of the token that completed the failing "
         "sentence. Last-chunk lag: the last ChunkEvent minus the arrival of the last token.",
     ]
     if ENGINE_CONCURRENT not in modes:
         notes.append(
-            "'engine, judge concurrency=4' not measured: this engine's Requirement takes no concurrency option."
+            "'engine, judge concurrency=4' not measured: this engine's Requirement takes no "
+            "concurrency option."
         )
     write_result(
         "scheduling",
