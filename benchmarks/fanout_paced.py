@@ -16,7 +16,8 @@ one more second of warm-up, a measurement window of several seconds records:
 - garbage collection: time and longest pause, from ``gc.callbacks``.
 - memory per stream: RSS at the end of the window minus RSS before the streams, / N;
   and the traced Python heap (``tracemalloc``, current at the end of the window) / N,
-  from a separate run (tracing slows everything, so its figures are not timed).
+  from a separate run (tracing slows everything, so its figures are not timed; its
+  streams are cancelled at the end of its window).
 - errors: streams that raised, emitted an ``ErrorEvent`` or did not complete.
 
 Sources (``--source``): ``scripted`` is ``ScriptedBackend(delay=0.02)`` (one
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,8 +93,9 @@ class _Window:
         self.start = math.inf
         self.end = math.inf
         self.deltas = 0
-        self.delays: list[float] = []
-        self.lags: list[float] = []
+        # Samples as C doubles: the benchmark's own memory stays small beside the streams'.
+        self.delays = array("d")
+        self.lags = array("d")
         self.gc_total = 0.0
         self.gc_max = 0.0
         self.gc_count = 0
@@ -209,31 +212,39 @@ async def _child(
     win = _Window()
     rng = random.Random(1)
     wheel = _Wheel()
-    make_wheel_backend = _wheel_backend_factory(wheel, deltas) if source == "wheel" else None
     loop = asyncio.get_running_loop()
     errors: list[str] = []
 
-    async def one_stream(start_at: float) -> bool:
-        await asyncio.sleep(max(0.0, start_at - loop.time()))
-        backend: Any = (
-            make_wheel_backend() if make_wheel_backend is not None else ScriptedBackend(deltas, delay=PERIOD)
-        )
-        arrived: list[float] = []
+    # One backend serves every stream (as one server connection pool would); each stream reaches
+    # it through a small tap that subscribes to its thunk's deltas before the pipeline does.
+    shared: Any = (
+        _wheel_backend_factory(wheel, deltas)()
+        if source == "wheel"
+        else ScriptedBackend(deltas, delay=PERIOD)
+    )
+    release_at = set(release)
 
-        def on_delta(_delta: str) -> None:
+    class Tap:
+        def __init__(self) -> None:
+            self.received = 0
+            self.arrived: dict[int, float] = {}  # delta index -> arrival, for the deltas releasing chunks
+
+        def on_delta(self, _delta: str) -> None:
             now = time.perf_counter()
-            arrived.append(now)
+            if self.received in release_at:
+                self.arrived[self.received] = now
+            self.received += 1
             if win.start <= now < win.end:
                 win.deltas += 1
 
-        original = backend.generate_from_context
-
-        async def generate(action: Any, ctx: Any, **kwargs: Any) -> Any:
-            thunk, new_ctx = await original(action, ctx, **kwargs)
-            thunk.deltas.subscribe(on_delta)  # before the pipeline's subscription: runs first
+        async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
+            thunk, new_ctx = await shared.generate_from_context(action, ctx, **kwargs)
+            thunk.deltas.subscribe(self.on_delta)  # before the pipeline's subscription: runs first
             return thunk, new_ctx
 
-        backend.generate_from_context = generate
+    async def one_stream(start_at: float) -> bool:
+        await asyncio.sleep(max(0.0, start_at - loop.time()))
+        backend = Tap()
         result = await stream_with_chunking(
             CBlock("benchmark"), backend, SimpleContext(), requirements=requirements
         )
@@ -242,7 +253,7 @@ async def _child(
             if type(event) is ChunkEvent:
                 index = event.chunk_index
                 if index < len(release):
-                    produced = arrived[release[index]]
+                    produced = backend.arrived.pop(release[index])
                     if win.start <= produced < win.end:
                         win.delays.append(time.perf_counter() - produced)
             elif isinstance(event, ErrorEvent):
@@ -282,10 +293,15 @@ async def _child(
     traced = tracemalloc.get_traced_memory()[0] if trace else 0
     if trace:
         tracemalloc.stop()
-    _, pending = await asyncio.wait(tasks, timeout=max(30.0, 3 * (ramp + warmup + window_s)))
+    # A traced run only measures memory: its streams are cancelled at the end of the window.
+    # Otherwise every stream runs to its end (slower than nominal when the loop is saturated).
+    tail = 0.0 if trace else max(60.0, 10 * (ramp + warmup + window_s))
+    _, pending = await asyncio.wait(tasks, timeout=tail) if tail else (set(), set(tasks))
     for task in pending:
         task.cancel()
-    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes: list[Any] = list(await asyncio.gather(*tasks, return_exceptions=True))
+    if trace:
+        outcomes = [o for o in outcomes if not isinstance(o, asyncio.CancelledError)]
     tick_task.cancel()
     await asyncio.gather(tick_task, return_exceptions=True)
     await wheel.stop()
@@ -315,7 +331,7 @@ async def _child(
         "rss_kib_per_stream": (rss_end - rss_before) / streams,
         "traced_kib_per_stream": traced / 1024 / streams if trace else math.nan,
         "errors": len(raised) + len(errors) + incomplete,
-        "unfinished": len(pending),
+        "unfinished": 0 if trace else len(pending),
         "first_error": (raised or errors or [None])[0],
     }
 
