@@ -173,8 +173,9 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if biggest is not None:
             add(
                 f"paced fan-out: {biggest['streams']:,} streams run with no error (issue 12: 10,000)",
-                f"{biggest['errors']} errors, {biggest['unfinished']} unfinished",
-                (biggest["errors"] == 0 and biggest["unfinished"] == 0)
+                f"{biggest['errors']} errors, {biggest['unfinished']} unfinished"
+                + (", the process did not exit" if biggest.get("exit_hung") else ""),
+                (biggest["errors"] == 0 and biggest["unfinished"] == 0 and not biggest.get("exit_hung"))
                 if biggest["streams"] >= 10_000
                 else None,
             )
