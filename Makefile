@@ -41,11 +41,15 @@ $(LLAMA_STAMP): | $(STAMP)
 test-integration: $(LLAMA_STAMP)
 	$(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m integration
 
-# Benchmarks: matplotlib (extra "bench") in the project venv for the plot; Mellea 0.7.0 in its
-# own venv, with this project installed beside it, so vs_mellea.py runs both sides in one process.
+# Benchmarks: matplotlib (extra "bench") in the project venv for the plot; Mellea 0.7.0 and Mellea
+# 0.8.0 each in its own venv, with this project installed beside it. Two Mellea versions cannot share
+# an interpreter, so the side-by-side scripts (run from the project venv) drive one worker process per
+# engine and alternate them (benchmarks/_harness.py, Worker).
 MELLEA_VENV := benchmarks/.mellea-venv
+MELLEA08_VENV := benchmarks/.mellea08-venv
 BENCH_STAMP := $(VENV)/.bench-installed
 MELLEA_STAMP := $(MELLEA_VENV)/.installed
+MELLEA08_STAMP := $(MELLEA08_VENV)/.installed
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
@@ -57,15 +61,23 @@ $(MELLEA_STAMP): pyproject.toml
 	$(MELLEA_VENV)/bin/python -m pip install --quiet "mellea==0.7.0" -e .
 	touch $(MELLEA_STAMP)
 
+$(MELLEA08_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(MELLEA08_VENV)
+	$(MELLEA08_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MELLEA08_VENV)/bin/python -m pip install --quiet "mellea==0.8.0" -e .
+	touch $(MELLEA08_STAMP)
+
 # Each script prints its table and writes benchmarks/results/<name>.json; render.py writes
-# benchmarks/results/README.md and long_output.png from them.
-bench: $(BENCH_STAMP) $(MELLEA_STAMP)
+# benchmarks/results/README.md and long_output.png from them. Run it on a quiet machine.
+bench: $(BENCH_STAMP) $(MELLEA_STAMP) $(MELLEA08_STAMP)
 	$(BIN)/python benchmarks/cancel_latency.py
 	$(BIN)/python benchmarks/http_cancel.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/long_output.py
+	$(BIN)/python benchmarks/vs_mellea.py
 	$(BIN)/python benchmarks/fanout.py
-	$(MELLEA_VENV)/bin/python benchmarks/vs_mellea.py
+	$(BIN)/python benchmarks/fanout_paced.py
+	$(BIN)/python benchmarks/scheduling.py
 	$(BIN)/python benchmarks/render.py
 
 clean:

@@ -12,6 +12,11 @@ Conventions every script follows:
 - Each script prints a table and writes ``benchmarks/results/<name>.json`` (or the
   path given with ``--out``) through :func:`write_result`; ``render.py`` turns those
   files into ``benchmarks/results/README.md``.
+- Engines that cannot share an interpreter (this project, Mellea 0.7.0, Mellea 0.8.0:
+  two Mellea versions cannot be imported in one process) are driven side by side
+  through :class:`Worker`: one persistent child interpreter per engine, each running
+  ``_worker.py`` in its own virtualenv; the orchestrating script sends one command at
+  a time, alternating the engines round by round, so only one engine runs at any moment.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
 SCHEMA_VERSION = 1
 
 # ---------------------------------------------------------------------------
@@ -48,6 +55,12 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
         help="tiny sizes and few repeats: checks the script runs, the figures mean little",
     )
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON result")
+    parser.add_argument(
+        "--engines",
+        default=None,
+        help="comma-separated engines for side-by-side scripts (rxllm, mellea-0.7.0, mellea-0.8.0); "
+        "default: every engine whose virtualenv exists",
+    )
     return parser.parse_args(argv)
 
 
@@ -128,6 +141,14 @@ def ratio(numerator: dict[str, Any], denominator: dict[str, Any]) -> float:
     return float(numerator["median"]) / float(den)
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The *q*-quantile (0..1) of *values* by the nearest-rank method (NaN when empty)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
 def alternate(repeats: int, sides: Sequence[str]) -> Iterator[tuple[int, str]]:
     """``(repeat, side)`` pairs: every repeat runs every side, the order flipping each repeat."""
     for i in range(repeats):
@@ -147,6 +168,104 @@ async def timed(run: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
 def run_async(main: Callable[[], Awaitable[Any]]) -> Any:
     """``asyncio.run`` on a fresh loop (no debug mode: ``-X dev`` would slow every callback)."""
     return asyncio.run(main(), debug=False)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# engines in their own interpreters
+# ---------------------------------------------------------------------------
+
+RXLLM = "rxllm"
+MELLEA_07 = "mellea-0.7.0"
+MELLEA_08 = "mellea-0.8.0"
+ENGINES = (RXLLM, MELLEA_07, MELLEA_08)
+# Engine -> (adapter module run by _worker.py, interpreter). rxllm runs in the interpreter
+# running the orchestrating script (the project venv); each Mellea in the venv `make bench` builds.
+_ADAPTERS = {RXLLM: "_ours", MELLEA_07: "_mellea", MELLEA_08: "_mellea08"}
+_VENVS = {MELLEA_07: BENCH_DIR / ".mellea-venv", MELLEA_08: BENCH_DIR / ".mellea08-venv"}
+
+
+def engine_python(engine: str) -> Path | None:
+    """The interpreter that runs *engine*'s worker, or None if its virtualenv is not built."""
+    if engine == RXLLM:
+        return Path(sys.executable)
+    python = _VENVS[engine] / "bin" / "python"
+    return python if python.exists() else None
+
+
+def select_engines(spec: str | None) -> tuple[list[str], list[str]]:
+    """``(engines to run, notes)`` for an ``--engines`` value (None: every engine that is built)."""
+    wanted = list(ENGINES) if spec is None else [e.strip() for e in spec.split(",") if e.strip()]
+    unknown = [e for e in wanted if e not in ENGINES]
+    if unknown:
+        raise SystemExit(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
+    chosen: list[str] = []
+    notes: list[str] = []
+    for engine in wanted:
+        if engine_python(engine) is None:
+            message = (
+                f"{engine} not measured: its virtualenv {_VENVS[engine]} is missing (`make bench` builds it)"
+            )
+            if spec is not None:
+                raise SystemExit(message)
+            print(f"note: {message}", file=sys.stderr)
+            notes.append(message + ".")
+        else:
+            chosen.append(engine)
+    return chosen, notes
+
+
+class Worker:
+    """One engine's persistent child interpreter, answering one JSON command at a time.
+
+    The child runs ``_worker.py ADAPTER``: it reads ``{"op": ..., "args": {...}}`` lines,
+    runs ``ADAPTER.OPS[op](**args)`` on a fresh event loop, and answers one JSON line.
+    Between commands it waits on its stdin, so it takes no CPU from the engine measured.
+    """
+
+    def __init__(self, engine: str) -> None:
+        python = engine_python(engine)
+        if python is None:
+            raise RuntimeError(f"{engine}: virtualenv missing; run `make bench` (it builds it)")
+        self.engine = engine
+        self._proc = subprocess.Popen(
+            [str(python), str(BENCH_DIR / "_worker.py"), _ADAPTERS[engine]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(BENCH_DIR),
+        )
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Run *op* in the child and return its result; a failure there is raised here."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps({"op": op, "args": args}) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.engine} worker exited (code {self._proc.wait()}) during {op}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.engine} worker failed in {op}({args}):\n{answer['error']}")
+        return answer["result"]
+
+    def close(self) -> None:
+        """Ask the child to exit and wait for it."""
+        if self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------

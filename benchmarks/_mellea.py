@@ -10,15 +10,18 @@ when it was cancelled, so "verdict -> feeder task cancelled" is read exactly as 
 "verdict -> backend task cancelled" is.
 
 The requirements mirror ``_ours``: no-op ones, and one that fails chunk *n* and
-records the verdict time inside the validator.
+records the verdict time inside the validator (optionally awaiting once per chunk).
+``OPS`` serves the same worker ops as ``_ours.OPS`` (``cancel``, ``stream``, ``fanout``)
+with the same arguments and results, through Mellea 0.7.0's ``stream_with_chunking``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from mellea.core import (
@@ -134,13 +137,16 @@ class Probe:
 class FailOnChunk(Requirement):
     """Returns "fail" on chunk *n* (1-based), recording the verdict time in *probe*."""
 
-    def __init__(self, n: int, probe: Probe) -> None:
+    def __init__(self, n: int, probe: Probe, *, await_once: bool = False) -> None:
         super().__init__("fails on purpose", validation_fn=_passed)
         self.n = n
         self.probe = probe
+        self.await_once = await_once
         self._seen = 0
 
     async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+        if self.await_once:
+            await asyncio.sleep(0)
         self._seen += 1
         if self._seen == self.n:
             probe = self.probe
@@ -181,3 +187,57 @@ async def run_mellea(
         n_events += 1
     await result.acomplete()
     return backend.records[-1], n_events, bool(result.completed)
+
+
+# -- worker ops (as _ours.OPS) ----------------------------------------------------------------
+
+
+async def op_cancel(
+    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
+) -> dict[str, list[float]]:
+    """*runs* failing streams: verdict -> the feeder's ``finally`` (µs), deltas after the verdict."""
+    latency: list[float] = []
+    after: list[float] = []
+    for _ in range(runs):
+        gc.collect()
+        probe = Probe()
+        reqs = [FailOnChunk(fail_on, probe, await_once=await_once), NoOpRequirement(), NoOpRequirement()]
+        record, _, completed = await run_mellea(deltas, reqs, delay=delay, probe=probe)
+        if completed or record.cancelled_at is None or probe.verdict_at is None:
+            raise RuntimeError(
+                "Mellea 0.7.0's failing run was not cancelled; the side-by-side is not comparable"
+            )
+        latency.append((record.cancelled_at - probe.verdict_at) * 1e6)
+        after.append(record.deltas_sent - probe.sent_at_verdict)
+    return {"latency_us": latency, "deltas_after": after}
+
+
+async def op_stream(deltas: list[str], runs: int) -> dict[str, Any]:
+    """*runs* timed passing streams of *deltas*, three no-op requirements, every event consumed."""
+    reqs = [NoOpRequirement() for _ in range(3)]
+    seconds: list[float] = []
+    events = 0
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        _, events, completed = await run_mellea(deltas, reqs)
+        seconds.append(time.perf_counter() - start)
+        if not completed:
+            raise RuntimeError("a passing Mellea 0.7.0 run did not complete")
+    return {"seconds": seconds, "events": events}
+
+
+async def op_fanout(deltas: list[str], streams: int) -> dict[str, Any]:
+    """*streams* concurrent passing streams on one loop: wall seconds and failures."""
+    reqs = [NoOpRequirement() for _ in range(3)]
+    gc.collect()
+    start = time.perf_counter()
+    results = await asyncio.gather(
+        *(run_mellea(deltas, reqs) for _ in range(streams)), return_exceptions=True
+    )
+    seconds = time.perf_counter() - start
+    failures = sum(1 for r in results if isinstance(r, BaseException) or not r[2])
+    return {"seconds": seconds, "failures": failures}
+
+
+OPS: dict[str, Callable[..., Any]] = {"cancel": op_cancel, "stream": op_stream, "fanout": op_fanout}

@@ -1,40 +1,51 @@
-"""Our side of every benchmark: requirements, one run of ``stream_with_chunking``, and the floor.
+"""rxllm's side of every benchmark, and the plain-asyncio floors: requirements, runs, worker ops.
+
+Uses only public names (``engine``, ``operators``, ``backends``), so the scripts keep
+working while the library's internals change.
 
 - :class:`NoOpRequirement`: ``stream_validate`` says "unknown", ``validate`` passes;
   what a cheap real check costs, minus the check.
 - :class:`FailOnChunk`: fails chunk *n* and records, inside the validator, the
   ``perf_counter`` reading at which it returns "fail" (the verdict) and how many
   deltas the source had produced by then, in a :class:`Probe` shared by its copies.
+  With ``await_once`` it suspends once (``await asyncio.sleep(0)``) on every chunk
+  before answering, as a validator doing I/O would.
 - :func:`run_ours`: one ``stream_with_chunking`` run on a fresh ``ScriptedBackend``,
   every event consumed; returns the generation record the backend kept.
-- :func:`run_floor`: the plain-asyncio floor: the same chunking (our ``Chunker``), the
-  same awaits (one loop turn per delta, the requirements of a chunk run as tasks in
-  parallel, the final ``validate`` calls), the same event objects, no Rx.
+- :func:`run_floor`: the plain-asyncio throughput floor: the same chunking (our
+  ``Chunker``), the same awaits (one loop turn per delta, the requirements of a chunk
+  run as tasks in parallel, the final ``validate`` calls), the same event objects, no Rx.
+- :func:`cancel_floor_in_step` and :func:`cancel_floor_task_cancel`: the two cancel
+  floors of issue 12 (see their docstrings).
+- ``OPS``: what ``_worker.py`` serves for the side-by-side scripts; the Mellea adapters
+  (``_mellea``, ``_mellea08``) serve the same ops with the same arguments and results.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from backends.scripted import ScriptedBackend
-from engine.core.components import CBlock
-from engine.core.context import SimpleContext
-from engine.core.events import (
+from backends import ScriptedBackend
+from engine import (
+    CBlock,
     ChunkEvent,
     CompletedEvent,
     FullValidationEvent,
+    GenerationInfo,
+    PartialValidationResult,
     QuickCheckEvent,
+    Requirement,
+    SimpleContext,
     StreamEvent,
     StreamingDoneEvent,
+    ValidationResult,
+    stream_with_chunking,
 )
-from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.core.thunk import GenerationInfo
-from engine.streaming import stream_with_chunking
-from operators.chunker import Chunker
-from operators.chunking import SentenceChunking
+from operators import Chunker, SentenceChunking
 
 _UNKNOWN = PartialValidationResult("unknown")
 _FAIL = PartialValidationResult("fail", reason="benchmark verdict")
@@ -71,13 +82,16 @@ class Probe:
 class FailOnChunk(NoOpRequirement):
     """Returns "fail" on chunk number *n* (1-based), recording the verdict time in *probe*."""
 
-    def __init__(self, n: int, probe: Probe) -> None:
+    def __init__(self, n: int, probe: Probe, *, await_once: bool = False) -> None:
         super().__init__("fails on purpose")
         self.n = n
         self.probe = probe
+        self.await_once = await_once
         self._seen = 0
 
     async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+        if self.await_once:
+            await asyncio.sleep(0)
         self._seen += 1
         if self._seen == self.n:
             probe = self.probe
@@ -157,3 +171,213 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
     events.append(FullValidationEvent(passed=all(finals), results=tuple(finals)))
     events.append(CompletedEvent(success=True, full_text=full_text))
     return len(events)
+
+
+# -- cancel floors ------------------------------------------------------------------------
+
+
+class _FloorCheck:
+    """The floors' validator: the same chunk count, verdict reading and optional await."""
+
+    def __init__(self, fail_on: int, await_once: bool) -> None:
+        self.fail_on = fail_on
+        self.await_once = await_once
+        self.seen = 0
+        self.verdict_at: float | None = None
+
+    async def __call__(self, chunk: str) -> bool:
+        """True when *chunk* fails."""
+        if self.await_once:
+            await asyncio.sleep(0)
+        self.seen += 1
+        if self.seen == self.fail_on:
+            self.verdict_at = time.perf_counter()
+            return True
+        return False
+
+
+class _FloorRecord:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.sent_at_verdict = 0
+        self.finally_at: float | None = None
+
+
+async def cancel_floor_in_step(
+    deltas: Sequence[str], delay: float, fail_on: int, await_once: bool
+) -> tuple[float, int]:
+    """Floor (a): the producer stops inside its own step.
+
+    One task produces the deltas (``asyncio.sleep(delay)`` each), chunks them with our
+    ``Chunker`` and awaits the check inline; on "fail" it returns, and its ``finally``
+    records the time. Returns ``(verdict -> finally in seconds, deltas after the verdict)``.
+    """
+    record = _FloorRecord()
+    check = _FloorCheck(fail_on, await_once)
+
+    async def producer() -> None:
+        chunker = Chunker(SentenceChunking())
+        try:
+            for delta in deltas:
+                await asyncio.sleep(delay)
+                record.sent += 1
+                for piece in chunker.feed(delta):
+                    if await check(piece.text):
+                        record.sent_at_verdict = record.sent
+                        return
+        finally:
+            record.finally_at = time.perf_counter()
+
+    await asyncio.create_task(producer())
+    assert check.verdict_at is not None and record.finally_at is not None, "the floor never failed"
+    return record.finally_at - check.verdict_at, record.sent - record.sent_at_verdict
+
+
+async def cancel_floor_task_cancel(
+    deltas: Sequence[str], delay: float, fail_on: int, await_once: bool
+) -> tuple[float, int]:
+    """Floor (b): the producer task is cancelled from another task.
+
+    The producer task hands each delta to the consumer (a list and a future, the
+    cheapest hand-over); the consumer (this coroutine) chunks and checks, and on "fail"
+    calls ``producer.cancel()``; the producer's ``finally`` records the time.
+    Returns ``(verdict -> finally in seconds, deltas after the verdict)``.
+    """
+    loop = asyncio.get_running_loop()
+    record = _FloorRecord()
+    check = _FloorCheck(fail_on, await_once)
+    pending: list[str] = []
+    wake: list[asyncio.Future[None]] = []
+    finished = False
+
+    async def producer() -> None:
+        nonlocal finished
+        try:
+            for delta in deltas:
+                await asyncio.sleep(delay)
+                record.sent += 1
+                pending.append(delta)
+                if wake and not wake[0].done():
+                    wake[0].set_result(None)
+        finally:
+            finished = True
+            record.finally_at = time.perf_counter()
+            if wake and not wake[0].done():
+                wake[0].set_result(None)
+
+    task = asyncio.create_task(producer())
+    chunker = Chunker(SentenceChunking())
+    try:
+        while not (finished and not pending):
+            if not pending:
+                wake[:] = [loop.create_future()]
+                await wake[0]
+                continue
+            delta = pending.pop(0)
+            for piece in chunker.feed(delta):
+                if await check(piece.text):
+                    record.sent_at_verdict = record.sent
+                    task.cancel()
+                    break
+            if check.verdict_at is not None:
+                break
+    finally:
+        await asyncio.gather(task, return_exceptions=True)
+    assert check.verdict_at is not None and record.finally_at is not None, "the floor never failed"
+    return record.finally_at - check.verdict_at, record.sent - record.sent_at_verdict
+
+
+# -- worker ops (same names, arguments and results in _mellea and _mellea08) -----------------
+
+
+async def _cancel_samples(once: Callable[[], Any], runs: int) -> dict[str, list[float]]:
+    latency: list[float] = []
+    after: list[float] = []
+    for _ in range(runs):
+        gc.collect()
+        seconds, deltas_after = await once()
+        latency.append(seconds * 1e6)
+        after.append(deltas_after)
+    return {"latency_us": latency, "deltas_after": after}
+
+
+async def op_cancel(
+    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
+) -> dict[str, list[float]]:
+    """*runs* failing streams: verdict -> the producer's ``finally`` (µs), deltas after the verdict."""
+
+    async def once() -> tuple[float, int]:
+        probe = Probe()
+        reqs = [FailOnChunk(fail_on, probe, await_once=await_once), NoOpRequirement(), NoOpRequirement()]
+        generation, _, completed = await run_ours(deltas, reqs, delay=delay, probe=probe)
+        if completed or probe.verdict_at is None or generation.cancelled_at is None:
+            raise RuntimeError(
+                f"the failing run was not cancelled (completed={completed}, verdict_at={probe.verdict_at}, "
+                f"cancelled_at={generation.cancelled_at}); the pipeline did not stop the generation on 'fail'"
+            )
+        return generation.cancelled_at - probe.verdict_at, generation.deltas_sent - probe.sent_at_verdict
+
+    return await _cancel_samples(once, runs)
+
+
+async def op_cancel_floor_in_step(
+    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
+) -> dict[str, list[float]]:
+    """Floor (a), as :func:`op_cancel` reports it."""
+    return await _cancel_samples(lambda: cancel_floor_in_step(deltas, delay, fail_on, await_once), runs)
+
+
+async def op_cancel_floor_task_cancel(
+    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
+) -> dict[str, list[float]]:
+    """Floor (b), as :func:`op_cancel` reports it."""
+    return await _cancel_samples(lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs)
+
+
+async def op_stream(deltas: list[str], runs: int) -> dict[str, Any]:
+    """*runs* timed passing streams of *deltas*, three no-op requirements, every event consumed."""
+    reqs = [NoOpRequirement() for _ in range(3)]
+    seconds: list[float] = []
+    events = 0
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        _, events, completed = await run_ours(deltas, reqs)
+        seconds.append(time.perf_counter() - start)
+        if not completed:
+            raise RuntimeError("a passing run did not complete: a no-op requirement cannot fail")
+    return {"seconds": seconds, "events": events}
+
+
+async def op_stream_floor(deltas: list[str], runs: int) -> dict[str, Any]:
+    """:func:`op_stream` for the plain-asyncio floor."""
+    reqs = [NoOpRequirement() for _ in range(3)]
+    seconds: list[float] = []
+    events = 0
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        events = await run_floor(deltas, reqs)
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds, "events": events}
+
+
+async def op_fanout(deltas: list[str], streams: int) -> dict[str, Any]:
+    """*streams* concurrent passing streams on one loop: wall seconds and failures."""
+    reqs = [NoOpRequirement() for _ in range(3)]
+    gc.collect()
+    start = time.perf_counter()
+    results = await asyncio.gather(*(run_ours(deltas, reqs) for _ in range(streams)), return_exceptions=True)
+    seconds = time.perf_counter() - start
+    failures = sum(1 for r in results if isinstance(r, BaseException) or not r[2])
+    return {"seconds": seconds, "failures": failures}
+
+
+OPS: dict[str, Callable[..., Any]] = {
+    "cancel": op_cancel,
+    "cancel_floor_in_step": op_cancel_floor_in_step,
+    "cancel_floor_task_cancel": op_cancel_floor_task_cancel,
+    "stream": op_stream,
+    "stream_floor": op_stream_floor,
+    "fanout": op_fanout,
+}

@@ -2,8 +2,9 @@
 
 Each script runs in a child interpreter (as ``make bench`` runs it) with tiny sizes;
 the test checks it exits cleanly and writes a result of the documented shape. The
-Mellea side-by-side (needs the Mellea virtualenv) and the HTTP benchmark (owned and
-tested elsewhere) are not run here. No timing is asserted.
+side-by-side scripts run with ``--engines rxllm`` (the Mellea virtualenvs are built by
+``make bench`` only); the HTTP benchmark (owned and tested elsewhere) is not run here.
+No timing is asserted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ sys.path.insert(0, str(BENCH))
 
 import _harness  # noqa: E402
 
-SCRIPTS = ("cancel_latency", "throughput", "long_output", "fanout")
+SCRIPTS = ("cancel_latency", "throughput", "long_output", "fanout", "vs_mellea", "fanout_paced", "scheduling")
+# Side-by-side scripts run rxllm only here: the Mellea virtualenvs exist only after `make bench`.
+EXTRA_ARGS = {"cancel_latency": ("--engines", "rxllm"), "vs_mellea": ("--engines", "rxllm")}
 
 
 def start_script(name: str, *args: str) -> subprocess.Popen[str]:
@@ -38,11 +41,14 @@ def start_script(name: str, *args: str) -> subprocess.Popen[str]:
 def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict[str, Any], str]]:
     """Run every script's quick mode once (all at once); map name -> (JSON document, stdout)."""
     out_dir = tmp_path_factory.mktemp("bench")
-    procs = {name: start_script(name, "--quick", "--out", str(out_dir / f"{name}.json")) for name in SCRIPTS}
+    procs = {
+        name: start_script(name, "--quick", "--out", str(out_dir / f"{name}.json"), *EXTRA_ARGS.get(name, ()))
+        for name in SCRIPTS
+    }
     results = {}
     for name, proc in procs.items():
         try:
-            stdout, stderr = proc.communicate(timeout=120)
+            stdout, stderr = proc.communicate(timeout=180)
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -76,15 +82,62 @@ def _is_summary(value: Any) -> bool:
     return isinstance(value, dict) and {"median", "min", "max", "n"} <= set(value) and value["n"] >= 1
 
 
-def test_cancel_latency_quick_measures_every_interval(quick_results: dict[str, Any]) -> None:
+def test_cancel_latency_quick_measures_every_side_at_every_interval(quick_results: dict[str, Any]) -> None:
     doc, _ = quick_results["cancel_latency"]
-    assert [row["interval_ms"] for row in doc["rows"]] == [0.0, 1.0, 20.0]
+    assert [(row["validator"], row["interval_ms"]) for row in doc["rows"]] == [
+        (validator, interval)
+        for validator in ("answers at once", "awaits once")
+        for interval in (0.0, 1.0, 20.0)
+    ]
     for row in doc["rows"]:
-        latency = row["verdict_to_cancelled_us"]
-        assert _is_summary(latency) and 0 < latency["min"] <= latency["median"] <= latency["max"]
-        assert _is_summary(row["deltas_after_verdict"]) and row["deltas_after_verdict"]["min"] >= 0
-        # The verdict came before the source ran out: the generation really was cut short.
-        assert row["deltas_at_verdict"]["max"] > 0
+        for side in ("rxllm", "floor: in-step", "floor: task cancel"):
+            latency = row[side]
+            assert _is_summary(latency) and 0 < latency["min"] <= latency["median"] <= latency["max"], side
+        assert row["vs_in_step"] > 0 and row["vs_task_cancel"] > 0
+        # Mellea was not asked for: its cells are empty, its ratios NaN, never zeros.
+        assert row["mellea-0.7.0"]["n"] == 0 and math.isnan(row["vs_mellea_07"])
+        assert _is_summary(row["rxllm_deltas_after"]) and row["rxllm_deltas_after"]["min"] >= 0
+    assert doc["params"]["engines"] == ["rxllm"]
+
+
+def test_vs_mellea_quick_runs_every_workload(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["vs_mellea"]
+    workloads = [row["workload"] for row in doc["rows"]]
+    assert workloads[0].startswith("throughput:")
+    assert sum(w.startswith("long output:") for w in workloads) == 2
+    assert "concurrent streams" in workloads[-1]
+    for row in doc["rows"]:
+        assert _is_summary(row["rxllm"]) and row["rxllm"]["median"] > 0
+
+
+def test_fanout_paced_quick_measures_delay_lag_gc_and_memory(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["fanout_paced"]
+    combos = {(row["streams"], row["source"], row["gc_setting"]) for row in doc["rows"]}
+    assert combos == {
+        (20, "scripted", "default"),
+        (60, "scripted", "default"),
+        (20, "scripted", "freeze"),
+        (20, "scripted", "gen0"),
+        (20, "wheel", "default"),
+    }
+    for row in doc["rows"]:
+        assert row["errors"] == 0 and row["unfinished"] == 0 and not row["exit_hung"], row["first_error"]
+        assert row["chunks_in_window"] > 0 and 0 <= row["delay_p50_ms"] <= row["delay_p99_ms"]
+        assert row["lag_p99_ms"] >= 0 and row["cpu_us_per_delta"] > 0 and row["gc_ms_per_s"] >= 0
+        assert 0 < row["delivered_rate"] < 1.5
+    sweep = [r for r in doc["rows"] if r["gc_setting"] == "default" and r["source"] == "scripted"]
+    assert all(r["traced_kib_per_stream"] > 0 for r in sweep)
+    assert doc["largest_streams_under_target"] in (0, 20, 60)
+
+
+def test_scheduling_quick_detects_the_planted_failure_in_every_mode(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["scheduling"]
+    modes = [row["mode"] for row in doc["rows"]]
+    assert modes[:2] == ["strict order", "engine"]
+    for row in doc["rows"]:
+        assert _is_summary(row["detect_s"]) and row["detect_s"]["min"] > 0
+        assert _is_summary(row["tokens_after"]) and row["tokens_after"]["min"] >= 0
+        assert _is_summary(row["last_chunk_s"]) and row["last_chunk_s"]["min"] > row["detect_s"]["min"]
 
 
 def test_throughput_quick_compares_with_the_floor(quick_results: dict[str, Any]) -> None:
@@ -129,7 +182,8 @@ def test_render_writes_readme_with_every_table(quick_results: dict[str, Any], tm
     for doc, _ in quick_results.values():
         assert f"## {doc['title']}" in readme
     assert "Quick (smoke) runs" in readme
-    assert "## Targets (issue 5)" in readme
+    assert "## Targets" in readme
+    assert "cancel: verdict → producer's finally ≤ 1.5x the in-step floor" in readme
 
 
 # -- harness helpers --------------------------------------------------------------------
@@ -181,3 +235,60 @@ def test_loglog_slope_recognises_linear_and_quadratic() -> None:
     xs = [1e4, 1e5, 1e6]
     assert _harness.loglog_slope(xs, [x * 3e-6 for x in xs]) == pytest.approx(1.0)
     assert _harness.loglog_slope(xs, [x * x for x in xs]) == pytest.approx(2.0)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert _harness.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
+    assert _harness.percentile(list(map(float, range(1, 101))), 0.99) == 99.0
+    assert math.isnan(_harness.percentile([], 0.5))
+
+
+def test_select_engines_rejects_unknown_names() -> None:
+    assert _harness.select_engines("rxllm") == (["rxllm"], [])
+    with pytest.raises(SystemExit, match="unknown engine"):
+        _harness.select_engines("rxllm,mellea-9")
+
+
+def test_worker_answers_commands_and_reports_failures() -> None:
+    with _harness.Worker("rxllm") as worker:
+        answer = worker.call("stream", deltas=["One. ", "Two. ", "Three"], runs=2)
+        assert len(answer["seconds"]) == 2 and answer["events"] > 0
+        with pytest.raises(RuntimeError, match="rxllm worker failed in stream"):
+            worker.call("stream", deltas=["x"], runs=1, unexpected=True)
+        # The worker survives a failed command.
+        assert worker.call("stream", deltas=["Again. "], runs=1)["events"] > 0
+
+
+@pytest.mark.asyncio
+async def test_strict_order_wrapper_holds_a_fast_check_behind_the_slow_one() -> None:
+    import asyncio
+
+    import scheduling
+
+    log: list[tuple[str, int]] = []
+
+    class Recorder(scheduling.Requirement):
+        def __init__(self, name: str, delay: float) -> None:
+            super().__init__(name)
+            self.delay = delay
+            self.seen = 0
+
+        async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> Any:
+            n = self.seen
+            self.seen += 1
+            await asyncio.sleep(self.delay)
+            log.append((str(self.description), n))
+            return scheduling.PartialValidationResult("unknown")
+
+    barrier = scheduling._Barrier(2)
+    fast, slow = (scheduling.InStrictOrder(r, barrier) for r in (Recorder("fast", 0), Recorder("slow", 0.01)))
+
+    # Each requirement in order on its own, all at once (as an engine that does not wait would call them).
+    async def feed(req: Any) -> None:
+        for i in range(3):
+            await req.stream_validate(f"chunk {i}.", backend=None, ctx=None)
+
+    await asyncio.gather(feed(fast), feed(slow))
+    # The fast check never finishes chunk n+1 before the slow one finished chunk n.
+    for n in range(2):
+        assert log.index(("slow", n)) < log.index(("fast", n + 1))
