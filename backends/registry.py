@@ -56,11 +56,6 @@ class BackendEntry:
     session_example: str = ""
     """How to start a session on it, for messages that suggest another backend."""
 
-    @property
-    def needs_server(self) -> bool:
-        """Whether the backend talks to a model server (the scripted simulator does not)."""
-        return self.default_base_url is not None
-
     def backend_class(self) -> type[Any]:
         """The backend class (its module is imported now)."""
         module_name, _, class_name = self.target.partition(":")

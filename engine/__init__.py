@@ -9,7 +9,9 @@ loads on first use (PEP 562 ``__getattr__``): importing ``operators`` first then
 never meets a half-initialised ``engine``.
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
@@ -72,6 +74,21 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value
+
+
+class _Engine(ModuleType):
+    """The ``engine`` package, whose public ``generative`` (the decorator) shares its name
+    with the submodule that defines it. Python binds a submodule on its parent when it is
+    first imported, so ``from engine.generative import ...`` would make a later ``from
+    engine import generative`` return the module. The submodule stays in ``sys.modules``."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, ModuleType) and _LAZY.get(name) == value.__name__:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Engine
 
 
 __all__ = [

@@ -25,7 +25,6 @@ prompt with a ``ValueError`` before anything is sent.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import importlib
 import logging
@@ -112,12 +111,14 @@ class Session:
     for concurrent requests); the session replaces ``self.ctx`` with the new context
     after every generation. ``model_options`` are merged under each call's own.
 
-    Lifetime: the sync methods (and :meth:`run`) use a private event loop that
-    ``close()`` (or the ``with`` block, or garbage collection) closes, with the backend.
-    A backend with an ``aclose()`` (the HTTP ones) that is used from a coroutine is closed
-    when that event loop shuts down (``asyncio.run`` returning), so seed code that never
-    closes its session leaks nothing; ``await session.aclose()`` (or ``async with``) closes
-    it at once.
+    Lifetime: one session serves any number of event loops, one after another or at
+    once: the sync methods (and :meth:`run`) use a private event loop, and the coroutine
+    methods run on whichever loop awaits them (``asyncio.run`` twice, a sync twin in
+    between). The HTTP backends keep one connection pool per event loop and close it when
+    that loop shuts down (``asyncio.run`` returning), so seed code that never closes its
+    session leaks nothing. ``close()`` (or the ``with`` block, or garbage collection)
+    closes the private loop and the backend's pool on it; ``await session.aclose()`` (or
+    ``async with``) closes the backend for good.
     """
 
     def __init__(
@@ -139,13 +140,9 @@ class Session:
         """The backend that judges requirements (LLM-as-judge); ``None`` means ``backend``."""
         self._warned_ctx = False
         self._preflight: Callable[[], Awaitable[None]] | None = None
-        self._backend_factory: Callable[[], Backend] | None = None
         aclose = getattr(backend, "aclose", None)
         self._runner = SyncRunner(aclose if callable(aclose) else None)
         self._finalizer = weakref.finalize(self, self._runner.close)
-        self._guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-            weakref.WeakKeyDictionary()
-        )
 
     # -- running from sync code -------------------------------------------------------
 
@@ -157,24 +154,7 @@ class Session:
         from inside a running event loop it runs on a fresh loop in a helper thread while
         the caller blocks, as Mellea does (await the async form there instead when you can).
         """
-        if self._backend_factory is not None and _in_running_loop():
-            coro = self._on_own_backend(coro)
         return self._runner.run(coro)
-
-    async def _on_own_backend(self, coro: Coroutine[Any, Any, T]) -> T:
-        # Until the HTTP backends keep one connection pool per event loop, a backend that
-        # start_session built is bound to the first loop that used it: a call on a helper
-        # thread's loop gets its own backend. The caller's loop is blocked meanwhile, so
-        # nothing else of this session runs while self.backend is swapped.
-        assert self._backend_factory is not None
-        original, self.backend = self.backend, self._backend_factory()
-        try:
-            return await coro
-        finally:
-            own, self.backend = self.backend, original
-            aclose = getattr(own, "aclose", None)
-            if callable(aclose):
-                await aclose()
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -187,31 +167,11 @@ class Session:
         return ModelOption.merge(self.model_options, dict(model_options) if model_options else None)
 
     async def _ready(self) -> None:
-        """Before a request: the one-time reachability check, and close-at-loop-shutdown."""
+        """Before the first request: the backend's reachability check, once."""
         preflight = self._preflight
         if preflight is not None:
             await preflight()
             self._preflight = None
-        self._close_with_loop()
-
-    def _close_with_loop(self) -> None:
-        """Close the backend when the running loop shuts down, if nobody closes it before.
-
-        Seed code never closes its session, and an HTTP backend's connection pool must be
-        closed on the loop it lives on: a guard task waits until ``asyncio.run`` (or any
-        runner) cancels it at shutdown, and its ``finally`` closes the backend there.
-        Loops of this session's own runner are closed by the runner.
-        """
-        if not callable(getattr(self.backend, "aclose", None)):
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._runner.owns(loop):
-            return
-        if loop not in self._guards:
-            self._guards[loop] = loop.create_task(_close_at_shutdown(self), name="rxllm-session-close-guard")
 
     async def _generate(
         self,
@@ -721,10 +681,8 @@ class Session:
     # -- lifetime ----------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close the backend's resources (if it has an ``aclose()``)."""
-        guard = self._guards.pop(asyncio.get_running_loop(), None)
-        if guard is not None and guard is not asyncio.current_task():
-            guard.cancel()
+        """Close the backend (if it has an ``aclose()``): an HTTP backend closes its
+        connections on this loop and refuses new generations."""
         aclose = getattr(self.backend, "aclose", None)
         if callable(aclose):
             await aclose()
@@ -755,13 +713,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(backend={self.backend!r}, ctx={self.ctx!r})"
-
-
-async def _close_at_shutdown(session: Session) -> None:
-    try:
-        await asyncio.get_running_loop().create_future()
-    finally:
-        await session.aclose()
 
 
 async def _resolved(thunk: ModelOutputThunk[Any]) -> None:
@@ -811,12 +762,11 @@ def _as_component(action: Any, method: str) -> Any:
 
 def _backend_for(
     name: str, model_id: str | None, backend_kwargs: dict[str, Any]
-) -> tuple[Backend, Callable[[], Backend] | None, Callable[[], Awaitable[None]] | None]:
+) -> tuple[Backend, Callable[[], Awaitable[None]] | None]:
     """The one place that resolves a backend name (``backends.registry``).
 
-    Returns the backend built from *model_id* and *backend_kwargs*, a factory for another
-    like it (``None`` for a backend without a server), and the check to run before the
-    session's first request (``None`` when there is none).
+    Returns the backend built from *model_id* and *backend_kwargs*, and the check to run
+    before the session's first request (``None`` when there is none).
     """
     registry = importlib.import_module("backends.registry")
     try:
@@ -824,12 +774,9 @@ def _backend_for(
     except ValueError as exc:
         raise ValueError(f"{exc}; or pass start_session a backend object") from None
 
-    def make() -> Backend:
-        return typing.cast("Backend", entry.create(model_id, **backend_kwargs))
-
-    backend = make()
+    backend = typing.cast("Backend", entry.create(model_id, **backend_kwargs))
     if not entry.check_reachable:
-        return backend, make if entry.needs_server else None, None
+        return backend, None
 
     async def check_reachable() -> None:
         # Without it a lazy thunk would carry the error, and the first call would "succeed".
@@ -842,7 +789,7 @@ def _backend_for(
                 f"{exc} Or use another backend: {'; '.join(others)}.", url=exc.url, provider=exc.provider
             ) from exc
 
-    return backend, make if entry.needs_server else None, check_reachable
+    return backend, check_reachable
 
 
 def start_session(
@@ -889,9 +836,7 @@ def start_session(
         )
     if not isinstance(backend_name, str):
         return Session(backend_name, ctx, model_options=model_options)
-    backend, factory, preflight = _backend_for(backend_name, model_id, dict(backend_kwargs))
+    backend, preflight = _backend_for(backend_name, model_id, dict(backend_kwargs))
     session = Session(backend, ctx, model_options=model_options)
-    session._backend_factory = factory
     session._preflight = preflight
-    session._close_with_loop()
     return session

@@ -4,6 +4,8 @@ answer parsed into the return type (the parsing itself: tests/test_typed_output.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from typing import Any, Literal
 
@@ -243,3 +245,17 @@ async def test_openai_gets_the_return_types_schema_as_response_format() -> None:
     assert first["type"] == "json_schema" and first["json_schema"]["name"] == "Issue"
     assert first["json_schema"]["schema"]["required"] == ["main_complaint", "urgency"]
     assert second == {"type": "json_object", "schema": first["json_schema"]["schema"]}
+
+
+def test_from_engine_import_generative_is_the_decorator_after_the_submodule_was_imported() -> None:
+    # Python binds a submodule on its package when it is first imported; `engine.generative`
+    # (the module) must not shadow `engine.generative` (the decorator) for later imports.
+    code = (
+        "import engine.generative, sys; "
+        "from engine.generative import GenerativeOutputError; "
+        "from engine import generative; "
+        "assert callable(generative) and generative.__module__ == 'engine.generative', generative; "
+        "assert sys.modules['engine.generative'].generative is generative; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -1,4 +1,4 @@
-"""stream_with_chunking: every rule of DESIGN.md "Semantics that tests must pin", on ScriptedBackend."""
+"""stream_with_chunking: every rule of the README's "The order of events" and "A run is owned by its readers", on ScriptedBackend."""
 
 from __future__ import annotations
 
