@@ -340,13 +340,15 @@ class _Scheduler:
         elif not isinstance(result, PartialValidationResult):
             self._end(k, _bad_result(worker.req, result))
             return
+        failed = result.success == "fail"
+        if failed:
+            # The fast path: stop the producer first; everything else waits for the next turn.
+            self._end(k, None)
         slot = self._slot(k)
         if slot is not None and slot.results[worker.index] is None:
             slot.results[worker.index] = result
             slot.missing -= 1
-        if result.success == "fail":
-            # The fast path: stop the producer, and leave everything else to the next turn.
-            self._end(k, None)
+        if failed:
             return
         self._advance(worker)
         self._emit_ready()

@@ -130,6 +130,92 @@ async def test_a_check_that_answers_at_once_stops_the_producer_before_it_sends_a
     assert result.completed is False and result.full_text == SENTENCES[0].strip()
 
 
+class _Marks(Requirement):
+    """Fails the second chunk without suspending; records the verdict and the next loop turn."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__("marks")
+        self.order = order
+        self.seen = 0
+
+    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+        self.seen += 1
+        if self.seen < 2:
+            return PASS
+        self.order.append("verdict")
+        asyncio.get_running_loop().call_soon(self.order.append, "next turn")
+        return PartialValidationResult("fail", reason="second")
+
+
+class _SourceBackend:
+    """A backend whose generation is the async generator *produce(order)*."""
+
+    def __init__(self, produce: Any, order: list[str]) -> None:
+        self.produce, self.order = produce, order
+
+    async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
+        from engine.core.asyncrx import from_async_iterable
+        from engine.core.thunk import ModelOutputThunk
+
+        order = self.order
+
+        class Recorded(ModelOutputThunk[str]):
+            def cancel(self, error: Exception | None = None) -> None:
+                first = self.generation.cancel_requested_at is None
+                super().cancel(error)
+                if first:  # the run's end calls it again, as a no-op
+                    order.append("cancel returned")
+
+        thunk = Recorded(from_async_iterable(lambda: self.produce(order)))
+        return thunk, ctx.add(action).add(thunk)
+
+
+async def _produce_then_record(order: list[str]) -> Any:
+    try:
+        for delta in deltas_of(SENTENCES):
+            await asyncio.sleep(0)
+            yield delta
+    finally:
+        order.append("finally")
+
+
+async def _produce_with_an_awaiting_cleanup(order: list[str]) -> Any:
+    try:
+        for delta in deltas_of(SENTENCES):
+            await asyncio.sleep(0)
+            yield delta
+    finally:
+        order.append("finally")
+        await asyncio.sleep(0.01)  # a cleanup that suspends: the pump's task continues it
+        order.append("cleanup done")
+
+
+@pytest.mark.asyncio
+async def test_a_failing_verdict_runs_the_producers_finally_inside_its_own_step() -> None:
+    # The stop reaches the generator while the pump delivers its delta: the generator is
+    # closed right there, so its finally runs inside the thunk's cancel(), before the rest
+    # of the step (the verdict's bookkeeping) and before the next loop turn.
+    order: list[str] = []
+    backend = _SourceBackend(_produce_then_record, order)
+    result = await stream_with_chunking(CBlock("q"), backend, SimpleContext(), requirements=[_Marks(order)])
+    events = [e async for e in result.events()]
+    assert order == ["verdict", "finally", "cancel returned", "next turn"]
+    assert kinds(events) == ["Q0", "C0", "Q1!", "CompletedEvent"]
+
+
+@pytest.mark.asyncio
+async def test_a_producer_cleanup_that_awaits_is_finished_by_its_task_before_the_run_ends() -> None:
+    order: list[str] = []
+    backend = _SourceBackend(_produce_with_an_awaiting_cleanup, order)
+    result = await stream_with_chunking(CBlock("q"), backend, SimpleContext(), requirements=[_Marks(order)])
+    events = [e async for e in result.events()]
+    assert order[:4] == ["verdict", "finally", "cancel returned", "next turn"]
+    await asyncio.sleep(0.05)
+    assert order == ["verdict", "finally", "cancel returned", "next turn", "cleanup done"]
+    assert kinds(events) == ["Q0", "C0", "Q1!", "CompletedEvent"]
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
 @pytest.mark.asyncio
 async def test_the_failing_chunk_reports_every_sibling_that_answered_and_both_failures() -> None:
     a = Check("a", {2: "fail"})

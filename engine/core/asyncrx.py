@@ -41,6 +41,8 @@ from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
 
+from engine.core.eager import resume
+
 __all__ = [
     "LoopObservable",
     "Relay",
@@ -244,11 +246,13 @@ def from_async_iterable(factory: Callable[[], AsyncIterator[T]]) -> Observable[T
 class _Pump(abc.DisposableBase, Generic[T]):
     """One subscription of :func:`from_async_iterable`: the reading task and its disposal."""
 
-    __slots__ = ("delivering", "disposed", "factory", "observer", "task")
+    __slots__ = ("closing", "delivering", "disposed", "factory", "iterator", "observer", "task")
 
     def __init__(self, factory: Callable[[], AsyncIterator[T]], observer: Any) -> None:
         self.factory: Callable[[], AsyncIterator[T]] | None = factory
         self.observer: Any = observer
+        self.iterator: AsyncIterator[T] | None = None
+        self.closing: tuple[Any, Any] | None = None  # a close begun in on_next that suspended
         self.disposed = False
         self.delivering = False  # inside observer.on_next, on the pump's own step
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -257,29 +261,33 @@ class _Pump(abc.DisposableBase, Generic[T]):
         factory, observer = self.factory, self.observer
         assert factory is not None
         self.factory = None
-        iterator: AsyncIterator[T] | None = None
         error: Exception | None = None
         try:
-            iterator = factory()
+            iterator = self.iterator = factory()
             async for item in iterator:
                 self.delivering = True
                 try:
                     observer.on_next(item)
                 finally:
                     self.delivering = False
-                # Disposal from inside on_next is legal: stop reading buffered data.
+                # Disposed from inside on_next: dispose() already closed the source.
                 if self.disposed:
                     return
         except Exception as exc:  # the source (or the observer taking an item) failed
             error = exc
         finally:
             self.observer = None  # a finished subscription holds nothing
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                try:  # noqa: SIM105 (suppress() costs calls on the cancel path)
-                    await aclose()
-                except Exception:
-                    pass  # the iterator's own cleanup failed; the stream is over anyway
+            closing, self.closing = self.closing, None
+            unclosed, self.iterator = self.iterator, None
+            try:
+                if closing is not None:  # a close that dispose() began and that suspended
+                    await resume(*closing)
+                elif unclosed is not None:
+                    aclose = getattr(unclosed, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            except Exception:
+                pass  # the iterator's own cleanup failed; the stream is over anyway
         if self.disposed:
             return
         # Nothing may escape this task: an exception lost in it would hang every reader.
@@ -297,10 +305,28 @@ class _Pump(abc.DisposableBase, Generic[T]):
         if self.disposed:
             return
         self.disposed = True
-        # Disposed from inside on_next (the pump's own step): the pump checks `disposed`
-        # right after it and returns through its finally, at once.
-        if not self.delivering:
+        if self.delivering:
+            self._close_in_step()
+        else:
             self.task.cancel()
+
+    def _close_in_step(self) -> None:
+        """Disposed from inside ``on_next``, so in the pump's own task step, while the source
+        is suspended at its ``yield``: close it right here, so its ``finally`` (the producer's
+        cleanup, an HTTP response's close) runs before this call returns, not after the
+        whole chain of callbacks unwinds. A cleanup that awaits is continued by the task."""
+        iterator, self.iterator = self.iterator, None
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is None:
+            return
+        closer = aclose()
+        try:
+            yielded = closer.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            return  # the iterator's own cleanup failed; the stream is over anyway
+        self.closing = (closer, yielded)
 
 
 async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:

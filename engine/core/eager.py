@@ -26,7 +26,7 @@ from asyncio import tasks as _tasks
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final
 
-__all__ = ["PENDING", "DeadlineExceeded", "Lane"]
+__all__ = ["PENDING", "DeadlineExceeded", "Lane", "resume"]
 
 PENDING: Final = object()
 """What :meth:`Lane.start` returns when the coroutine suspended and the lane continues it."""
@@ -44,7 +44,7 @@ class DeadlineExceeded(TimeoutError):
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], yielded: Any, cancel: bool = False) -> Generator[Any, Any, Any]:
+def resume(coro: Coroutine[Any, Any, Any], yielded: Any, cancel: bool = False) -> Generator[Any, Any, Any]:
     """Continue *coro*, which suspended by yielding *yielded*, inside the awaiting task
     (first cancelling it, with *cancel*).
 
@@ -190,10 +190,10 @@ class Lane:
             deadline = None
             try:
                 if job.deadline is None:
-                    result = await _resume(job.coro, job.yielded, job.cancelled)
+                    result = await resume(job.coro, job.yielded, job.cancelled)
                 else:
                     async with asyncio.timeout_at(job.deadline) as deadline:
-                        result = await _resume(job.coro, job.yielded, job.cancelled)
+                        result = await resume(job.coro, job.yielded, job.cancelled)
             except asyncio.CancelledError as exc:
                 self._current = None
                 if self._closed:
