@@ -4,7 +4,6 @@ and the statistics of the summary at the end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -204,8 +203,8 @@ async def run_once(
         await result.acomplete()
     except OutputClosed:
         closed = True
-        if result is not None:
-            await _cancel(result)
+        if result is not None:  # stop the generation with it; its connection is closed
+            await result.aclose()
         raise
     except Exception as exc:  # the run's error: reported by the view and the exit code
         stats.error = exc
@@ -220,13 +219,3 @@ async def run_once(
         if not closed:
             view.finish()
     return stats
-
-
-async def _cancel(result: StreamChunkingResult) -> None:
-    """Stop a run early, the generation with it: cancelling a wait on ``acomplete()`` does that
-    (its documented behaviour) and lets the backend close its connection."""
-    waiting = asyncio.ensure_future(result.acomplete())
-    await asyncio.sleep(0)  # acomplete() is waiting now
-    waiting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await waiting
