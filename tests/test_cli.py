@@ -671,6 +671,19 @@ async def test_a_refused_key_says_which_flag_gives_one() -> None:
     assert "api_key=" not in ran.err
 
 
+@pytest.mark.asyncio
+async def test_a_rate_limit_does_not_point_at_the_check_retries_flag() -> None:
+    # The backend's retries= (re-send a refused request) is not `rxllm stream --retries` (continue
+    # an answer that failed a check): the advice about it is for Python and is left out.
+    reply = Reply(status=429, error="Too many requests", headers={"Retry-After": "2"})
+    async with FakeOllamaServer(reply) as server:
+        ran = await arxllm("stream", "x", "--base-url", server.url)
+    assert ran.code == EXIT_BACKEND_ERROR
+    assert ran.err.count("Too many requests") == 1
+    assert "Rate limited: retry after 2 s, or lower the number of concurrent generations." in ran.err
+    assert "retries=" not in ran.err and "--retries" not in ran.err
+
+
 def test_advice_for_python_becomes_advice_for_flags() -> None:
     message = (
         "Cannot reach Ollama at http://h:1 (refused). Is `ollama serve` running? Set OLLAMA_HOST or pass "
