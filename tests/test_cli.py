@@ -252,6 +252,37 @@ def test_stream_events_lines_and_word_chunking(script: str) -> None:
     assert "failed quick checks: 1 (forbidden: silt (forbidden word 'silt'))" in ran.out
 
 
+@pytest.mark.asyncio
+async def test_stream_retries_a_failed_sentence_and_exits_0_when_the_retry_passes() -> None:
+    repaired = " They carry mud to the sea.\n\nDeltas form where they slow. That is all."
+    async with FakeOllamaServer() as server:
+        server.enqueue(Reply(deltas=tokenize(TEXT)), Reply(deltas=tokenize(repaired)))
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--forbid", "silt", "--retries", "1")
+        continued = server.requests[-1].body["messages"][-1]
+    assert ran.code == EXIT_OK, ran.err  # the failure was repaired: the run passed
+    assert (
+        ran.out
+        == "Rivers carve valleys. They carry mud to the sea.\n\nDeltas form where they slow. That is all.\n"
+    )
+    assert continued == {"role": "assistant", "content": "Rivers carve valleys."}
+    assert "-- failed quick checks: 1 (forbidden: silt (forbidden word 'silt'))" in ran.err
+    assert "-- retries: 1 (" in ran.err
+    assert "-- final validation: passed" in ran.err
+    assert "generation: cancelled" not in ran.err  # the summary tells of the attempt that finished
+
+
+def test_stream_retries_exits_1_when_every_attempt_fails(script: str) -> None:
+    # The simulator replays its script for the retry too, so the same sentence fails again.
+    ran = rxllm(
+        "stream", "x", "--backend", "scripted", "--script", script, "--delay", "0",
+        "--json", "--forbid", "silt", "--retries", "1",
+    )  # fmt: skip
+    assert ran.code == EXIT_CHECK_FAILED
+    events = ran.events()
+    assert types(events).count("RetryEvent") == 1
+    assert events[-1]["success"] is False and events[-1]["attempts_used"] == 2
+
+
 def test_stream_reads_the_script_from_stdin() -> None:
     proc = subprocess.run(
         [*PYTHON, "stream", "x", "--backend", "scripted", "--script", "-", "--delay", "0", "--json"],

@@ -56,9 +56,11 @@ class RunStats:
     completed: bool = False
     error: BaseException | None = None
     generation: GenerationInfo | None = None
-    """The run's own generation record (``result.mot.generation``), once the request is sent."""
+    """The run's own generation record, once the request is sent; after a retry, the latest
+    attempt's (``result.mots[-1].generation``)."""
     script_length: int | None = None
-    """How many deltas the simulator had in store (``--backend scripted`` and the demo)."""
+    """How many deltas the simulator had in store (``--backend scripted`` and the demo), until a
+    retry's generation takes over."""
     retries: list[str] = attrs.field(factory=list)
     """The reason of every in-stream retry (``--retries``), in order."""
 
@@ -83,7 +85,8 @@ class RunStats:
         """The process exit code this run deserves."""
         if self.error is not None:
             return exit_code_for(self.error)
-        if self.failures or self.final_passed is False or not self.completed:
+        # A failure a retry repaired (it is in ``failures``) does not fail the run: the run's end says.
+        if self.final_passed is False or not self.completed:
             return EXIT_CHECK_FAILED
         return EXIT_OK
 
@@ -187,7 +190,8 @@ async def run_once(
                 stats.chunks += 1
                 if tracker.mot is not result.mots[-1]:  # a retry's generation continues the text
                     tracker.follow(result.mots[-1])
-                    stats.generation = result.mot.generation
+                    stats.generation = result.mots[-1].generation
+                    stats.script_length = None  # the simulator's script was the first attempt's
                 piece = tracker.piece(event.text)
             elif isinstance(event, RetryEvent):
                 stats.retries.append(event.reason)
