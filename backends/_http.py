@@ -347,6 +347,40 @@ class HttpBackend(ABC):
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
         """A fresh parser for one response body (*url* is the redacted URL, for messages)."""
 
+    # -- for the subclasses' _request --------------------------------------------
+
+    def _chat_body(
+        self, action: Any, ctx: Context, options: Mapping[str, Any], stream: bool
+    ) -> dict[str, Any]:
+        """The fields every chat request starts with: ``model``, ``messages`` (the system prompt
+        first, if the options give one) and ``stream``."""
+        return {
+            "model": self.model_id,
+            "messages": chat_messages(action, ctx, options.get(ModelOption.SYSTEM_PROMPT)),
+            "stream": stream,
+        }
+
+    def _wire_options(self, options: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+        """The model options as the server names them, in their order.
+
+        A :class:`~engine.core.options.ModelOption` in *names* takes the server's name (and is
+        left out when ``None``); ``STREAM`` and ``SYSTEM_PROMPT`` are left out (the request
+        itself carries them); another ``@@@`` option is left out with a warning; any other key
+        passes as it is.
+        """
+        wire: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in names:
+                if value is not None:
+                    wire[names[key]] = value
+            elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
+                continue
+            elif key.startswith("@@@"):
+                ModelOption.warn_ignored(key, type(self).__name__)
+            else:
+                wire[key] = value
+        return wire
+
     def _headers(self, stream: bool) -> dict[str, str]:
         """Request headers (a subclass adds its credentials)."""
         return {"Content-Type": "application/json", "User-Agent": "rxllm"}

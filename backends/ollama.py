@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Unpack
 from urllib.parse import urlsplit
 
-from backends._http import HttpBackend, HttpOptions, StreamParser, chat_messages, json_schema_for
+from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
 from backends.errors import BackendUnreachableError
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
@@ -112,24 +112,10 @@ class OllamaBackend(HttpBackend):
     def _request(
         self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
     ) -> tuple[str, dict[str, Any]]:
-        body: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": chat_messages(action, ctx, options.get(ModelOption.SYSTEM_PROMPT)),
-            "stream": stream,
-        }
+        body = self._chat_body(action, ctx, options, stream)
         ollama_options: dict[str, Any] = {}
-        for key, value in options.items():
-            if key in _OPTIONS:
-                if value is not None:
-                    ollama_options[_OPTIONS[key]] = value
-            elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
-                continue
-            elif key.startswith("@@@"):
-                ModelOption.warn_ignored(key, "OllamaBackend")
-            elif key in _TOP_LEVEL:
-                body[key] = value
-            else:
-                ollama_options[key] = value
+        for key, value in self._wire_options(options, _OPTIONS).items():
+            (body if key in _TOP_LEVEL else ollama_options)[key] = value
         if ollama_options:
             body["options"] = ollama_options
         if format is not None:

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Unpack
 
-from backends._http import HttpBackend, HttpOptions, StreamParser, chat_messages, json_schema_for
+from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
@@ -125,25 +125,12 @@ class OpenAIBackend(HttpBackend):
     def _request(
         self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
     ) -> tuple[str, dict[str, Any]]:
-        body: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": chat_messages(action, ctx, options.get(ModelOption.SYSTEM_PROMPT)),
-            "stream": stream,
-        }
+        body = self._chat_body(action, ctx, options, stream)
         if stream and self.include_usage:
             body["stream_options"] = {"include_usage": True}
         if isinstance(action, Continuation):
             body.update(self.continue_fields)
-        for key, value in options.items():
-            if key in _OPTIONS:
-                if value is not None:
-                    body[_OPTIONS[key]] = value
-            elif key in (ModelOption.STREAM, ModelOption.SYSTEM_PROMPT):
-                continue
-            elif key.startswith("@@@"):
-                ModelOption.warn_ignored(key, "OpenAIBackend")
-            else:
-                body[key] = value
+        body.update(self._wire_options(options, _OPTIONS))
         if format is not None:
             from engine.core import typed_output
 

@@ -178,9 +178,10 @@ RXLLM = "rxllm"
 MELLEA_07 = "mellea-0.7.0"
 MELLEA_08 = "mellea-0.8.0"
 ENGINES = (RXLLM, MELLEA_07, MELLEA_08)
-# Engine -> (adapter module run by _worker.py, interpreter). rxllm runs in the interpreter
-# running the orchestrating script (the project venv); each Mellea in the venv `make bench` builds.
-_ADAPTERS = {RXLLM: "_ours", MELLEA_07: "_mellea", MELLEA_08: "_mellea08"}
+# Engine -> adapter module run by _worker.py, and the venv of its interpreter. rxllm runs in the
+# interpreter running the orchestrating script (the project venv); each Mellea in the venv `make
+# bench` builds. Both Mellea versions run _mellea, which follows the version installed beside it.
+_ADAPTERS = {RXLLM: "_ours", MELLEA_07: "_mellea", MELLEA_08: "_mellea"}
 _VENVS = {MELLEA_07: BENCH_DIR / ".mellea-venv", MELLEA_08: BENCH_DIR / ".mellea08-venv"}
 
 
@@ -220,6 +221,8 @@ class Worker:
     The child runs ``_worker.py ADAPTER``: it reads ``{"op": ..., "args": {...}}`` lines,
     runs ``ADAPTER.OPS[op](**args)`` on a fresh event loop, and answers one JSON line.
     Between commands it waits on its stdin, so it takes no CPU from the engine measured.
+    The child's ``engine`` op must name *engine* (a venv that holds another Mellea version
+    fails here rather than measure under the wrong name).
     """
 
     def __init__(self, engine: str) -> None:
@@ -234,6 +237,14 @@ class Worker:
             text=True,
             cwd=str(BENCH_DIR),
         )
+        try:
+            serves = self.call("engine")
+        except BaseException:
+            self.close()
+            raise
+        if serves != engine:
+            self.close()
+            raise RuntimeError(f"the {engine} worker runs {serves}: rebuild its virtualenv (`make bench`)")
 
     def call(self, op: str, **args: Any) -> Any:
         """Run *op* in the child and return its result; a failure there is raised here."""

@@ -7,7 +7,7 @@ working while the library's internals change.
   what a cheap real check costs, minus the check.
 - :class:`FailOnChunk`: fails chunk *n* and records, inside the validator, the
   ``perf_counter`` reading at which it returns "fail" (the verdict) and how many
-  deltas the source had produced by then, in a :class:`Probe` shared by its copies.
+  deltas the source had produced by then, in a :class:`_ops.Probe` shared by its copies.
   With ``await_once`` it suspends once (``await asyncio.sleep(0)``) on every chunk
   before answering, as a validator doing I/O would.
 - :func:`run_ours`: one ``stream_with_chunking`` run on a fresh ``ScriptedBackend``,
@@ -17,8 +17,9 @@ working while the library's internals change.
   run as tasks in parallel, the final ``validate`` calls), the same event objects, no Rx.
 - :func:`cancel_floor_in_step` and :func:`cancel_floor_task_cancel`: the two cancel
   floors of issue 12 (see their docstrings).
-- ``OPS``: what ``_worker.py`` serves for the side-by-side scripts; the Mellea adapters
-  (``_mellea``, ``_mellea08``) serve the same ops with the same arguments and results.
+- ``OPS``: what ``_worker.py`` serves for the side-by-side scripts: ``cancel``, ``stream``
+  and ``fanout`` built by ``_ops.engine_ops`` (as the Mellea adapter, ``_mellea``, builds
+  its own), and the floors' ops.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import gc
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+
+from _ops import Probe, cancel_samples, engine_ops
 
 from backends import ScriptedBackend
 from engine import (
@@ -69,16 +72,6 @@ class NoOpRequirement(Requirement):
         return _PASSED
 
 
-class Probe:
-    """Mutable record shared by a :class:`FailOnChunk` and its copies (``copy`` is shallow)."""
-
-    def __init__(self) -> None:
-        self.generation: Any = None
-        """The backend's generation record; set by the runner once generation has started."""
-        self.verdict_at: float | None = None
-        self.sent_at_verdict = 0
-
-
 class FailOnChunk(NoOpRequirement):
     """Returns "fail" on chunk number *n* (1-based), recording the verdict time in *probe*."""
 
@@ -94,9 +87,7 @@ class FailOnChunk(NoOpRequirement):
             await asyncio.sleep(0)
         self._seen += 1
         if self._seen == self.n:
-            probe = self.probe
-            probe.sent_at_verdict = probe.generation.deltas_sent
-            probe.verdict_at = time.perf_counter()
+            self.probe.verdict()
             return _FAIL
         return _UNKNOWN
 
@@ -111,7 +102,7 @@ class _ProbedBackend(ScriptedBackend):
     async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
         result = await super().generate_from_context(action, ctx, **kwargs)
         if self._probe is not None:
-            self._probe.generation = self.generations[-1]
+            self._probe.record = self.generations[-1]
         return result
 
 
@@ -287,70 +278,25 @@ async def cancel_floor_task_cancel(
     return record.finally_at - check.verdict_at, record.sent - record.sent_at_verdict
 
 
-# -- worker ops (same names, arguments and results in _mellea and _mellea08) -----------------
-
-
-async def _cancel_samples(once: Callable[[], Any], runs: int) -> dict[str, list[float]]:
-    latency: list[float] = []
-    after: list[float] = []
-    for _ in range(runs):
-        gc.collect()
-        seconds, deltas_after = await once()
-        latency.append(seconds * 1e6)
-        after.append(deltas_after)
-    return {"latency_us": latency, "deltas_after": after}
-
-
-async def op_cancel(
-    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
-) -> dict[str, list[float]]:
-    """*runs* failing streams: verdict -> the producer's ``finally`` (µs), deltas after the verdict."""
-
-    async def once() -> tuple[float, int]:
-        probe = Probe()
-        reqs = [FailOnChunk(fail_on, probe, await_once=await_once), NoOpRequirement(), NoOpRequirement()]
-        generation, _, completed = await run_ours(deltas, reqs, delay=delay, probe=probe)
-        if completed or probe.verdict_at is None or generation.cancelled_at is None:
-            raise RuntimeError(
-                f"the failing run was not cancelled (completed={completed}, verdict_at={probe.verdict_at}, "
-                f"cancelled_at={generation.cancelled_at}); the pipeline did not stop the generation on 'fail'"
-            )
-        return generation.cancelled_at - probe.verdict_at, generation.deltas_sent - probe.sent_at_verdict
-
-    return await _cancel_samples(once, runs)
+# -- worker ops (cancel, stream and fanout as every engine serves them: _ops.engine_ops) ---------
 
 
 async def op_cancel_floor_in_step(
     deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
 ) -> dict[str, list[float]]:
-    """Floor (a), as :func:`op_cancel` reports it."""
-    return await _cancel_samples(lambda: cancel_floor_in_step(deltas, delay, fail_on, await_once), runs)
+    """Floor (a), as the ``cancel`` op reports it."""
+    return await cancel_samples(lambda: cancel_floor_in_step(deltas, delay, fail_on, await_once), runs)
 
 
 async def op_cancel_floor_task_cancel(
     deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
 ) -> dict[str, list[float]]:
-    """Floor (b), as :func:`op_cancel` reports it."""
-    return await _cancel_samples(lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs)
-
-
-async def op_stream(deltas: list[str], runs: int) -> dict[str, Any]:
-    """*runs* timed passing streams of *deltas*, three no-op requirements, every event consumed."""
-    reqs = [NoOpRequirement() for _ in range(3)]
-    seconds: list[float] = []
-    events = 0
-    for _ in range(runs):
-        gc.collect()
-        start = time.perf_counter()
-        _, events, completed = await run_ours(deltas, reqs)
-        seconds.append(time.perf_counter() - start)
-        if not completed:
-            raise RuntimeError("a passing run did not complete: a no-op requirement cannot fail")
-    return {"seconds": seconds, "events": events}
+    """Floor (b), as the ``cancel`` op reports it."""
+    return await cancel_samples(lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs)
 
 
 async def op_stream_floor(deltas: list[str], runs: int) -> dict[str, Any]:
-    """:func:`op_stream` for the plain-asyncio floor."""
+    """The ``stream`` op for the plain-asyncio floor."""
     reqs = [NoOpRequirement() for _ in range(3)]
     seconds: list[float] = []
     events = 0
@@ -362,22 +308,9 @@ async def op_stream_floor(deltas: list[str], runs: int) -> dict[str, Any]:
     return {"seconds": seconds, "events": events}
 
 
-async def op_fanout(deltas: list[str], streams: int) -> dict[str, Any]:
-    """*streams* concurrent passing streams on one loop: wall seconds and failures."""
-    reqs = [NoOpRequirement() for _ in range(3)]
-    gc.collect()
-    start = time.perf_counter()
-    results = await asyncio.gather(*(run_ours(deltas, reqs) for _ in range(streams)), return_exceptions=True)
-    seconds = time.perf_counter() - start
-    failures = sum(1 for r in results if isinstance(r, BaseException) or not r[2])
-    return {"seconds": seconds, "failures": failures}
-
-
 OPS: dict[str, Callable[..., Any]] = {
-    "cancel": op_cancel,
+    **engine_ops("rxllm", run_ours, NoOpRequirement, FailOnChunk),
     "cancel_floor_in_step": op_cancel_floor_in_step,
     "cancel_floor_task_cancel": op_cancel_floor_task_cancel,
-    "stream": op_stream,
     "stream_floor": op_stream_floor,
-    "fanout": op_fanout,
 }

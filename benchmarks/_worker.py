@@ -1,10 +1,11 @@
 """One engine's benchmark worker: ``python _worker.py ADAPTER``, driven by :class:`_harness.Worker`.
 
-Not a benchmark itself. It imports the adapter module (``_ours`` for rxllm, ``_mellea``
-for Mellea 0.7.0, ``_mellea08`` for Mellea 0.8.0), then answers commands read from
-stdin, one JSON line each: ``{"op": NAME, "args": {...}}`` runs ``ADAPTER.OPS[NAME](**args)``
-on a fresh event loop and writes ``{"result": ...}`` (or ``{"error": traceback}``) as one
-line. It exits when stdin closes. Nothing else is written to stdout.
+Not a benchmark itself. It imports the adapter module (``_ours`` for rxllm; ``_mellea`` for
+Mellea 0.7.0 and 0.8.0, the version installed in the worker's venv choosing its code paths),
+then answers commands read from stdin, one JSON line each: ``{"op": NAME, "args": {...}}``
+runs ``ADAPTER.OPS[NAME](**args)`` on a fresh event loop and writes ``{"result": ...}`` (or
+``{"error": traceback}``) as one line. It exits when stdin closes. Nothing else is written
+to stdout.
 """
 
 from __future__ import annotations
@@ -38,5 +39,5 @@ def serve(adapter_name: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: _worker.py ADAPTER_MODULE (_ours, _mellea or _mellea08)")
+        raise SystemExit("usage: _worker.py ADAPTER_MODULE (_ours or _mellea)")
     serve(sys.argv[1])

@@ -15,7 +15,7 @@ Sides:
 - ``mellea-0.7.0``: Mellea 0.7.0's ``stream_with_chunking``; ``mellea-0.8.0``: Mellea
   0.8.0's ``stream(..., as_events=True)`` with ``_stream_validate`` overridden. Both fed
   by a Mellea ``Backend`` subclass running Mellea's own ``send_to_queue`` over the same
-  deltas, its task's ``finally`` recording the time (``_mellea.py``, ``_mellea08.py``).
+  deltas, its task's ``finally`` recording the time (``_mellea.py``, one adapter for both).
 - ``floor: in-step``: a producer task that checks each chunk inline and returns on
   "fail" (the least any engine can do); ``floor: task cancel``: the check in another
   task, which calls ``producer.cancel()`` (``_ours.cancel_floor_*``).

@@ -4,7 +4,7 @@ The same workloads through rxllm's ``stream_with_chunking``, Mellea 0.7.0's
 ``stream_with_chunking`` and Mellea 0.8.0's ``stream(..., as_events=True)``: sentence
 chunking, three no-op requirements, every event consumed, deltas pushed by each
 engine's own kind of backend task (``ScriptedBackend``; Mellea ``Backend`` subclasses
-running Mellea's ``send_to_queue``, see ``_mellea.py`` and ``_mellea08.py``), one loop
+running Mellea's ``send_to_queue``, see ``_mellea.py``), one loop
 turn per delta. Two Mellea versions cannot share an interpreter, so each engine runs
 in its own persistent worker process (``_harness.Worker``; rxllm in this venv, each
 Mellea in the venv ``make bench`` builds) and this script alternates them round by

@@ -107,14 +107,7 @@ class TextCheck(Requirement):
         model_options: dict[str, Any] | None = None,
     ) -> ValidationResult:
         """Check the newest model output in *ctx* with :meth:`check_text`."""
-        output = ctx.last_output()
-        if output is None:
-            raise ValueError(
-                f"{type(self).__name__}.validate found no model output in the context; "
-                "pass the context returned by generate_from_context (it ends with the output)"
-            )
-        text: str = await output.avalue()
-        return await self.check_text(text)
+        return await self.check_text(await self._output_text(ctx))
 
 
 class _CountingCheck(TextCheck):

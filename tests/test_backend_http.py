@@ -457,3 +457,18 @@ async def test_aclose_during_a_generation_says_so_and_keeps_the_text(kind: str) 
         error = await failure(thunk)
         assert "aclose()" in str(error) and thunk.text != ""
         await record.wait_disconnected()
+
+
+def test_the_package_exports_every_error_class() -> None:
+    # backends/__init__.py lists its exports by hand: a new error in backends.errors must join them.
+    import backends
+    import backends.errors
+
+    classes = {
+        name
+        for name in backends.errors.__all__
+        if isinstance(getattr(backends.errors, name), type)
+        and issubclass(getattr(backends.errors, name), Exception)
+    }
+    assert classes <= set(backends.__all__)
+    assert all(getattr(backends, name) is getattr(backends.errors, name) for name in classes)

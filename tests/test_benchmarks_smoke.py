@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,75 @@ def test_worker_answers_commands_and_reports_failures() -> None:
             worker.call("stream", deltas=["x"], runs=1, unexpected=True)
         # The worker survives a failed command.
         assert worker.call("stream", deltas=["Again. "], runs=1)["events"] > 0
+
+
+def test_a_worker_that_runs_another_engine_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a Mellea venv holding the other version would: the worker names the engine it runs.
+    monkeypatch.setattr(_harness, "engine_python", lambda engine: Path(sys.executable))
+    monkeypatch.setitem(_harness._ADAPTERS, _harness.MELLEA_07, "_ours")
+    with pytest.raises(RuntimeError, match=r"the mellea-0\.7\.0 worker runs rxllm"):
+        _harness.Worker(_harness.MELLEA_07)
+
+
+# A stand-in for the names _mellea imports from Mellea, laid out as each version lays them out
+# (0.7.0 has stream_with_chunking, 0.8.0 stream): enough to import the adapter, not to run it.
+_FAKE_MELLEA = {
+    "mellea/__init__.py": "",
+    "mellea/core.py": (
+        "class Backend: ...\nclass CBlock: ...\nclass GenerateType:\n    ASYNC = 1\n"
+        "class ModelOutputThunk:\n    def __class_getitem__(cls, item): return cls\n"
+        "class PartialValidationResult:\n    def __init__(self, success, reason=None): ...\n"
+        "class ValidationResult:\n    def __init__(self, result): ...\n"
+        "class Requirement:\n    def __init__(self, description, validation_fn=None): ...\n"
+    ),
+    "mellea/helpers/__init__.py": "",
+    "mellea/helpers/async_helpers.py": "async def send_to_queue(*args, **kwargs): ...\n",
+    "mellea/stdlib/__init__.py": "",
+    "mellea/stdlib/context.py": "class SimpleContext: ...\n",
+}
+_PROBE_ADAPTER = """
+import json, _mellea, _ours
+hooks = ("stream_validate", "_stream_validate")
+print(json.dumps({
+    "engine": _mellea.ENGINE,
+    "ops": sorted(_mellea.OPS),
+    "rxllm_ops": sorted(_ours.OPS),
+    "api": sorted(n for n in ("stream", "stream_with_chunking") if n in vars(_mellea)),
+    "hooks": [sorted(n for n in hooks if n in vars(c)) for c in (_mellea.NoOpRequirement, _mellea.FailOnChunk)],
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("version", "api", "hook"),
+    [("0.7.0", "stream_with_chunking", "stream_validate"), ("0.8.0", "stream", "_stream_validate")],
+)
+def test_the_mellea_adapter_imports_and_follows_the_installed_version(
+    tmp_path: Path, version: str, api: str, hook: str
+) -> None:
+    for name, text in _FAKE_MELLEA.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "mellea/stdlib/streaming.py").write_text(f"async def {api}(*args, **kwargs): ...\n")
+    info = tmp_path / f"mellea-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: mellea\nVersion: {version}\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE_ADAPTER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=str(BENCH),  # as _harness.Worker starts _worker.py: the adapters import each other by name
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(BENCH)])},
+    )
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["engine"] == f"mellea-{version}"
+    assert found["ops"] == ["cancel", "engine", "fanout", "stream"]
+    assert set(found["ops"]) <= set(found["rxllm_ops"])  # the same ops as rxllm's worker serves
+    assert found["api"] == [api]
+    assert found["hooks"] == [[hook], [hook]]  # the per-chunk hook this version calls, and only it
 
 
 @pytest.mark.asyncio

@@ -285,6 +285,13 @@ async def test_req_rejects_bad_functions_and_outcomes() -> None:
 async def test_validate_without_an_output_in_the_context_says_what_to_pass() -> None:
     with pytest.raises(ValueError, match="no model output in the context"):
         await MaxWords(3).validate(BACKEND, SimpleContext())
+    # The ready-made checks and a plain Requirement say it alike, naming the class.
+    for requirement in (MaxWords(3), Requirement("short", validation_fn=lambda text: True)):
+        name = type(requirement).__name__
+        with pytest.raises(
+            ValueError, match=rf"^{name}\.validate found no model output .* generate_from_context"
+        ):
+            await requirement.validate(BACKEND, SimpleContext())
 
 
 def test_descriptions_tell_the_model_the_rule() -> None:

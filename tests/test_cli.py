@@ -119,12 +119,15 @@ def script(tmp_path: Path) -> str:
 # -- the demo ------------------------------------------------------------------------------
 
 
-def test_demo_shows_both_runs_and_exits_0() -> None:
+def test_demo_shows_three_runs_and_exits_0() -> None:
     ran = rxllm("demo", "--delay", "0.002")
     assert ran.code == EXIT_OK, ran.err
     out = ran.out
     assert "SIMULATOR" in out and "rxllm stream" in out and "--backend ollama" in out
-    run1, run2 = out.split("Run 1 of 2")[1].split("Run 2 of 2")
+    assert "Run 1 of 2" not in out
+    run1, rest = out.split("Run 1 of 3")[1].split("Run 2 of 3")
+    run2, rest = rest.split("Run 3 of 3")
+    run3, closing = rest.split("What happened:")
     assert "final validation: passed" in run1
     assert "completed: success=True" in run1
     # The siblings answer without waiting, so their real answers are reported beside the failure.
@@ -137,15 +140,27 @@ def test_demo_shows_both_runs_and_exits_0() -> None:
     # The failing (fifth) sentence is never shown.
     assert "Between 24 and 27" in run1 and "Between 24 and 27" not in run2
     assert "s  chunk 4 " not in run2
+    # Run 3: the fifth sentence fails, is withheld, and a retry continues the answer from the fourth.
+    assert "quick check  chunk 4: FAILED  [unknown, fail, pass]" in run3
+    assert "forbidden: Celsius: FAIL (forbidden word 'Celsius')" in run3
+    assert "retry        attempt 2: " in run3
+    assert "-> a new generation continues the answer from the text shown so far" in run3
+    assert "chunk 4      'Between 75 and 80 degrees Fahrenheit the yeast is lively" in run3
+    assert "Celsius the yeast" not in run3
+    assert run3.index("chunk 3 ") < run3.index("retry  ") < run3.index("chunk 4      'Between 75")
+    assert "final validation: passed" in run3 and "completed: success=True" in run3
+    assert "retries: 1 (" in run3
+    assert "generation: cancelled" not in run3  # the summary tells of the attempt that finished
+    assert "In run 3" in closing  # the closing words tell what the third run showed
 
 
-def test_demo_json_is_one_event_per_line_for_both_runs() -> None:
+def test_demo_json_is_one_event_per_line_for_every_run() -> None:
     ran = rxllm("demo", "--delay", "0.002", "--json")
     assert ran.code == EXIT_OK, ran.err
     events = ran.events()
     ends = [i for i, e in enumerate(events) if e["type"] == "CompletedEvent"]
-    assert len(ends) == 2
-    run1, run2 = events[: ends[0] + 1], events[ends[0] + 1 :]
+    assert len(ends) == 3
+    run1, run2, run3 = events[: ends[0] + 1], events[ends[0] + 1 : ends[1] + 1], events[ends[1] + 1 :]
     sentences = 12
     assert types(run1) == ["QuickCheckEvent", "ChunkEvent"] * sentences + [
         "StreamingDoneEvent",
@@ -170,6 +185,22 @@ def test_demo_json_is_one_event_per_line_for_both_runs() -> None:
     assert run2[-1]["success"] is False
     elapsed = [e["elapsed"] for e in run2]
     assert elapsed == sorted(elapsed)
+    # Run 3: four chunks, the fifth sentence fails and is retried, then the continuation's eight.
+    assert types(run3) == ["QuickCheckEvent", "ChunkEvent"] * 4 + ["QuickCheckEvent", "RetryEvent"] + [
+        "QuickCheckEvent",
+        "ChunkEvent",
+    ] * (sentences - 4) + ["StreamingDoneEvent", "FullValidationEvent", "CompletedEvent"]
+    retried = run3[9]
+    assert retried["type"] == "RetryEvent" and retried["attempt"] == 2
+    assert "forbidden word 'Celsius'" in retried["reason"]
+    chunks = [e for e in run3 if e["type"] == "ChunkEvent"]
+    assert [e["chunk_index"] for e in chunks] == list(range(sentences))
+    assert [e["attempt"] for e in chunks] == [1] * 4 + [2] * (sentences - 4)
+    assert run3[-2]["passed"] is True
+    assert run3[-1]["success"] is True and run3[-1]["attempts_used"] == 2
+    assert run3[-1]["full_text"] == DEMO_ANSWER.replace(
+        "24 and 27 degrees Celsius", "75 and 80 degrees Fahrenheit"
+    )
 
 
 def test_the_console_script_and_python_m_are_the_same_command() -> None:
@@ -250,6 +281,37 @@ def test_stream_events_lines_and_word_chunking(script: str) -> None:
     assert "chunk 4      'carry'" in ran.out
     assert "completed: success=False" in ran.out
     assert "failed quick checks: 1 (forbidden: silt (forbidden word 'silt'))" in ran.out
+
+
+@pytest.mark.asyncio
+async def test_stream_retries_a_failed_sentence_and_exits_0_when_the_retry_passes() -> None:
+    repaired = " They carry mud to the sea.\n\nDeltas form where they slow. That is all."
+    async with FakeOllamaServer() as server:
+        server.enqueue(Reply(deltas=tokenize(TEXT)), Reply(deltas=tokenize(repaired)))
+        ran = await arxllm("stream", "x", "--base-url", server.url, "--forbid", "silt", "--retries", "1")
+        continued = server.requests[-1].body["messages"][-1]
+    assert ran.code == EXIT_OK, ran.err  # the failure was repaired: the run passed
+    assert (
+        ran.out
+        == "Rivers carve valleys. They carry mud to the sea.\n\nDeltas form where they slow. That is all.\n"
+    )
+    assert continued == {"role": "assistant", "content": "Rivers carve valleys."}
+    assert "-- failed quick checks: 1 (forbidden: silt (forbidden word 'silt'))" in ran.err
+    assert "-- retries: 1 (" in ran.err
+    assert "-- final validation: passed" in ran.err
+    assert "generation: cancelled" not in ran.err  # the summary tells of the attempt that finished
+
+
+def test_stream_retries_exits_1_when_every_attempt_fails(script: str) -> None:
+    # The simulator replays its script for the retry too, so the same sentence fails again.
+    ran = rxllm(
+        "stream", "x", "--backend", "scripted", "--script", script, "--delay", "0",
+        "--json", "--forbid", "silt", "--retries", "1",
+    )  # fmt: skip
+    assert ran.code == EXIT_CHECK_FAILED
+    events = ran.events()
+    assert types(events).count("RetryEvent") == 1
+    assert events[-1]["success"] is False and events[-1]["attempts_used"] == 2
 
 
 def test_stream_reads_the_script_from_stdin() -> None:
@@ -669,6 +731,19 @@ async def test_a_refused_key_says_which_flag_gives_one() -> None:
     assert ran.err.count("Incorrect API key provided") == 1
     assert "--api-key (or $OPENAI_API_KEY)" in ran.err
     assert "api_key=" not in ran.err
+
+
+@pytest.mark.asyncio
+async def test_a_rate_limit_does_not_point_at_the_check_retries_flag() -> None:
+    # The backend's retries= (re-send a refused request) is not `rxllm stream --retries` (continue
+    # an answer that failed a check): the advice about it is for Python and is left out.
+    reply = Reply(status=429, error="Too many requests", headers={"Retry-After": "2"})
+    async with FakeOllamaServer(reply) as server:
+        ran = await arxllm("stream", "x", "--base-url", server.url)
+    assert ran.code == EXIT_BACKEND_ERROR
+    assert ran.err.count("Too many requests") == 1
+    assert "Rate limited: retry after 2 s, or lower the number of concurrent generations." in ran.err
+    assert "retries=" not in ran.err and "--retries" not in ran.err
 
 
 def test_advice_for_python_becomes_advice_for_flags() -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "parse",
     "requirements_from_args",
     "retry_from_args",
+    "stream_retry",
 ]
 
 DEMO_DELAY = 0.03
@@ -161,9 +162,11 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
 
     demo = commands.add_parser(
         "demo",
-        help="run the pipeline on the built-in simulator, twice (passing, then failing mid-stream)",
+        help="run the pipeline on the built-in simulator, three times (passing, failing mid-stream, "
+        "retrying)",
         description="Replay a canned answer through stream_with_chunking with ready-made requirements: "
-        "once passing, once with a check that fails mid-stream. Needs no model server.",
+        "once passing, once with a check that fails mid-stream, once with a check that fails a sentence "
+        "and a retry that continues the answer without it. Needs no model server.",
     )
     demo.add_argument(
         "--delay",
@@ -359,10 +362,14 @@ def requirements_from_args(args: argparse.Namespace) -> list[Requirement]:
     return reqs
 
 
+def stream_retry(retries: int) -> StreamRetry | None:
+    """The in-stream retry that allows *retries* new attempts after the first (``None`` for 0)."""
+    return StreamRetry(max_attempts=retries + 1) if retries else None
+
+
 def retry_from_args(args: argparse.Namespace) -> StreamRetry | None:
     """The in-stream retry ``--retries N`` asks for (``None`` for 0)."""
-    retries = getattr(args, "retries", 0) or 0
-    return StreamRetry(max_attempts=retries + 1) if retries else None
+    return stream_retry(getattr(args, "retries", 0) or 0)
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -33,7 +33,11 @@ EXIT_CLOSED_PIPE = 141
 """Standard output was closed by its reader (``| head``): 128 + SIGPIPE, as the shell's own tools."""
 
 FLAGS = {"base_url": "--base-url", "api_key": "--api-key", "timeout": "--timeout", "model_id": "--model"}
-"""Backend constructor keywords and the flag that sets each."""
+"""Backend constructor keywords and the flag that sets each.
+
+Not ``retries``: the backend's ``retries=`` re-sends a request that failed before any token (a
+429, a 503), while ``rxllm stream --retries N`` continues an answer whose chunk failed a check. No
+flag sets the backend's, so advice about it is advice for Python and is left out."""
 
 _KEYWORD = re.compile(r"\b([a-z][a-z_]*)=(?=([\w.]?))")
 _PARENTHESIS = re.compile(r"\s*\([^()]*\)")

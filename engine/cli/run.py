@@ -4,7 +4,6 @@ and the statistics of the summary at the end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -57,9 +56,11 @@ class RunStats:
     completed: bool = False
     error: BaseException | None = None
     generation: GenerationInfo | None = None
-    """The run's own generation record (``result.mot.generation``), once the request is sent."""
+    """The run's own generation record, once the request is sent; after a retry, the latest
+    attempt's (``result.mots[-1].generation``)."""
     script_length: int | None = None
-    """How many deltas the simulator had in store (``--backend scripted`` and the demo)."""
+    """How many deltas the simulator had in store (``--backend scripted`` and the demo), until a
+    retry's generation takes over."""
     retries: list[str] = attrs.field(factory=list)
     """The reason of every in-stream retry (``--retries``), in order."""
 
@@ -84,7 +85,8 @@ class RunStats:
         """The process exit code this run deserves."""
         if self.error is not None:
             return exit_code_for(self.error)
-        if self.failures or self.final_passed is False or not self.completed:
+        # A failure a retry repaired (it is in ``failures``) does not fail the run: the run's end says.
+        if self.final_passed is False or not self.completed:
             return EXIT_CHECK_FAILED
         return EXIT_OK
 
@@ -188,7 +190,8 @@ async def run_once(
                 stats.chunks += 1
                 if tracker.mot is not result.mots[-1]:  # a retry's generation continues the text
                     tracker.follow(result.mots[-1])
-                    stats.generation = result.mot.generation
+                    stats.generation = result.mots[-1].generation
+                    stats.script_length = None  # the simulator's script was the first attempt's
                 piece = tracker.piece(event.text)
             elif isinstance(event, RetryEvent):
                 stats.retries.append(event.reason)
@@ -204,8 +207,8 @@ async def run_once(
         await result.acomplete()
     except OutputClosed:
         closed = True
-        if result is not None:
-            await _cancel(result)
+        if result is not None:  # stop the generation with it; its connection is closed
+            await result.aclose()
         raise
     except Exception as exc:  # the run's error: reported by the view and the exit code
         stats.error = exc
@@ -220,13 +223,3 @@ async def run_once(
         if not closed:
             view.finish()
     return stats
-
-
-async def _cancel(result: StreamChunkingResult) -> None:
-    """Stop a run early, the generation with it: cancelling a wait on ``acomplete()`` does that
-    (its documented behaviour) and lets the backend close its connection."""
-    waiting = asyncio.ensure_future(result.acomplete())
-    await asyncio.sleep(0)  # acomplete() is waiting now
-    waiting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await waiting

@@ -200,19 +200,24 @@ class Requirement:
         model_options: dict[str, Any] | None = None,
     ) -> ValidationResult:
         """Check the whole output (the newest model output in *ctx*)."""
-        output = ctx.last_output()
-        if output is None:
-            raise ValueError(
-                f"{type(self).__name__}.validate found no model output in the context; "
-                "pass the context returned by generate_from_context (it ends with the output)"
-            )
-        text = await output.avalue()
+        text = await self._output_text(ctx)
         if self.validation_fn is not None:
             verdict = self.validation_fn(text)
             if isinstance(verdict, Awaitable):
                 verdict = await verdict
             return verdict if isinstance(verdict, ValidationResult) else ValidationResult(bool(verdict))
         return await _judge(self, text, backend, model_options)
+
+    async def _output_text(self, ctx: Context) -> str:
+        """The text of the newest model output in *ctx*: what :meth:`validate` judges."""
+        output = ctx.last_output()
+        if output is None:
+            raise ValueError(
+                f"{type(self).__name__}.validate found no model output in the context; "
+                "pass the context returned by generate_from_context (it ends with the output)"
+            )
+        text: str = await output.avalue()
+        return text
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description!r})"
