@@ -10,6 +10,11 @@ allocations per stream. The scaling figure is the ratio of the median wall times
 the largest and the smallest size (target, issue 12: 5,000 streams cost at most 5.5x
 1,000 streams, i.e. linear within noise).
 
+The same sizes run the plain-asyncio floor (``_ours.run_floor``: the same chunking,
+checks and events without Rx), alternating with the pipeline, so the machine's own
+scaling (CPython's full garbage collections and the caches, on a heap 5x larger) is
+measured beside ours. Each child also reports its garbage-collection time (``gc.callbacks``).
+
 Run: ``python benchmarks/fanout.py [--quick] [--out PATH]``
 """
 
@@ -40,7 +45,9 @@ COLUMNS = [
     ("streams", "streams"),
     ("runs", "runs"),
     ("errors", "errors"),
+    ("engine", "engine"),
     ("wall_s", "wall time (s)"),
+    ("gc_s", "of which GC (s)"),
     ("deltas_per_s", "deltas/s (all streams)"),
     ("rss_kib_per_stream", "peak RSS per stream (KiB)"),
     ("traced_kib_per_stream", "peak Python heap per stream (KiB)"),
@@ -53,10 +60,22 @@ def _rss_kib() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-async def _worker(streams: int, chars: int, trace: bool) -> dict[str, Any]:
+async def _worker(streams: int, chars: int, trace: bool, floor: bool) -> dict[str, Any]:
     # Imported here: the parent process only orchestrates.
-    from _ours import NoOpRequirement, run_ours
+    import gc
 
+    from _ours import NoOpRequirement, run_floor, run_ours
+
+    run = run_floor if floor else run_ours
+    gc_time = [0.0, 0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_time[1] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[1]
+
+    gc.callbacks.append(on_gc)
     deltas = split_deltas(make_text(chars), DELTA_SIZE)
     requirements = [NoOpRequirement() for _ in range(3)]
     rss_before = _rss_kib()
@@ -64,16 +83,18 @@ async def _worker(streams: int, chars: int, trace: bool) -> dict[str, Any]:
         tracemalloc.start()
     start = time.perf_counter()
     results = await asyncio.gather(
-        *(run_ours(deltas, requirements) for _ in range(streams)), return_exceptions=True
+        *(run(deltas, requirements) for _ in range(streams)), return_exceptions=True
     )
     wall = time.perf_counter() - start
+    gc.callbacks.remove(on_gc)
     traced_peak = tracemalloc.get_traced_memory()[1] if trace else 0
     errors = [r for r in results if isinstance(r, BaseException)]
-    incomplete = sum(1 for r in results if not isinstance(r, BaseException) and not r[2])
+    incomplete = 0 if floor else sum(1 for r in results if not isinstance(r, BaseException) and not r[2])
     return {
         "streams": streams,
         "deltas": streams * len(deltas),
         "wall_s": wall,
+        "gc_s": gc_time[0],
         "errors": len(errors) + incomplete,
         "first_error": repr(errors[0]) if errors else None,
         "rss_before_kib": rss_before,
@@ -82,11 +103,13 @@ async def _worker(streams: int, chars: int, trace: bool) -> dict[str, Any]:
     }
 
 
-def run_child(streams: int, chars: int, trace: bool) -> dict[str, Any]:
+def run_child(streams: int, chars: int, trace: bool, floor: bool = False) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its JSON line."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(streams), "--chars", str(chars)]
     if trace:
         cmd.append("--trace")
+    if floor:
+        cmd.append("--floor")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"fan-out child {cmd} failed with exit code {proc.returncode}:\n{proc.stderr}")
@@ -94,18 +117,38 @@ def run_child(streams: int, chars: int, trace: bool) -> dict[str, Any]:
     return result
 
 
-def measure(streams: int, chars: int, repeats: int) -> dict[str, Any]:
-    """*repeats* timed children and one traced child for one stream count."""
-    runs = [run_child(streams, chars, trace=False) for _ in range(repeats)]
-    traced = run_child(streams, chars, trace=True)
+def measure(streams: int, chars: int, repeats: int) -> list[dict[str, Any]]:
+    """*repeats* timed children of the pipeline and of the floor, alternating, and one traced
+    child of each, for one stream count: two rows."""
+    pairs = [
+        (run_child(streams, chars, False), run_child(streams, chars, False, floor=True))
+        for _ in range(repeats)
+    ]
+    return [
+        _row("rxllm", streams, chars, [p[0] for p in pairs], run_child(streams, chars, True)),
+        _row(
+            "plain asyncio",
+            streams,
+            chars,
+            [p[1] for p in pairs],
+            run_child(streams, chars, True, floor=True),
+        ),
+    ]
+
+
+def _row(
+    engine: str, streams: int, chars: int, runs: list[dict[str, Any]], traced: dict[str, Any]
+) -> dict[str, Any]:
     errors = sum(r["errors"] for r in runs) + traced["errors"]
     return {
+        "engine": engine,
         "streams": streams,
         "chars_per_stream": chars,
-        "runs": repeats,
+        "runs": len(runs),
         "errors": errors,
         "first_error": next((r["first_error"] for r in [*runs, traced] if r["first_error"]), None),
         "wall_s": summarize([r["wall_s"] for r in runs]),
+        "gc_s": summarize([r["gc_s"] for r in runs]),
         "deltas_per_s": summarize([r["deltas"] / r["wall_s"] for r in runs]),
         "rss_kib_per_stream": summarize([(r["rss_peak_kib"] - r["rss_before_kib"]) / streams for r in runs]),
         "traced_kib_per_stream": traced["traced_peak_bytes"] / 1024 / streams,
@@ -117,9 +160,12 @@ def main(args: argparse.Namespace) -> None:
     sizes = QUICK_STREAMS if args.quick else STREAMS
     chars = 200 if args.quick else CHARS_PER_STREAM
     repeats = 1 if args.quick else 3
-    rows = [measure(n, chars, repeats) for n in sizes]
-    small, large = rows[0], rows[-1]
+    rows = [row for n in sizes for row in measure(n, chars, repeats)]
+    ours = [r for r in rows if r["engine"] == "rxllm"]
+    floors = [r for r in rows if r["engine"] != "rxllm"]
+    small, large = ours[0], ours[-1]
     wall_ratio = large["wall_s"]["median"] / small["wall_s"]["median"]
+    floor_ratio = floors[-1]["wall_s"]["median"] / floors[0]["wall_s"]["median"]
     stream_ratio = large["streams"] / small["streams"]
     target_ratio = TARGET_SCALING * stream_ratio
     write_result(
@@ -140,7 +186,8 @@ def main(args: argparse.Namespace) -> None:
             "Peak RSS per stream: (ru_maxrss - RSS before the streams) / streams. Peak Python heap: "
             "tracemalloc peak / streams, from one separate untimed run.",
             f"Scaling: {large['streams']:,} streams took {wall_ratio:.2f}x the time of {small['streams']:,} "
-            f"({stream_ratio:g}x the streams; target ≤ {target_ratio:g}x, issue 12).",
+            f"({stream_ratio:g}x the streams; target ≤ {target_ratio:g}x, issue 12). "
+            f"The plain-asyncio floor, measured alternately in the same run: {floor_ratio:.2f}x.",
         ],
         quick=args.quick,
         out=args.out,
@@ -148,6 +195,7 @@ def main(args: argparse.Namespace) -> None:
             "scaling": {
                 "streams": [small["streams"], large["streams"]],
                 "wall_ratio": wall_ratio,
+                "floor_wall_ratio": floor_ratio,
                 "stream_ratio": stream_ratio,
                 "target_ratio": target_ratio,
             }
@@ -161,8 +209,11 @@ if __name__ == "__main__":
         parser.add_argument("--worker", type=int, required=True)
         parser.add_argument("--chars", type=int, required=True)
         parser.add_argument("--trace", action="store_true")
+        parser.add_argument("--floor", action="store_true")
         worker_args = parser.parse_args()
-        outcome = run_async(lambda: _worker(worker_args.worker, worker_args.chars, worker_args.trace))
+        outcome = run_async(
+            lambda: _worker(worker_args.worker, worker_args.chars, worker_args.trace, worker_args.floor)
+        )
         print(json.dumps(outcome))
     else:
         main(parse_args(__doc__ or ""))

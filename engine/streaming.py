@@ -35,7 +35,6 @@ import attrs
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SingleAssignmentDisposable
-from reactivex.subject import Subject
 
 from engine.core.asyncrx import ReplayLog, iterate, report_unhandled, subscribe
 from engine.core.backend import Backend
@@ -139,9 +138,11 @@ async def _start_run(
     mot, gen_ctx = await _start_streaming(backend, action, ctx)
     checker = validation_backend if validation_backend is not None else backend
     attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)
-    stop: Subject[None] = Subject()
+    # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
+    # and three wrappers per run to every stream).
+    stop: ReplayLog[None] = ReplayLog()
     events = _assemble(
-        mot, gen_ctx, reqs, strategy, checker, stop, attempts=attempts, timeout=validation_timeout
+        mot, gen_ctx, reqs, strategy, checker, stop.observable, attempts=attempts, timeout=validation_timeout
     )
     return StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts)
 
@@ -368,7 +369,7 @@ class StreamChunkingResult:
         mot: ModelOutputThunk[Any],
         ctx: Context,
         events: Observable[StreamEvent],
-        stop: reactivex.abc.ObserverBase[None],
+        stop: ReplayLog[None],
         *,
         attempts: _Attempts | None = None,
     ) -> None:
@@ -394,7 +395,7 @@ class StreamChunkingResult:
         self._error_raised = False
         self._cancelled = False
         self._consumers: set[str] = set()
-        self._stop: reactivex.abc.ObserverBase[None] | None = stop
+        self._stop: ReplayLog[None] | None = stop
         self._subscription: abc.DisposableBase | None = None
         subscription = subscribe(events, self._on_event, self._on_error, self._on_completed)
         if self._ended:  # it ended while subscribing
@@ -478,7 +479,7 @@ class StreamChunkingResult:
         if self._ended:
             return
         if self._stop is not None:
-            self._stop.on_next(None)
+            self._stop.append(None)
         if not self._ended:  # the pipeline had already stopped taking signals
             if self._subscription is not None:
                 self._subscription.dispose()

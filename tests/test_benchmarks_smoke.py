@@ -161,11 +161,18 @@ def test_long_output_quick_fits_both_delta_sizes(quick_results: dict[str, Any]) 
 
 def test_fanout_quick_runs_every_stream_without_error(quick_results: dict[str, Any]) -> None:
     doc, _ = quick_results["fanout"]
-    assert [row["streams"] for row in doc["rows"]] == [50, 200]
+    assert [(row["engine"], row["streams"]) for row in doc["rows"]] == [
+        ("rxllm", 50),
+        ("plain asyncio", 50),
+        ("rxllm", 200),
+        ("plain asyncio", 200),
+    ]
     for row in doc["rows"]:
         assert row["errors"] == 0, row["first_error"]
         assert row["rss_kib_per_stream"]["n"] == 1
         assert row["traced_kib_per_stream"] > 0
+        assert 0 <= row["gc_s"]["median"] <= row["wall_s"]["median"]
+    assert doc["scaling"]["floor_wall_ratio"] > 0
 
 
 def test_render_writes_readme_with_every_table(quick_results: dict[str, Any], tmp_path: Path) -> None:
