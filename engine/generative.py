@@ -9,6 +9,9 @@
     sentiment = classify_sentiment(m, summary="...")          # sync: the parsed value
     sentiment = await classify_sentiment.acall(m, summary="...")  # async
 
+``engine.generative`` is the decorator, not this module (``from engine import generative``,
+as in Mellea); import this module's other names with ``from engine.generative import ...``.
+
 The prompt is built from the docstring, the signature and the arguments. The return
 type's JSON schema is sent with the request (``format=``), so a server that enforces it
 (Ollama's ``format``, OpenAI's ``response_format``) can only answer with a valid value; the

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -46,7 +45,6 @@ class SyncRunner:
         self._before_close = before_close
         self._runner: asyncio.Runner | None = None
         self._lock = threading.Lock()
-        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run *coro* to completion and return its result (or raise its exception)."""
@@ -56,17 +54,12 @@ class SyncRunner:
             runner = self._runner
             if runner is None:
                 runner = self._runner = asyncio.Runner()
-                self._loops.add(runner.get_loop())
             return runner.run(coro)
 
     @property
     def started(self) -> bool:
         """Whether the private loop is open (a coroutine ran on it since the last close)."""
         return self._runner is not None
-
-    def owns(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether *loop* is one this runner drives (its private loop or a helper thread's)."""
-        return loop in self._loops
 
     def close(self) -> None:
         """Await *before_close* on the private loop, then close it. Safe to call at any time."""
@@ -81,7 +74,6 @@ class SyncRunner:
 
     def _run_on_fresh_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         with asyncio.Runner() as runner:
-            self._loops.add(runner.get_loop())
             return runner.run(coro)
 
 

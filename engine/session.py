@@ -116,9 +116,10 @@ class Session:
     methods run on whichever loop awaits them (``asyncio.run`` twice, a sync twin in
     between). The HTTP backends keep one connection pool per event loop and close it when
     that loop shuts down (``asyncio.run`` returning), so seed code that never closes its
-    session leaks nothing. ``close()`` (or the ``with`` block, or garbage collection)
-    closes the private loop and the backend's pool on it; ``await session.aclose()`` (or
-    ``async with``) closes the backend for good.
+    session leaks nothing. ``close()`` (or the ``with`` block, or garbage collection of a
+    session whose sync methods ran) closes the private loop and the backend for good;
+    ``await session.aclose()`` (or ``async with``) closes the backend from a coroutine. A
+    backend of your own with an ``aclose()`` is closed only by these.
     """
 
     def __init__(

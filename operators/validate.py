@@ -273,6 +273,8 @@ class _Scheduler:
             worker.snaps[k] = copy.copy(req)
         idle = self.idle
         lane = idle.pop() if idle else self._new_lane()
+        while lane.closed:  # its task was cancelled from outside (asyncio.run shutting down)
+            lane = idle.pop() if idle else self._new_lane()
         try:
             if slot.flush:
                 coro = self._check_own(worker, None)
@@ -302,7 +304,8 @@ class _Scheduler:
         for worker in self.workers:
             k = worker.busy.pop(lane, None)
             if k is not None:
-                self.idle.append(lane)
+                if not lane.closed:
+                    self.idle.append(lane)
                 try:
                     self._answer(worker, k, result, error)
                 except Exception as exc:
@@ -370,8 +373,27 @@ class _Scheduler:
         rest (dropping later chunks, cancelling checks, the verdict) waits for the next turn."""
         end_at = self.end_at
         if end_at is not None and end_at <= k:
+            if error is not None:
+                first = self.end_error
+                # (Until the ending verdict leaves, which stops the scheduler, before this.)
+                if end_at == k and first is None:
+                    # A check raised on the chunk another one failed: the error ends the
+                    # run (as it would have alone), not the failure.
+                    self.end_error = error
+                elif end_at == k and first is not None:
+                    # Two checks raised on one chunk: the run raises the first, which tells of the other.
+                    first.add_note(
+                        f"another check also raised on this chunk: {type(error).__name__}: {error}"
+                    )
+                elif isinstance(error, Exception):  # after the run's end was settled: it must not vanish
+                    report_unhandled(error, "validate: a check raised after the run's end was settled")
             return
+        later_error = self.end_error
         self.end_at, self.end_error = k, error
+        if isinstance(later_error, Exception):  # the run now ends at an earlier chunk: it must not vanish
+            report_unhandled(
+                later_error, "validate: a check raised on a chunk after the one the run ended at"
+            )
         if end_at is None:
             if self.stop is not None:
                 try:

@@ -273,9 +273,15 @@ async def test_two_checks_raising_on_the_same_chunk_leave_no_unretrieved_excepti
     second = Check("second", raises_on=2, delay=0)
     backend = ScriptedBackend(deltas_of(SENTENCES), delay=0.001)
     result = await stream_with_chunking(CBlock("q"), backend, SimpleContext(), requirements=[first, second])
-    with pytest.raises(ZeroDivisionError, match="broke on chunk 2"):
+    with pytest.raises(ZeroDivisionError, match="broke on chunk 2") as raised:
         await result.acomplete()
-    # conftest fails the test on "Task exception was never retrieved".
+    # The run raises one of them; it tells of the other (nothing vanishes), and conftest fails
+    # the test on "Task exception was never retrieved" or an error handed to the loop.
+    (note,) = raised.value.__notes__
+    assert (
+        note.startswith("another check also raised on this chunk: ZeroDivisionError:")
+        and "broke on chunk 2" in note
+    )
 
 
 # -- requirements do not wait for each other -------------------------------------------
@@ -682,3 +688,134 @@ async def test_a_lane_cancelled_from_outside_ends_and_reports_its_check_cancelle
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(outcomes) == 1 and isinstance(outcomes[0][1], asyncio.CancelledError)
+
+
+@pytest.mark.asyncio
+async def test_a_lane_cancelled_from_outside_is_closed_before_its_owner_hears_and_never_reused() -> None:
+    from engine.core.eager import PENDING, Lane
+
+    seen: list[bool] = []
+    lane = Lane(asyncio.get_running_loop(), lambda lane, _result, _error: seen.append(lane.closed))
+
+    async def check() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    assert lane.start(check()) is PENDING
+    await asyncio.sleep(0)
+    assert lane._task is not None
+    lane._task.cancel()  # someone else's cancellation (asyncio.run shutting down)
+    await asyncio.sleep(0)
+    assert seen == [True] and lane.closed
+
+
+@pytest.mark.asyncio
+async def test_a_run_whose_idle_lane_was_cancelled_from_outside_checks_on_with_a_new_lane() -> None:
+    a, b = Check("a"), Check("b", delay=0)
+
+    async def cancel_idle_lanes() -> None:
+        # After the first chunks, cancel every lane task that waits for work.
+        while len(a.seen) < 2:
+            await asyncio.sleep(0)
+        for task in asyncio.all_tasks():
+            if (
+                getattr(task.get_coro(), "__qualname__", "") == "Lane._drive"
+                and task is not asyncio.current_task()
+            ):
+                task.cancel()
+
+    killer = asyncio.ensure_future(cancel_idle_lanes())
+    # A job handed to a lane whose task is then cancelled is reported cancelled, not lost
+    # (a lost one would hang the run: the bound makes that a failure).
+    result, events, _ = await asyncio.wait_for(run([a, b], delay=0.001), 10)
+    await asyncio.wait_for(killer, 10)
+    assert result.completed, kinds(events)
+    assert sum(isinstance(e, ChunkEvent) for e in events) == len(SENTENCES)
+
+
+class _Closer:
+    """An async iterator that is not a generator; its aclose() returns *closing()*'s awaitable."""
+
+    def __init__(self, closing: Any) -> None:
+        self.items = iter(deltas_of(SENTENCES))
+        self.closing = closing
+        self.closed = 0
+
+    def __aiter__(self) -> _Closer:
+        return self
+
+    async def __anext__(self) -> str:
+        await asyncio.sleep(0)
+        try:
+            return next(self.items)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def aclose(self) -> Any:
+        self.closed += 1
+        return self.closing()
+
+
+def _broken_close() -> Any:
+    raise OSError("the cleanup broke")
+
+
+def _future_close() -> Any:
+    future = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.01, future.set_result, None)
+    return future
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "closing", [_broken_close, _future_close], ids=["aclose raises", "aclose returns a future"]
+)
+async def test_a_failing_verdict_closes_any_async_iterator_once_and_the_run_ends(closing: Any) -> None:
+    from engine.core.asyncrx import from_async_iterable
+    from engine.core.thunk import ModelOutputThunk
+
+    source = _Closer(closing)
+
+    class Backend:
+        async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
+            thunk: ModelOutputThunk[str] = ModelOutputThunk(from_async_iterable(lambda: source))
+            return thunk, ctx.add(action).add(thunk)
+
+    result = await asyncio.wait_for(
+        stream_with_chunking(CBlock("q"), Backend(), SimpleContext(), requirements=[Check("f", {2: "fail"})]),
+        5,
+    )
+    events = await asyncio.wait_for(_all(result.events()), 5)
+    assert kinds(events) == ["Q0", "C0", "Q1!", "CompletedEvent"]
+    await asyncio.wait_for(result.mot.avalue(), 5)
+    await asyncio.sleep(0.02)
+    assert source.closed == 1
+
+
+async def _all(events: Any) -> list[StreamEvent]:
+    return [e async for e in events]
+
+
+@pytest.mark.asyncio
+async def test_a_check_raising_on_the_chunk_another_failed_ends_the_run_with_its_error() -> None:
+    # A failure does not hide an error on the same chunk: the run ends as the error alone would.
+    fails = Check("fails", {2: "fail"})
+    raises = Check("raises", raises_on=2)
+    result, events, _ = await run([fails, raises], delay=0.001)
+    assert kinds(events)[:2] == ["Q0", "C0"]
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.exception_type == "ZeroDivisionError" and "broke on chunk 2" in error.detail
+    assert result.completed is False
+
+
+@pytest.mark.asyncio
+async def test_a_check_still_waiting_when_a_sibling_fails_its_chunk_is_cancelled_before_it_can_raise() -> (
+    None
+):
+    fails = Check("fails", {2: "fail"})
+    raises = Check("raises", raises_on=2, delay=0)
+    result, events, _ = await run([fails, raises], delay=0.001)
+    assert result.completed is False
+    assert kinds(events) == ["Q0", "C0", "Q1!", "CompletedEvent"]
+    assert results_of(events, 1) == [("fail", "fails says fail"), ("unknown", "cancelled")]
+    assert raises.cancelled == [SENTENCES[1].strip()] and not any(isinstance(e, ErrorEvent) for e in events)

@@ -299,6 +299,8 @@ class _Pump(abc.DisposableBase, Generic[T]):
             except Exception:
                 pass  # the iterator's own cleanup failed; the stream is over anyway
         if self.disposed:
+            if error is not None:  # no observer is left to take it: it must not vanish
+                report_unhandled(error, "from_async_iterable: an error after the subscription was disposed")
             return
         # Nothing may escape this task: an exception lost in it would hang every reader.
         try:
@@ -329,13 +331,17 @@ class _Pump(abc.DisposableBase, Generic[T]):
         aclose = getattr(iterator, "aclose", None)
         if aclose is None:
             return
-        closer = aclose()
         try:
+            closer = aclose().__await__()  # any awaitable: a coroutine, an athrow, a future
             yielded = closer.send(None)
         except StopIteration:
             return
-        except Exception:
-            return  # the iterator's own cleanup failed; the stream is over anyway
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            # The iterator's own cleanup failed (or cancelled itself): the stream is over
+            # anyway, and the caller (a cancel) must not be interrupted by it.
+            return
         self.closing = (closer, yielded)
 
 

@@ -103,6 +103,12 @@ class Lane:
         self._own_cancels = 0  # task.cancel() calls made by cancel(), not by someone else
 
     @property
+    def closed(self) -> bool:
+        """True after :meth:`close`, or once its task was cancelled by someone else (asyncio.run
+        shutting down): a closed lane starts nothing."""
+        return self._closed
+
+    @property
     def busy(self) -> bool:
         """True while a coroutine started here has not finished."""
         return self._pending is not None or self._current is not None
@@ -182,8 +188,14 @@ class Lane:
                     await wakeup
                 except asyncio.CancelledError:
                     if self._closed or self._cancelled_from_outside():
+                        # The loop is shutting down (or someone cancelled this task): end. A job
+                        # handed over meanwhile never ran on: its owner hears it was cancelled.
                         self._closed = True
-                        raise  # the loop is shutting down (or someone cancelled this task): end
+                        job, self._pending = self._pending, None
+                        if job is not None:
+                            job.coro.close()
+                            self._done(self, None, asyncio.CancelledError())
+                        raise
                     self._uncancel()  # a cancel meant for a job that had already finished
                 continue
             self._pending, self._current = None, job
@@ -200,9 +212,10 @@ class Lane:
                     return
                 outside = self._cancelled_from_outside()
                 self._uncancel()
+                if outside:  # closed before its owner hears of it: the owner must not reuse it
+                    self._closed = True
                 self._done(self, None, exc)
                 if outside:
-                    self._closed = True
                     raise
             except Exception as exc:  # the coroutine's own error, or the deadline
                 self._current = None
