@@ -329,6 +329,12 @@ def test_stream_reads_the_script_from_stdin() -> None:
     assert [e["text"] for e in ran.events() if e["type"] == "ChunkEvent"] == ["One.", "Two."]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A job started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python then never installs its Ctrl-C handler: give the child a terminal's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_says_so() -> None:
     proc = subprocess.Popen(
         [*PYTHON, "stream", "x", "--backend", "scripted", "--delay", "0.05"],
@@ -336,6 +342,7 @@ def test_ctrl_c_exits_130_and_says_so() -> None:
         stderr=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     assert proc.stdout is not None
     # Returns once the first chunk is printed: the run is streaming.
