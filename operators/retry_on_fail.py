@@ -99,5 +99,7 @@ def failure_reason(verdict: ChunkVerdict) -> str:
     parts = []
     for req, result in verdict.failures:
         name = req.format_for_llm() or repr(req)
-        parts.append(f"{name}: {result.reason}" if result.reason else name)
+        if result.reason:  # "<requirement>: <reason>", not "<requirement>.: <reason>"
+            name = f"{name.rstrip('. ')}: {result.reason}"
+        parts.append(name)
     return "; ".join(parts)

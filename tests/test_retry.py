@@ -482,3 +482,24 @@ def test_restoring_a_snapshot_covers_dict_and_slots_state() -> None:
     assert (live.count, live.description, hasattr(live, "extra")) == (1, "slotted", False)
     _restore_states([live], None)  # no snapshots: nothing to do
     assert live.count == 1
+
+
+def test_the_retry_reason_names_each_failing_requirement_and_its_reason_once() -> None:
+    from operators import Chunk, ChunkVerdict
+    from operators.retry_on_fail import failure_reason
+
+    worded = Requirement("The response must not use these words: Celsius.")
+    shouting = Requirement("Do not shout")
+    quiet = Requirement("Be brief.")
+    verdict = ChunkVerdict(
+        Chunk("It is 20 Celsius.", 4, 0, 17),
+        (
+            PartialValidationResult("fail", reason="forbidden word 'Celsius'"),
+            PartialValidationResult("fail"),
+            PartialValidationResult("pass", reason="fine"),
+        ),
+        (worded, shouting, quiet),
+    )
+    assert failure_reason(verdict) == (
+        "The response must not use these words: Celsius: forbidden word 'Celsius'; Do not shout"
+    )
