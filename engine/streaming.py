@@ -34,9 +34,16 @@ from typing import Any, TypeVar
 import attrs
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SingleAssignmentDisposable
 
-from engine.core.asyncrx import ReplayLog, iterate, report_unhandled, subscribe
+from engine.core.asyncrx import (
+    LoopObservable,
+    ReplayLog,
+    Subscription,
+    iterate,
+    observe,
+    report_unhandled,
+    subscribe,
+)
 from engine.core.backend import Backend
 from engine.core.context import Context
 from engine.core.continuation import Continuation, StreamRetry
@@ -303,28 +310,36 @@ def _from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observab
     disposes the inner subscription.
     """
 
-    def subscribe(
-        observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        inner = SingleAssignmentDisposable()
+    def subscribe_fn(observer: Any) -> abc.DisposableBase:
+        inner: abc.DisposableBase | None = None
+        disposed = False
 
         async def run() -> None:
+            nonlocal inner
             try:
                 source = await factory()
             except Exception as exc:
-                observer.on_error(exc)
+                try:
+                    observer.on_error(exc)
+                except Exception as downstream:
+                    if downstream is not exc:
+                        report_unhandled(downstream, "a retry attempt's observer raised taking its error")
                 return
-            inner.disposable = source.subscribe(observer, scheduler=scheduler)
+            if not disposed:
+                inner = observe(source, observer)
 
         task = asyncio.get_running_loop().create_task(run())
 
         def dispose() -> None:
+            nonlocal disposed
+            disposed = True
             task.cancel()
-            inner.dispose()
+            if inner is not None:
+                inner.dispose()
 
-        return Disposable(dispose)
+        return Subscription(dispose)
 
-    return Observable(subscribe)
+    return LoopObservable(subscribe_fn)
 
 
 def _call_if_alive(method: weakref.WeakMethod[Any], error: Exception) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SerialDisposable
 
+from engine.core.asyncrx import LoopObservable, Subscription, subscribe
 from operators.verdicts import ChunkVerdict, Retrying, RetryRequest, VerdictItem
 
 __all__ = ["failure_reason", "retry_on_fail"]
@@ -33,15 +34,15 @@ def retry_on_fail(
         raise ValueError(f"retry_on_fail max_attempts must be a whole number >= 1, got {max_attempts!r}")
 
     def operator(source: Observable[ChunkVerdict]) -> Observable[VerdictItem]:
-        def subscribe(
-            observer: abc.ObserverBase[VerdictItem], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            current = SerialDisposable()
+        def subscribe_fn(observer: Any) -> abc.DisposableBase:
+            current: abc.DisposableBase | None = None  # the current attempt's subscription
             attempt = 1
             delivered_end = 0  # offset in the run's output where the delivered text ends
             stopped = False
 
             def follow(attempt_source: Observable[ChunkVerdict], number: int) -> None:
+                nonlocal current
+
                 # Each attempt's callbacks check that it is still the current one: a
                 # disposed attempt must never speak again.
                 def on_next(verdict: ChunkVerdict) -> None:
@@ -63,15 +64,23 @@ def retry_on_fail(
                     if not stopped and number == attempt:
                         observer.on_completed()
 
-                current.disposable = attempt_source.subscribe(
-                    on_next, on_error, on_completed, scheduler=scheduler
-                )
+                link = subscribe(attempt_source, on_next, on_error, on_completed)
+                if stopped or number != attempt:  # it ended, or moved on, while subscribing
+                    link.dispose()
+                else:
+                    current = link
+
+            def drop_current() -> None:
+                nonlocal current
+                link, current = current, None
+                if link is not None:
+                    link.dispose()
 
             def retry(failed: ChunkVerdict) -> None:
                 nonlocal attempt
                 attempt += 1
                 # Stop the failing attempt first (cancels its generation in this call).
-                current.disposable = Disposable()
+                drop_current()
                 reason = failure_reason(failed)
                 request = RetryRequest(attempt, failed, reason, delivered_end, failed.chunk.index)
                 try:
@@ -84,12 +93,12 @@ def retry_on_fail(
             def dispose() -> None:
                 nonlocal stopped
                 stopped = True
-                current.dispose()
+                drop_current()
 
             follow(source, attempt)
-            return Disposable(dispose)
+            return Subscription(dispose)
 
-        return Observable(subscribe)
+        return LoopObservable(subscribe_fn)
 
     return operator
 
