@@ -314,19 +314,32 @@ def _from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observab
         inner: abc.DisposableBase | None = None
         disposed = False
 
+        def fail(exc: Exception) -> None:
+            if disposed:
+                report_unhandled(exc, "a retry attempt failed to start after the run was disposed")
+                return
+            try:
+                observer.on_error(exc)
+            except Exception as downstream:
+                if downstream is not exc:
+                    report_unhandled(downstream, "a retry attempt's observer raised taking its error")
+
         async def run() -> None:
             nonlocal inner
             try:
                 source = await factory()
             except Exception as exc:
-                try:
-                    observer.on_error(exc)
-                except Exception as downstream:
-                    if downstream is not exc:
-                        report_unhandled(downstream, "a retry attempt's observer raised taking its error")
+                fail(exc)
                 return
-            if not disposed:
-                inner = observe(source, observer)
+            try:
+                link = observe(source, observer)
+            except Exception as exc:  # the attempt's pipeline could not be built
+                fail(exc)
+                return
+            if disposed:  # disposed while subscribing (a source that answered at once): stop it too
+                link.dispose()
+            else:
+                inner = link
 
         task = asyncio.get_running_loop().create_task(run())
 

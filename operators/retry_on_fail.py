@@ -7,7 +7,7 @@ from typing import Any
 
 from reactivex import Observable, abc
 
-from engine.core.asyncrx import LoopObservable, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, Subscription, report_unhandled, subscribe
 from operators.verdicts import ChunkVerdict, Retrying, RetryRequest, VerdictItem
 
 __all__ = ["failure_reason", "retry_on_fail"]
@@ -85,8 +85,13 @@ def retry_on_fail(
                 request = RetryRequest(attempt, failed, reason, delivered_end, failed.chunk.index)
                 try:
                     observer.on_next(Retrying(failed, attempt, reason))
+                    if stopped:  # the downstream left on seeing the retry: start nothing
+                        return
                     follow(start_attempt(request), attempt)
                 except Exception as exc:  # raised downstream or by start_attempt: end the run with it
+                    if stopped:
+                        report_unhandled(exc, "retry_on_fail: an error after the run was disposed")
+                        return
                     dispose()
                     observer.on_error(exc)
 

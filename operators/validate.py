@@ -158,6 +158,7 @@ class _Scheduler:
         "end_at",
         "end_error",
         "finish_done",
+        "finishing",
         "flushing",
         "idle",
         "loop",
@@ -203,6 +204,7 @@ class _Scheduler:
         self.end_at: int | None = None  # the chunk where the run ends (first failure or error)
         self.end_error: BaseException | None = None
         self.finish_done = False
+        self.finishing = False  # inside _finish_turn, which emits what is due at its end
         self.upstream_end: tuple[Exception | None] | None = None
         self.flushing = False
         self.next_index = 0  # the index after the last chunk received
@@ -342,6 +344,10 @@ class _Scheduler:
                 result = PartialValidationResult("unknown", reason=reason)
             else:
                 self._end(k, error)
+                # An error after the finish turn (a cancelled check raising on its way out)
+                # may be the last answer the ending verdict waits for.
+                if self.finish_done and not self.finishing:
+                    self._emit_ready()
                 return
         elif not isinstance(result, PartialValidationResult):
             self._end(k, _bad_result(worker.req, result))
@@ -373,7 +379,9 @@ class _Scheduler:
         rest (dropping later chunks, cancelling checks, the verdict) waits for the next turn."""
         end_at = self.end_at
         if end_at is not None and end_at <= k:
-            if error is not None:
+            if (
+                error is not None and error is not self.end_error
+            ):  # one exception shared by two checks is one error
                 first = self.end_error
                 # (Until the ending verdict leaves, which stops the scheduler, before this.)
                 if end_at == k and first is None:
@@ -390,7 +398,7 @@ class _Scheduler:
             return
         later_error = self.end_error
         self.end_at, self.end_error = k, error
-        if isinstance(later_error, Exception):  # the run now ends at an earlier chunk: it must not vanish
+        if isinstance(later_error, Exception) and later_error is not error:  # it must not vanish
             report_unhandled(
                 later_error, "validate: a check raised on a chunk after the one the run ended at"
             )
@@ -398,8 +406,11 @@ class _Scheduler:
             if self.stop is not None:
                 try:
                     self.stop()
-                except Exception as exc:  # a broken stop must not hide: it becomes the run's error
-                    self.end_error = exc
+                except Exception as exc:  # a broken stop must not hide: the run's error, or a note on it
+                    if error is None:
+                        self.end_error = exc
+                    else:
+                        error.add_note(f"stopping the generation also failed: {type(exc).__name__}: {exc}")
             self.loop.call_soon(self._finish_turn)
         else:  # an earlier chunk failed after a later one: settle it on a turn of its own
             self.finish_done = False
@@ -411,6 +422,7 @@ class _Scheduler:
         if self.stopped or self.finish_done:
             return
         self.finish_done = True
+        self.finishing = True
         try:
             k = self.end_at
             assert k is not None
@@ -442,9 +454,12 @@ class _Scheduler:
                         slot.missing -= 1
             for worker in self.workers:
                 self._advance(worker)  # checks of chunks before the ending one go on
+            self.finishing = False
             self._emit_ready()
         except Exception as exc:
             self._terminate(exc)
+        finally:
+            self.finishing = False
 
     def _emit_ready(self) -> None:
         """Emit every chunk that has all its answers, in order; then the end, if it is due."""

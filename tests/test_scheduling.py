@@ -819,3 +819,56 @@ async def test_a_check_still_waiting_when_a_sibling_fails_its_chunk_is_cancelled
     assert kinds(events) == ["Q0", "C0", "Q1!", "CompletedEvent"]
     assert results_of(events, 1) == [("fail", "fails says fail"), ("unknown", "cancelled")]
     assert raises.cancelled == [SENTENCES[1].strip()] and not any(isinstance(e, ErrorEvent) for e in events)
+
+
+class _RaisesWhenCancelled(Requirement):
+    """Waits on its second chunk; when cancelled, raises an ordinary exception on its way out."""
+
+    def __init__(self) -> None:
+        super().__init__("raises when cancelled")
+        self.seen = 0
+
+    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+        self.seen += 1
+        if self.seen < 2:
+            return PASS
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup broke while cancelled") from None
+        return PASS
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_check_raising_on_its_way_out_still_lets_the_run_end() -> None:
+    # Its error is the last answer the ending verdict waits for: the run must end with it, not hang.
+    fails = Check("fails", {2: "fail"})
+    result, events, _ = await asyncio.wait_for(run([fails, _RaisesWhenCancelled()], delay=0.001), 10)
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.exception_type == "RuntimeError" and "cleanup broke" in error.detail
+    assert result.completed is False
+
+
+class _SharedFailure(Requirement):
+    """Raises one shared exception object on its second chunk (a shared failed future, say)."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(name)
+        self.error = error
+        self.seen = 0
+
+    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
+        self.seen += 1
+        if self.seen == 2:
+            await asyncio.sleep(0)  # both have started the chunk before either raises
+            raise self.error
+        return PASS
+
+
+@pytest.mark.asyncio
+async def test_one_exception_raised_by_two_checks_is_one_error_without_notes() -> None:
+    shared = ValueError("the shared service is down")
+    _, events, _ = await run([_SharedFailure("a", shared), _SharedFailure("b", shared)], delay=0.001)
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.exception_type == "ValueError"
+    assert getattr(shared, "__notes__", []) == []
