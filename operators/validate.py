@@ -274,9 +274,9 @@ class _Scheduler:
         if self.snapshots:
             worker.snaps[k] = copy.copy(req)
         idle = self.idle
+        while idle and idle[-1].closed:  # its task was cancelled from outside (asyncio.run shutting down)
+            idle.pop()
         lane = idle.pop() if idle else self._new_lane()
-        while lane.closed:  # its task was cancelled from outside (asyncio.run shutting down)
-            lane = idle.pop() if idle else self._new_lane()
         try:
             if slot.flush:
                 coro = self._check_own(worker, None)
@@ -379,22 +379,8 @@ class _Scheduler:
         rest (dropping later chunks, cancelling checks, the verdict) waits for the next turn."""
         end_at = self.end_at
         if end_at is not None and end_at <= k:
-            if (
-                error is not None and error is not self.end_error
-            ):  # one exception shared by two checks is one error
-                first = self.end_error
-                # (Until the ending verdict leaves, which stops the scheduler, before this.)
-                if end_at == k and first is None:
-                    # A check raised on the chunk another one failed: the error ends the
-                    # run (as it would have alone), not the failure.
-                    self.end_error = error
-                elif end_at == k and first is not None:
-                    # Two checks raised on one chunk: the run raises the first, which tells of the other.
-                    first.add_note(
-                        f"another check also raised on this chunk: {type(error).__name__}: {error}"
-                    )
-                elif isinstance(error, Exception):  # after the run's end was settled: it must not vanish
-                    report_unhandled(error, "validate: a check raised after the run's end was settled")
+            if error is not None:
+                self._late_error(k, error)
             return
         later_error = self.end_error
         self.end_at, self.end_error = k, error
@@ -415,6 +401,22 @@ class _Scheduler:
         else:  # an earlier chunk failed after a later one: settle it on a turn of its own
             self.finish_done = False
             self.loop.call_soon(self._finish_turn)
+
+    def _late_error(self, k: int, error: BaseException) -> None:
+        """*error* from a check of chunk *k*, at or after the chunk the run already ends at
+        (until the ending verdict leaves, which stops the scheduler before this)."""
+        first = self.end_error
+        if error is first:  # one exception object shared by two checks is one error
+            return
+        if k == self.end_at and first is None:
+            # A check raised on the chunk another one failed: the error ends the run (as it
+            # would have alone), not the failure.
+            self.end_error = error
+        elif k == self.end_at and first is not None:
+            # Two checks raised on one chunk: the run raises the first, which tells of the other.
+            first.add_note(f"another check also raised on this chunk: {type(error).__name__}: {error}")
+        elif isinstance(error, Exception):  # after the run's end was settled: it must not vanish
+            report_unhandled(error, "validate: a check raised after the run's end was settled")
 
     def _finish_turn(self) -> None:
         """The loop turn after a stop: drop what follows the ending chunk, settle its

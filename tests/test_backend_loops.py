@@ -8,14 +8,11 @@ which must stay empty.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.isolated import run_isolated
 
 SCRIPT = textwrap.dedent(
     """
@@ -72,13 +69,4 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 def test_one_backend_serves_a_runner_and_several_asyncio_runs_and_shuts_down_clean(kind: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", SCRIPT, kind],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok 5"
-    assert done.stderr == ""
+    assert run_isolated(SCRIPT, kind) == "ok 5"

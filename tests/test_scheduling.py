@@ -190,25 +190,27 @@ async def _produce_with_an_awaiting_cleanup(order: list[str]) -> Any:
         order.append("cleanup done")
 
 
+async def _order_of_a_failing_run(produce: Any) -> tuple[list[str], list[StreamEvent]]:
+    """Run *produce* under a check failing the second chunk; what happened in which order, and the events."""
+    order: list[str] = []
+    backend = _SourceBackend(produce, order)
+    result = await stream_with_chunking(CBlock("q"), backend, SimpleContext(), requirements=[_Marks(order)])
+    return order, [e async for e in result.events()]
+
+
 @pytest.mark.asyncio
 async def test_a_failing_verdict_runs_the_producers_finally_inside_its_own_step() -> None:
     # The stop reaches the generator while the pump delivers its delta: the generator is
     # closed right there, so its finally runs inside the thunk's cancel(), before the rest
     # of the step (the verdict's bookkeeping) and before the next loop turn.
-    order: list[str] = []
-    backend = _SourceBackend(_produce_then_record, order)
-    result = await stream_with_chunking(CBlock("q"), backend, SimpleContext(), requirements=[_Marks(order)])
-    events = [e async for e in result.events()]
+    order, events = await _order_of_a_failing_run(_produce_then_record)
     assert order == ["verdict", "finally", "cancel returned", "next turn"]
     assert kinds(events) == ["Q0", "C0", "Q1!", "CompletedEvent"]
 
 
 @pytest.mark.asyncio
 async def test_a_producer_cleanup_that_awaits_is_finished_by_its_task_before_the_run_ends() -> None:
-    order: list[str] = []
-    backend = _SourceBackend(_produce_with_an_awaiting_cleanup, order)
-    result = await stream_with_chunking(CBlock("q"), backend, SimpleContext(), requirements=[_Marks(order)])
-    events = [e async for e in result.events()]
+    order, events = await _order_of_a_failing_run(_produce_with_an_awaiting_cleanup)
     assert order[:4] == ["verdict", "finally", "cancel returned", "next turn"]
     await asyncio.sleep(0.05)
     assert order == ["verdict", "finally", "cancel returned", "next turn", "cleanup done"]

@@ -11,14 +11,11 @@ must stay empty.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.isolated import run_isolated
 
 SCRIPT = textwrap.dedent(
     """
@@ -100,24 +97,11 @@ NEVER_CLOSED = textwrap.dedent(
 )
 
 
-def _run(script: str, kind: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-W", "error", "-c", script, kind],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok", done.stdout
-    assert done.stderr == "", done.stderr
-
-
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 def test_one_session_serves_sync_twins_asyncio_runs_and_a_helper_threads_loop(kind: str) -> None:
-    _run(SCRIPT, kind)
+    assert run_isolated(SCRIPT, kind) == "ok"
 
 
 @pytest.mark.parametrize("kind", ["ollama", "openai"])
 def test_a_session_never_closed_across_two_asyncio_runs_shuts_down_clean(kind: str) -> None:
-    _run(NEVER_CLOSED, kind)
+    assert run_isolated(NEVER_CLOSED, kind) == "ok"
