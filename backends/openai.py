@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Unpack
 
 from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
+from backends.credentials import clean_api_key
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
@@ -96,7 +97,9 @@ class OpenAIBackend(HttpBackend):
             model_options=model_options,
             **options,
         )
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
+        key = os.environ.get("OPENAI_API_KEY") if api_key is None else api_key
+        source = "$OPENAI_API_KEY" if api_key is None else "api_key="
+        self._api_key = (clean_api_key(key, source) if key else "") or None
         if self._api_key:
             if self._secrets:
                 raise ValueError(

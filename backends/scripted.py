@@ -31,8 +31,10 @@ class ScriptedBackend:
 
     *continuations* script the retries of a run with ``retry=StreamRetry(...)``: a
     generation of a :class:`~engine.core.continuation.Continuation` for attempt *n*
-    replays ``continuations[n - 2]`` (the last one for later attempts; *deltas* when
-    there are none). Its record in ``generations`` keeps what it was asked:
+    replays ``continuations[n - 2]`` (the last one for later attempts). Without
+    *continuations* it goes on as a model continues: *deltas* from right after the
+    continuation's prefix (the text already delivered), when the script begins with that
+    prefix, else the whole script. Its record in ``generations`` keeps what it was asked:
     ``extra["attempt"]``, ``extra["continuation_prefix"]`` and ``extra["repair"]``.
     """
 
@@ -84,6 +86,8 @@ class ScriptedBackend:
             generation.extra["repair"] = action.repair
             if self.continuations:
                 deltas = self.continuations[min(action.attempt - 2, len(self.continuations) - 1)]
+            else:
+                deltas = _after(deltas, action.prefix)
         self.generations.append(generation)
         source = from_async_iterable(lambda: self._produce(generation, stream, deltas))
         thunk: ModelOutputThunk[str] = ModelOutputThunk(source, generation=generation)
@@ -114,3 +118,16 @@ class ScriptedBackend:
 
     def __repr__(self) -> str:
         return f"ScriptedBackend({len(self.deltas)} deltas, delay={self.delay}, model_id={self.model_id!r})"
+
+
+def _after(deltas: list[str], prefix: str) -> list[str]:
+    """The deltas that follow *prefix* in the text *deltas* make (the one it ends inside cut to
+    its rest); all of *deltas* when their text does not begin with *prefix*."""
+    if not "".join(deltas).startswith(prefix):
+        return deltas
+    consumed = 0
+    for index, delta in enumerate(deltas):
+        if consumed + len(delta) > len(prefix):
+            return [delta[len(prefix) - consumed :], *deltas[index + 1 :]]
+        consumed += len(delta)
+    return []

@@ -49,9 +49,9 @@ from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult, as_requirements, validate_all
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
-from engine.runner import SyncRunner
-from engine.runner import in_running_loop as _in_running_loop
 from engine.sampling import RejectionSamplingStrategy, SamplingResult, SamplingStrategy
+from engine.sync_runner import SyncRunner
+from engine.sync_runner import in_running_loop as _in_running_loop
 
 if TYPE_CHECKING:
     from engine.core.backend import Backend

@@ -18,10 +18,12 @@ on the server; 5 any other backend error; 130 interrupted; 141 standard output w
 closed by its reader.
 
 Modules: ``args`` (the parsers and what the flags ask for), ``stream`` and ``demo``
-(the two commands), ``run`` (one run and its statistics), ``labels`` (requirements
-and verdicts in a line), ``view`` (what a view implements) with ``plain``,
-``event_lines``, ``json_lines`` and ``live`` (the views) and ``output`` (which one),
-``errors`` (exit codes and error messages), ``main`` (the entry point).
+(the two commands), ``run`` (one run), ``stats`` (what a run did, and its summary),
+``labels`` (requirements and verdicts in a line), ``view`` (what a view implements,
+and writing that notices a closed pipe) with ``plain``, ``event_lines``,
+``json_lines`` and ``live`` (the views) and ``output`` (which one), ``errors`` (exit
+codes and error messages), ``main`` (the entry point). They import one way: ``run``
+uses ``view`` and ``stats``, never the reverse.
 """
 
 from engine.cli.demo import DEMO_ANSWER, tokenize
@@ -38,7 +40,8 @@ from engine.cli.errors import (
 from engine.cli.json_lines import JsonView, event_to_json
 from engine.cli.live import LiveView
 from engine.cli.main import main
-from engine.cli.run import RunStats, run_once
+from engine.cli.run import run_once
+from engine.cli.stats import RunStats
 
 __all__ = [
     "DEMO_ANSWER",

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
+import attrs
+
+from backends.credentials import clean_api_key
 from backends.registry import BACKENDS, BackendEntry, entry
 from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch
 from engine.core.continuation import StreamRetry
@@ -18,6 +22,7 @@ from engine.core.requirements import Requirement
 
 __all__ = [
     "DEMO_DELAY",
+    "Number",
     "SCRIPT_DELAY",
     "backend_arguments",
     "build_parser",
@@ -47,55 +52,54 @@ GENERATION_FLAGS = {
 # -- values of flags ------------------------------------------------------------------------
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
+@attrs.frozen
+class Number:
+    """The type of every numeric flag: parses a whole number (*whole*) or a finite number, at
+    least *minimum* (above it when *above*), and refuses anything else with one message per flag,
+    whatever the bad value (``expected a whole number >= 1, got '0'``)."""
+
+    whole: bool = False
+    minimum: float | None = None
+    above: bool = False
+    unit: str = ""
+    """What the number counts, said in the message (``seconds``)."""
+
+    @property
+    def expected(self) -> str:
+        """What the flag takes: ``a whole number >= 0``, ``a number of seconds > 0``."""
+        noun = "a whole number" if self.whole else "a number"
+        noun += f" of {self.unit}" if self.unit else ""
+        if self.minimum is None:
+            return noun
+        bound = int(self.minimum) if self.minimum == int(self.minimum) else self.minimum
+        return f"{noun} {'>' if self.above else '>='} {bound}"
+
+    def __call__(self, text: str) -> float:
+        value: float | None
+        try:
+            value = int(text) if self.whole else float(text)
+        except ValueError:
+            value = None
+        if value is None or not self._meets(value):
+            raise argparse.ArgumentTypeError(f"expected {self.expected}, got {text!r}")
+        return value
+
+    def _meets(self, value: float) -> bool:
+        if not self.whole and not math.isfinite(value):  # (a whole number is always finite)
+            return False
+        low = self.minimum
+        return low is None or (value > low if self.above else value >= low)
 
 
-def _positive_int(text: str) -> int:
-    value = _nonnegative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a whole number >= 1, got 0")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number of seconds > 0, got 0")
-    return value
+COUNT = Number(whole=True, minimum=0)
+"""A count that may be 0 (``--max-words``, ``--retries``)."""
+POSITIVE_COUNT = Number(whole=True, minimum=1)
+WHOLE_NUMBER = Number(whole=True)
+NONNEGATIVE = Number(minimum=0)
+SECONDS = Number(minimum=0, unit="seconds")
+"""A wait that may be 0 (``--delay``)."""
+DEADLINE = Number(minimum=0, above=True, unit="seconds")
+"""A deadline: a wait of 0 would fail everything (``--timeout``, ``--validation-timeout``)."""
 
 
 def _base_url(text: str) -> str:
@@ -104,6 +108,13 @@ def _base_url(text: str) -> str:
             f"expected an http:// or https:// URL such as http://localhost:11434, got {text!r}"
         )
     return text
+
+
+def _api_key(text: str) -> str:
+    try:
+        return clean_api_key(text, "--api-key")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _prompt(text: str) -> str:
@@ -170,7 +181,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     )
     demo.add_argument(
         "--delay",
-        type=_seconds,
+        type=SECONDS,
         default=DEMO_DELAY,
         metavar="SECONDS",
         help=f"seconds between simulated tokens (default {DEMO_DELAY})",
@@ -202,29 +213,33 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     server.add_argument(
         "--base-url", type=_base_url, help=f"server URL (default: {_defaults_help('base_url', '')})"
     )
-    server.add_argument("--api-key", help=f"API key (default: {_defaults_help('api_key', 'none')})")
+    server.add_argument(
+        "--api-key", type=_api_key, help=f"API key (default: {_defaults_help('api_key', 'none')})"
+    )
     server.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=DEADLINE,
         metavar="SECONDS",
         help="give up on a generation that has not finished after this many seconds (default: none)",
     )
 
     generation = stream.add_argument_group("generation")
-    generation.add_argument("--max-tokens", type=_positive_int, metavar="N", help="stop after N tokens")
+    generation.add_argument("--max-tokens", type=POSITIVE_COUNT, metavar="N", help="stop after N tokens")
     generation.add_argument(
-        "--temperature", type=_nonnegative_float, metavar="T", help="sampling temperature, e.g. 0.2"
+        "--temperature", type=NONNEGATIVE, metavar="T", help="sampling temperature, e.g. 0.2"
     )
-    generation.add_argument("--seed", type=_int, metavar="N", help="random seed, for repeatable answers")
+    generation.add_argument(
+        "--seed", type=WHOLE_NUMBER, metavar="N", help="random seed, for repeatable answers"
+    )
     generation.add_argument("--system", metavar="TEXT", help="a system prompt sent before PROMPT")
 
     checks = stream.add_argument_group("checks (each chunk, then the whole output)")
     checks.add_argument(
         "--chunking", choices=("sentence", "word", "paragraph"), default="sentence", help="unit of validation"
     )
-    checks.add_argument("--max-sentences", type=_nonnegative_int, metavar="N", help="fail after N sentences")
-    checks.add_argument("--max-words", type=_nonnegative_int, metavar="N", help="fail after N words")
-    checks.add_argument("--max-chars", type=_nonnegative_int, metavar="N", help="fail after N characters")
+    checks.add_argument("--max-sentences", type=COUNT, metavar="N", help="fail after N sentences")
+    checks.add_argument("--max-words", type=COUNT, metavar="N", help="fail after N words")
+    checks.add_argument("--max-chars", type=COUNT, metavar="N", help="fail after N characters")
     checks.add_argument(
         "--forbid",
         type=_words,
@@ -245,11 +260,18 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
 
     checks.add_argument(
         "--retries",
-        type=_nonnegative_int,
+        type=COUNT,
         default=0,
         metavar="N",
         help="when a chunk fails a check that a new attempt could fix, withhold it and continue the "
         "answer from the text already shown, up to N times (default 0: stop at the first failure)",
+    )
+    checks.add_argument(
+        "--validation-timeout",
+        type=DEADLINE,
+        metavar="SECONDS",
+        help="deadline of each check on a chunk or on the whole output: a check still running after "
+        "SECONDS is cancelled and fails (default: none)",
     )
 
     simulator = stream.add_argument_group("simulator (--backend scripted)")
@@ -260,7 +282,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     )
     simulator.add_argument(
         "--delay",
-        type=_seconds,
+        type=SECONDS,
         metavar="SECONDS",
         help=f"seconds between tokens (default {SCRIPT_DELAY})",
     )

@@ -4,7 +4,11 @@ then a check's failure repaired by an in-stream retry)."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
+import sys
+from pathlib import Path
 from typing import TextIO
 
 import attrs
@@ -83,6 +87,27 @@ To stream from a real model instead:
   rxllm stream "Why is the sky blue?" --backend ollama --model {model}
   rxllm stream "Why is the sky blue?" --backend openai --base-url http://localhost:8000/v1 --model M
 """
+
+
+def _next_command() -> str:
+    """The demo's last words: how to run ``rxllm stream --help`` from here. The bare name when
+    this interpreter's ``rxllm`` is the one on PATH; else its path (a virtualenv that is not
+    activated, as under ``make demo``) and how to put it on PATH."""
+    api = ", and README.md for the Python API."
+    script = Path(sys.executable).parent / "rxllm"
+    if not script.exists():  # no console script beside this interpreter
+        return f"`{Path(sys.executable).name} -m engine stream --help`{api}"
+    on_path = shutil.which("rxllm")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return f"`rxllm stream --help`{api}"
+    shown = os.path.relpath(script)
+    if shown.startswith(".."):
+        shown = str(script)
+    activate = Path(shown).parent / "activate"
+    return (
+        f"`{shown} stream --help`{api}\n"
+        f"(`rxllm` alone is not on your PATH: `source {activate}` puts it there.)"
+    )
 
 
 def _no_long_sentence(chunk: str) -> bool:
@@ -166,7 +191,7 @@ async def demo_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         "there was no final validation. In run 3 the fifth sentence failed too, but a retry was\n"
         "allowed: the sentence was withheld, and a new generation continued the answer from the\n"
         "text already shown, in Fahrenheit; the run passed (see 'retries: 1').\n"
-        "Next: `rxllm stream --help`, and README.md for the Python API."
+        f"Next: {_next_command()}"
     )
     # The demo succeeds when every run ended as intended: run 2 stopped on its check, the others passed.
     return EXIT_OK if codes == [run.expected for run in runs] else EXIT_BACKEND_ERROR

@@ -68,4 +68,6 @@ class EventLinesView(View):
         write(self.out, "".join(lines))
 
     def finish(self) -> None:
+        if self.stats.before_output:  # the error's own line says all there is
+            return
         write(self.out, "".join(f"{self.indent}  {line}\n" for line in self.stats.summary_lines()))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.spinner import Spinner
 
-    from engine.cli.run import RunStats
+    from engine.cli.stats import RunStats
     from engine.core.requirements import Requirement
 
 __all__ = ["LiveView"]
@@ -95,7 +95,8 @@ class LiveView(View):
             self._live.stop()
             self._live = None
         self.done = True
-        self.console.print(self._render())
+        if not self.stats.before_output:  # else the error's own line says all there is
+            self.console.print(self._render())
 
     def status(self) -> str:
         """The spinner's line: what the run is waiting for now."""
@@ -148,7 +149,7 @@ class LiveView(View):
         else:
             table = Table(show_header=False, box=None, padding=(0, 2))
             for name, value in self.stats.summary_items():
-                style = "bold red" if ("FAIL" in value or name == "error") else None
+                style = "bold red" if "FAIL" in value else None
                 table.add_row(name, Text(value, style=style or ""))
             ok = self.stats.exit_code == EXIT_OK
             parts.append(

@@ -15,8 +15,8 @@ from engine.cli.args import parse
 from engine.cli.demo import demo_command
 from engine.cli.errors import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from engine.cli.output import wants_live_view
-from engine.cli.run import OutputClosed
 from engine.cli.stream import stream_command
+from engine.cli.view import OutputClosed
 
 __all__ = ["main"]
 

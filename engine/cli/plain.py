@@ -24,4 +24,6 @@ class PlainTextView(View):
             write(self.out, "\n")
 
     def finish(self) -> None:
+        if self.stats.before_output:  # the error's own line says all there is
+            return
         write(self.err, "".join(f"-- {line}\n" for line in self.stats.summary_lines()))

@@ -1,17 +1,15 @@
-"""One run of the pipeline for the command: ``stream_with_chunking``, its events shown by a view,
-and the statistics of the summary at the end."""
+"""One run of the pipeline for the command: ``stream_with_chunking``, its events shown by a view
+and counted in a :class:`~engine.cli.stats.RunStats`."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from engine.cli import labels
-from engine.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, exit_code_for
+from engine.cli.stats import RunStats
+from engine.cli.view import OutputClosed, View
 from engine.core.components import Instruction
 from engine.core.context import SimpleContext
 from engine.core.events import (
@@ -25,98 +23,11 @@ from engine.core.events import (
 from engine.core.requirements import Requirement
 
 if TYPE_CHECKING:
-    from engine.cli.view import View
     from engine.core.backend import Backend
     from engine.core.continuation import StreamRetry
-    from engine.core.thunk import GenerationInfo
     from engine.streaming import StreamChunkingResult
 
-__all__ = ["OutputClosed", "RunStats", "TextTracker", "instruction", "run_once"]
-
-
-class OutputClosed(Exception):
-    """The reader of standard output went away (``rxllm stream ... | head``)."""
-
-
-@attrs.define
-class RunStats:
-    """What a run did, collected from its events (the summary at the end)."""
-
-    chunking: str = "sentence"
-    """The unit of validation (``sentence``, ``word``, ``paragraph``)."""
-    started_at: float = attrs.field(factory=time.perf_counter)
-    first_chunk_at: float | None = None
-    finished_at: float | None = None
-    chunks: int = 0
-    failures: list[str] = attrs.field(factory=list)
-    """``"label (reason)"`` for every requirement that failed mid-stream."""
-    final_passed: bool | None = None
-    final_failures: list[str] = attrs.field(factory=list)
-    """``"label (reason)"`` for every requirement that failed the final validation."""
-    completed: bool = False
-    error: BaseException | None = None
-    generation: GenerationInfo | None = None
-    """The run's own generation record, once the request is sent; after a retry, the latest
-    attempt's (``result.mots[-1].generation``)."""
-    script_length: int | None = None
-    """How many deltas the simulator had in store (``--backend scripted`` and the demo), until a
-    retry's generation takes over."""
-    retries: list[str] = attrs.field(factory=list)
-    """The reason of every in-stream retry (``--retries``), in order."""
-
-    @property
-    def time_to_first_chunk(self) -> float | None:
-        """Seconds from the request to the first validated chunk."""
-        return None if self.first_chunk_at is None else self.first_chunk_at - self.started_at
-
-    @property
-    def total_time(self) -> float:
-        """Seconds from the request to the end of the run."""
-        end = self.finished_at if self.finished_at is not None else time.perf_counter()
-        return end - self.started_at
-
-    @property
-    def tokens(self) -> int:
-        """Deltas received from the generation so far."""
-        return 0 if self.generation is None else self.generation.deltas_received
-
-    @property
-    def exit_code(self) -> int:
-        """The process exit code this run deserves."""
-        if self.error is not None:
-            return exit_code_for(self.error)
-        # A failure a retry repaired (it is in ``failures``) does not fail the run: the run's end says.
-        if self.final_passed is False or not self.completed:
-            return EXIT_CHECK_FAILED
-        return EXIT_OK
-
-    def summary_items(self) -> list[tuple[str, str]]:
-        """The end-of-run summary as ``(name, value)`` pairs."""
-        ttfc = self.time_to_first_chunk
-        failures = f"{len(self.failures)}" + (f" ({'; '.join(self.failures)})" if self.failures else "")
-        items = [("chunks delivered", str(self.chunks)), ("failed quick checks", failures)]
-        if self.retries:
-            items.append(("retries", f"{len(self.retries)} ({'; '.join(self.retries)})"))
-        if self.final_passed is not None:
-            failed = f"FAILED ({'; '.join(self.final_failures)})" if self.final_failures else "FAILED"
-            items.append(("final validation", "passed" if self.final_passed else failed))
-        elif self.failures:
-            items.append(("final validation", "skipped (the stream stopped early)"))
-        generation = self.generation
-        if generation is not None and generation.cancelled:
-            of_total = f" of {self.script_length}" if self.script_length else ""
-            items.append(("generation", f"cancelled after {generation.deltas_received}{of_total} tokens"))
-        items.append(("time to first chunk", "-" if ttfc is None else f"{ttfc:.2f} s"))
-        items.append(("total time", f"{self.total_time:.2f} s"))
-        if isinstance(self.error, KeyboardInterrupt | asyncio.CancelledError):
-            items.append(("error", "interrupted"))
-        elif self.error is not None:  # the message itself is printed once, after the summary
-            items.append(("error", type(self.error).__name__))
-        return items
-
-    def summary_lines(self) -> list[str]:
-        """The end-of-run summary, one ``name: value`` fact a line."""
-        return [f"{name}: {value}" for name, value in self.summary_items()]
+__all__ = ["TextTracker", "instruction", "run_once"]
 
 
 class TextTracker:
@@ -159,10 +70,12 @@ async def run_once(
     title: str,
     script_length: int | None = None,
     retry: StreamRetry | None = None,
+    validation_timeout: float | None = None,
 ) -> RunStats:
     """Stream *action* on *backend* through the pipeline, showing it in *view*.
 
-    Raises :class:`OutputClosed` (after stopping the run) when the view's output was closed.
+    *retry* and *validation_timeout* go to ``stream_with_chunking``. Raises
+    :class:`~engine.cli.view.OutputClosed` (after stopping the run) when the view's output was closed.
     """
     from engine.streaming import stream_with_chunking  # the assembly loads operators
 
@@ -179,19 +92,20 @@ async def run_once(
             requirements=list(requirements) or None,
             chunking=chunking,
             retry=retry,
+            validation_timeout=validation_timeout,
         )
         stats.generation = result.mot.generation
         tracker = TextTracker(result.mot, "\n\n" if chunking == "paragraph" else " ")
         async for event in result.events():
             piece = None
+            if tracker.mot is not result.mots[-1]:  # a retry's generation continues the text
+                tracker.follow(result.mots[-1])
+                stats.generation = result.mots[-1].generation
+                stats.script_length = None  # the simulator's script was the first attempt's
             if isinstance(event, ChunkEvent):
                 if stats.first_chunk_at is None:
                     stats.first_chunk_at = time.perf_counter()
                 stats.chunks += 1
-                if tracker.mot is not result.mots[-1]:  # a retry's generation continues the text
-                    tracker.follow(result.mots[-1])
-                    stats.generation = result.mots[-1].generation
-                    stats.script_length = None  # the simulator's script was the first attempt's
                 piece = tracker.piece(event.text)
             elif isinstance(event, RetryEvent):
                 stats.retries.append(event.reason)

@@ -66,6 +66,7 @@ async def stream_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
             title=title,
             script_length=script_length,
             retry=retry_from_args(args),
+            validation_timeout=args.validation_timeout,
         )
     finally:
         aclose = getattr(backend, "aclose", None)

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from engine.cli.run import OutputClosed
-
 if TYPE_CHECKING:
-    from engine.cli.run import RunStats
+    from engine.cli.stats import RunStats
     from engine.core.events import StreamEvent
     from engine.core.requirements import Requirement
 
-__all__ = ["View", "write"]
+__all__ = ["OutputClosed", "View", "write"]
+
+
+class OutputClosed(Exception):
+    """The reader of standard output went away (``rxllm stream ... | head``)."""
 
 
 def write(stream: TextIO, text: str) -> None:
