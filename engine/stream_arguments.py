@@ -43,8 +43,10 @@ def check_stream_arguments(
     validation_backend: Any,
     validation_timeout: Any,
     retry: Any,
+    model_options: Any = None,
 ) -> list[Requirement]:
-    """Check every argument of a run but its chunking; return the requirements, normalised.
+    """Check every argument of a run but its chunking (*model_options*: the backend's options,
+    a mapping with str keys, or None); return the requirements, normalised.
 
     Each requirement's own settings are checked again here (they may have been set after
     construction), its chunking alias resolved, so that no check can fail to start once
@@ -63,6 +65,7 @@ def check_stream_arguments(
             "validation_backend", validation_backend, "generate_from_context", _BACKEND + ", or None"
         )
     arguments.positive_seconds("validation_timeout", validation_timeout)
+    arguments.optional_mapping("model_options", model_options)
     if retry is not None:
         arguments.instance(
             "retry", retry, StreamRetry, "a StreamRetry (e.g. StreamRetry(max_attempts=3)), or None"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import math
 import re
 import warnings
@@ -242,6 +243,8 @@ _RUN_ARGUMENTS: dict[str, st.SearchStrategy[BadValue]] = {
     "validation_timeout": bad_seconds(),
     "retry": bad_object(optional=True),
 }
+if "model_options" in inspect.signature(stream_with_chunking).parameters:  # options for the backend
+    _RUN_ARGUMENTS["model_options"] = bad_mapping()
 
 _REQUIREMENT_SETTINGS: dict[str, st.SearchStrategy[BadValue]] = {
     "chunking": bad_chunking(optional=True),
@@ -490,7 +493,6 @@ def test_every_sync_entry_point_refuses_a_bad_argument(data: st.DataObject) -> N
 
 def test_every_argument_of_the_public_calls_is_covered() -> None:
     """The tables above list every parameter of the calls they test (a new one must be added)."""
-    import inspect
 
     def parameters(fn: Callable[..., Any]) -> set[str]:
         skip = {"self", "kwargs", "backend_kwargs"}
