@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from engine.core import arguments
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 
 if TYPE_CHECKING:
@@ -84,9 +85,7 @@ def count_sentences(text: str) -> int:
 
 
 def _require_limit(name: str, limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"{name} takes a limit that is a whole number >= 0, got {limit!r}")
-    return limit
+    return arguments.whole_number(f"{name} limit", limit, minimum=0)
 
 
 class TextCheck(Requirement):
@@ -234,9 +233,16 @@ class ForbiddenWords(TextCheck):
             raise TypeError(
                 f"ForbiddenWords takes a list of words, not one string; write ForbiddenWords([{words!r}])"
             )
+        if isinstance(words, (bytes, Mapping)) or not isinstance(words, Iterable):
+            raise TypeError(f"ForbiddenWords words must be a list of str; got {arguments.shown(words)}")
+        words = list(words)
+        for word in words:
+            arguments.text("ForbiddenWords words (each word)", word)
         cleaned = tuple(w.strip() for w in words)
         if not cleaned or not all(cleaned):
-            raise ValueError(f"ForbiddenWords needs at least one non-empty word, got {list(cleaned)!r}")
+            raise ValueError(
+                f"ForbiddenWords words must hold at least one non-empty word; got {list(cleaned)!r}"
+            )
         super().__init__("The response must not use these words: " + ", ".join(cleaned) + ".")
         self.words = cleaned
         # Longest first, so "new york" wins over "new"; whitespace in a phrase matches any whitespace.
@@ -295,6 +301,8 @@ class MustNotMatch(TextCheck):
     def __init__(
         self, pattern: str | re.Pattern[str], *, flags: int = 0, description: str | None = None
     ) -> None:
+        arguments.whole_number("MustNotMatch flags", flags, minimum=0)
+        arguments.text("MustNotMatch description", description, optional=True)
         if isinstance(pattern, re.Pattern):
             if flags:
                 raise ValueError(
@@ -302,11 +310,12 @@ class MustNotMatch(TextCheck):
                 )
             compiled = pattern
         else:
+            arguments.text("MustNotMatch pattern (a regular expression: a str or re.Pattern)", pattern)
             try:
                 compiled = re.compile(pattern, flags)
             except re.error as exc:
                 raise ValueError(
-                    f"MustNotMatch: {pattern!r} is not a valid regular expression: {exc}"
+                    f"MustNotMatch pattern {pattern!r} is not a valid regular expression: {exc}"
                 ) from exc
         super().__init__(
             description or f"The response must not match the regular expression {compiled.pattern!r}."
@@ -374,8 +383,12 @@ class ChunkCheck(TextCheck):
     """A requirement made from a plain or async function of the chunk; see :func:`req`."""
 
     def __init__(self, description: str, fn: CheckFn, *, check_whole_output: bool = True) -> None:
+        arguments.text("req() description", description)
         if not callable(fn):
-            raise TypeError(f"req() takes a function of the chunk as its second argument, got {fn!r}")
+            raise TypeError(
+                f"req() fn (its second argument) must be a function of the chunk; got {arguments.shown(fn)}"
+            )
+        arguments.flag("req() check_whole_output", check_whole_output)
         super().__init__(description)
         self.fn = fn
         self.check_whole_output = check_whole_output

@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
-from engine.core import typed_output
+from engine.core import arguments, typed_output
 from engine.core.components import (
     CBlock,
     Instruction,
@@ -130,10 +130,12 @@ class Session:
         model_options: Mapping[str, Any] | None = None,
         validation_backend: Backend | None = None,
     ) -> None:
-        if not callable(getattr(backend, "generate_from_context", None)):
-            raise TypeError(
-                f"Session needs a backend with an async generate_from_context(); got {type(backend).__name__}"
-            )
+        arguments.has_method("backend", backend, "generate_from_context", _BACKEND)
+        if ctx is not None:
+            arguments.instance("ctx", ctx, Context, _CONTEXT)
+        arguments.optional_mapping("model_options", model_options)
+        if validation_backend is not None:
+            arguments.has_method("validation_backend", validation_backend, "generate_from_context", _BACKEND)
         self.backend = backend
         self.ctx: Context = ctx if ctx is not None else SimpleContext()
         self.model_options: dict[str, Any] = dict(model_options or {})
@@ -184,6 +186,7 @@ class Session:
         format: OutputFormat,
         model_options: Mapping[str, Any] | None,
     ) -> ModelOutputThunk[Any] | SamplingResult:
+        _check_options(strategy, return_sampling_results, await_result, format, model_options)
         reqs = as_requirements(requirements)
         if isinstance(strategy, _Default):
             strategy = RejectionSamplingStrategy(loop_budget=2)
@@ -192,8 +195,6 @@ class Session:
                 "return_sampling_results=True needs a sampling strategy; drop strategy=None "
                 "or set return_sampling_results=False"
             )
-        if format is not None:
-            typed_output.json_schema(format)  # a format that is no output type fails before the request
         await self._ready()
         options = self._options(model_options)
         if strategy is None:
@@ -298,6 +299,8 @@ class Session:
         model_options: Mapping[str, Any] | None,
         method: str = "ainstruct",
     ) -> ModelOutputThunk[Any] | SamplingResult:
+        arguments.text("description", description)
+        arguments.optional_mapping("user_variables", user_variables)
         text = fill_user_variables(description, user_variables)
         _require_text(text, "description", method)
         reqs = as_requirements(requirements)
@@ -352,6 +355,7 @@ class Session:
         await_result: bool = True,
     ) -> ModelOutputThunk[Any] | SamplingResult:
         """Synchronous :meth:`ainstruct`; always returns a computed result."""
+        arguments.flag("await_result", await_result)
         return self.run(
             self._instruct(
                 description,
@@ -467,6 +471,7 @@ class Session:
         await_result: bool = True,
     ) -> ModelOutputThunk[Any] | SamplingResult:
         """Synchronous :meth:`aact`; always returns a computed result."""
+        arguments.flag("await_result", await_result)
         return self.run(
             self._act(
                 action, requirements, strategy, return_sampling_results, True, format, model_options, "act"
@@ -503,10 +508,13 @@ class Session:
         model_options: Mapping[str, Any] | None,
         method: str = "achat",
     ) -> Message:
+        arguments.text("content", content)
+        arguments.one_of("role", role, typing.get_args(Role))
+        arguments.optional_mapping("user_variables", user_variables)
+        _check_format(format)
+        arguments.optional_mapping("model_options", model_options)
         text = fill_user_variables(content, user_variables)
         _require_text(text, "message", method)
-        if format is not None:
-            typed_output.json_schema(format)
         await self._ready()
         thunk, new_ctx = await self.backend.generate_from_context(
             Message(role, text), self.ctx, format=format, model_options=self._options(model_options)
@@ -548,15 +556,23 @@ class Session:
         ``validation_fn`` are judged by the model (the session's ``validation_backend``
         or its backend).
         """
-        return await self._validate(requirements, output, model_options)
+        return await self._validate(requirements, output, format, model_options)
 
     async def _validate(
         self,
         requirements: Sequence[Requirement | str] | Requirement | str,
         output: Any,
+        format: OutputFormat,
         model_options: Mapping[str, Any] | None,
     ) -> list[ValidationResult]:
         reqs = as_requirements(requirements)
+        if output is not None and not isinstance(output, (str, CBlock, ModelOutputThunk)):
+            raise TypeError(
+                "output must be a str, a CBlock, a ModelOutputThunk, or None (the session's newest "
+                f"output); got {arguments.shown(output)}"
+            )
+        _check_format(format)
+        arguments.optional_mapping("model_options", model_options)
         if output is None:
             ctx = self.ctx
             if ctx.last_output() is None:
@@ -584,7 +600,7 @@ class Session:
         model_options: Mapping[str, Any] | None = None,
     ) -> list[ValidationResult]:
         """Synchronous :meth:`avalidate`."""
-        return self.run(self._validate(requirements, output, model_options))
+        return self.run(self._validate(requirements, output, format, model_options))
 
     # -- query and transform ---------------------------------------------------------
 
@@ -613,6 +629,7 @@ class Session:
         model_options: Mapping[str, Any] | None,
         method: str = "aquery",
     ) -> ModelOutputThunk[Any]:
+        arguments.text("query", query)
         _require_text(query, "query", method)
         out = await self._generate(
             Query(obj, query), None, strategy, False, await_result, format, model_options
@@ -631,6 +648,7 @@ class Session:
         await_result: bool = True,
     ) -> ModelOutputThunk[Any]:
         """Synchronous :meth:`aquery`; returns a computed thunk."""
+        arguments.flag("await_result", await_result)
         return self.run(self._query(obj, query, strategy, True, format, model_options, "query"))
 
     async def atransform(
@@ -658,6 +676,7 @@ class Session:
         model_options: Mapping[str, Any] | None,
         method: str = "atransform",
     ) -> ModelOutputThunk[Any]:
+        arguments.text("transformation", transformation)
         _require_text(transformation, "transformation", method)
         action = Transform(obj, transformation)
         out = await self._generate(action, None, strategy, False, await_result, format, model_options)
@@ -675,6 +694,7 @@ class Session:
         await_result: bool = True,
     ) -> ModelOutputThunk[Any]:
         """Synchronous :meth:`atransform`; returns a computed thunk."""
+        arguments.flag("await_result", await_result)
         return self.run(
             self._transform(obj, transformation, strategy, True, format, model_options, "transform")
         )
@@ -750,12 +770,34 @@ def _parse_when_computed(thunk: ModelOutputThunk[Any], format: OutputFormat) -> 
 def _as_component(action: Any, method: str) -> Any:
     if isinstance(action, str):
         return CBlock(action)
-    if not callable(getattr(action, "format_for_llm", None)):
-        raise TypeError(
-            f"{method}() needs a component (anything with format_for_llm()) or a string, "
-            f"got {type(action).__name__}"
+    return arguments.component("action", action)
+
+
+_BACKEND = "a backend (an object with an async generate_from_context())"
+_CONTEXT = "a Context (e.g. SimpleContext() or ChatContext()), or None"
+
+
+def _check_format(format: OutputFormat) -> None:
+    """A format that is no output type fails before the request."""
+    if format is not None:
+        typed_output.json_schema(format)
+
+
+def _check_options(
+    strategy: Any, return_sampling_results: Any, await_result: Any, format: Any, model_options: Any
+) -> None:
+    """The arguments every generating method shares, checked before anything is sent."""
+    if strategy is not None and not isinstance(strategy, _Default):
+        arguments.has_method(
+            "strategy",
+            strategy,
+            "sample",
+            "a SamplingStrategy (e.g. RejectionSamplingStrategy(loop_budget=2)), or None for the lazy thunk",
         )
-    return action
+    arguments.flag("return_sampling_results", return_sampling_results)
+    arguments.flag("await_result", await_result)
+    _check_format(format)
+    arguments.optional_mapping("model_options", model_options)
 
 
 # -- start_session ------------------------------------------------------------------------
@@ -773,7 +815,7 @@ def _backend_for(
     try:
         entry = registry.entry(name)
     except ValueError as exc:
-        raise ValueError(f"{exc}; or pass start_session a backend object") from None
+        raise ValueError(f"backend_name: {exc}; or pass start_session a backend object") from None
 
     backend = typing.cast("Backend", entry.create(model_id, **backend_kwargs))
     if not entry.check_reachable:
@@ -822,6 +864,23 @@ def start_session(
     is logged once as a warning. Sessions never change their context's type, so
     *allow_context_type_change* changes nothing; *plugins* are not supported.
     """
+    if not isinstance(backend_name, str):
+        arguments.has_method(
+            "backend_name",
+            backend_name,
+            "generate_from_context",
+            "a backend name (a str) or a backend object",
+        )
+    arguments.text("model_id", model_id, optional=True)
+    if ctx is not None:
+        arguments.instance("ctx", ctx, Context, _CONTEXT)
+    arguments.one_of("context_type", context_type, ("simple", "chat"), optional=True)
+    arguments.optional_mapping("model_options", model_options)
+    if plugins is not None:
+        arguments.instance(
+            "plugins", plugins, (list, tuple), "a list (empty: rxllm has no plugin system), or None"
+        )
+    arguments.flag("allow_context_type_change", allow_context_type_change)
     if ctx is not None and context_type is not None:
         raise ValueError("start_session() takes ctx= or context_type=, not both")
     if context_type == "chat":

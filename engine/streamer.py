@@ -20,14 +20,16 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
+from engine.core import arguments
 from engine.core.backend import Backend
 from engine.core.context import Context
 from engine.core.continuation import StreamRetry
 from engine.core.events import StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
+from engine.stream_arguments import chunking_strategy
 from engine.streaming import StreamChunkingResult, _start_run
-from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import ChunkingStrategy
 
 __all__ = ["EventStreamer", "Streamer", "stream"]
 
@@ -110,13 +112,18 @@ async def stream(
     cancels the generation if it still runs and closes its connection.
     *validation_timeout* and *retry* are as in :func:`~engine.streaming.stream_with_chunking`.
 
+    Every argument is checked before the backend is called: a refused call starts no
+    generation.
+
     Raises:
-        ValueError: *chunking* is an unknown alias.
-        TypeError: a requirement is not a ``Requirement``-like object.
+        TypeError: an argument of the wrong type; the message names it.
+        ValueError: an argument of the wrong value (an unknown *chunking* alias, of the run
+            or of a requirement; a *validation_timeout* that is not a finite number > 0).
         RuntimeError: the backend returned an already computed thunk (it ignored
             ``ModelOption.STREAM``).
     """
-    strategy = RawDeltas() if chunking is None else resolve_chunking_strategy(chunking)
+    strategy = RawDeltas() if chunking is None else chunking_strategy("chunking", chunking)
+    arguments.flag("as_events", as_events)
     result = await _start_run(
         action,
         backend,

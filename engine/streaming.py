@@ -56,11 +56,12 @@ from engine.core.events import (
     StreamingDoneEvent,
 )
 from engine.core.options import ModelOption
-from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult, as_requirements
+from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
+from engine.stream_arguments import check_stream_arguments, chunking_strategy
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
-from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import ChunkingStrategy
 from operators.final_validation import final_validation
 from operators.retry_on_fail import retry_on_fail
 from operators.stop_when import stop_when
@@ -106,9 +107,14 @@ async def stream_with_chunking(
     keep their state as if the delivered text had come from one generation.
     ``full_text`` is the delivered text, and the final validation judges it.
 
+    Every argument is checked before the backend is called: a refused call starts no
+    generation.
+
     Raises:
-        ValueError: *chunking* is an unknown alias.
-        TypeError: a requirement is not a ``Requirement``-like object.
+        TypeError: an argument of the wrong type (a requirement that is not a
+            ``Requirement``-like object, ``validation_timeout="2"``, ...); the message names it.
+        ValueError: an argument of the wrong value (an unknown *chunking* alias, of the run
+            or of a requirement; a *validation_timeout* that is not a finite number > 0).
         RuntimeError: the backend returned an already computed thunk (it ignored
             ``ModelOption.STREAM``).
     """
@@ -117,7 +123,7 @@ async def stream_with_chunking(
         backend,
         ctx,
         requirements=requirements,
-        strategy=resolve_chunking_strategy(chunking),
+        strategy=chunking_strategy("chunking", chunking),
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
@@ -136,12 +142,18 @@ async def _start_run(
     retry: StreamRetry | None = None,
 ) -> StreamChunkingResult:
     """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
-    # Checked (a clear error before any request) and copied: the originals stay untouched.
-    reqs = [copy.copy(req) for req in as_requirements(requirements)]
-    if retry is not None and not isinstance(retry, StreamRetry):
-        raise TypeError(
-            f"retry must be a StreamRetry (e.g. StreamRetry(max_attempts=3)) or None, got {retry!r}"
-        )
+    # Every argument checked before the backend is called (a refused call starts nothing);
+    # the requirements copied: the originals stay untouched.
+    checked = check_stream_arguments(
+        action,
+        backend,
+        ctx,
+        requirements=requirements,
+        validation_backend=validation_backend,
+        validation_timeout=validation_timeout,
+        retry=retry,
+    )
+    reqs = [copy.copy(req) for req in checked]
     mot, gen_ctx = await _start_streaming(backend, action, ctx)
     checker = validation_backend if validation_backend is not None else backend
     attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)

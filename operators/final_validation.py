@@ -8,6 +8,7 @@ from typing import Any
 
 from reactivex import Observable
 
+from engine.core import arguments
 from engine.core.asyncrx import LoopObservable, Relay
 from engine.core.context import Context
 from engine.core.requirements import Requirement, validate_all
@@ -33,6 +34,7 @@ def final_validation(
     a function returning the context, called when the final validation starts (a run
     with retries knows its whole output only then).
     """
+    arguments.positive_seconds("timeout", timeout)  # before anything starts: a deadline always computes
     reqs = tuple(requirements)
 
     def operator(source: Observable[VerdictItem]) -> Observable[FinalItem]:

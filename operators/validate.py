@@ -37,6 +37,7 @@ from typing import Any
 
 from reactivex import Observable, abc
 
+from engine.core import arguments
 from engine.core.asyncrx import LoopObservable, Subscription, observe, report_unhandled, subscribe
 from engine.core.context import Context
 from engine.core.eager import PENDING, DeadlineExceeded, Lane
@@ -75,6 +76,7 @@ def validate(
     Raises:
         ValueError: a requirement's ``chunking`` is an unknown alias.
     """
+    arguments.positive_seconds("timeout", timeout)  # before anything starts: a deadline always computes
     reqs = tuple(requirements)
     strategies = tuple(_own_chunking(req) for req in reqs)
 

@@ -137,10 +137,12 @@ async def test_max_characters_counts_the_dropped_boundary_whitespace() -> None:
     assert not (await final(MaxCharacters(6), "Hi. Yo.")).as_bool()
 
 
-@pytest.mark.parametrize("limit", [-1, 1.5, "3", True])
-def test_limits_must_be_whole_numbers(limit: object) -> None:
+@pytest.mark.parametrize(
+    ("limit", "error"), [(-1, ValueError), (1.5, TypeError), ("3", TypeError), (True, TypeError)]
+)
+def test_limits_must_be_whole_numbers(limit: object, error: type[Exception]) -> None:
     for cls in (MaxSentences, MaxWords, MaxCharacters):
-        with pytest.raises(ValueError, match="whole number >= 0"):
+        with pytest.raises(error, match=f"{cls.__name__} limit must be a whole number >= 0"):
             cls(limit)  # type: ignore[arg-type]
 
 

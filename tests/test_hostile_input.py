@@ -40,6 +40,12 @@ class SyncValidate(Requirement):
 
 # -- requirements -------------------------------------------------------------------------------
 
+
+def _with_validation_fn(req: Requirement, fn: Any) -> Requirement:
+    req.validation_fn = fn
+    return req
+
+
 BAD_REQUIREMENTS: dict[str, tuple[Any, str]] = {
     "a class, not an instance": ([MaxSentences], r"the class MaxSentences, not an instance.*MaxSentences\("),
     "a lone class": (MaxSentences, r"the class MaxSentences, not an instance"),
@@ -48,7 +54,11 @@ BAD_REQUIREMENTS: dict[str, tuple[Any, str]] = {
         r"SyncStreamValidate.*stream_validate is a plain def.*async def stream_validate",
     ),
     "a plain def validate": ([SyncValidate()], r"validate is a plain def.*async def validate"),
-    "a non-callable validation_fn": ([Requirement("x", validation_fn=3)], r"validation_fn=3.*not callable"),  # type: ignore[arg-type]
+    # Requirement() refuses it itself; set afterwards, the run still refuses it.
+    "a non-callable validation_fn": (
+        [_with_validation_fn(Requirement("x"), 3)],
+        r"validation_fn=3.*not callable",
+    ),
     "a number in the list": ([42], r"int 42.*Requirement\(description, validation_fn=...\)"),
     "a mapping": ({"be": "nice"}, r"requirements must be a list.*dict"),
     "bytes": (b"be nice", r"requirements must be a list.*bytes"),

@@ -484,13 +484,13 @@ async def test_a_check_that_raises_may_fail_open() -> None:
 
 
 def test_bad_scheduling_options_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
+    with pytest.raises(ValueError, match="concurrency must be a whole number >= 1; got 0"):
         Requirement("x", concurrency=0)
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
         Requirement("x", timeout=0)
-    with pytest.raises(ValueError, match="on_timeout must be 'fail' or 'unknown'"):
+    with pytest.raises(ValueError, match="on_timeout must be one of 'fail', 'unknown'; got 'pass'"):
         Requirement("x", on_timeout="pass")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="on_error must be 'raise' or 'unknown'"):
+    with pytest.raises(ValueError, match="on_error must be one of 'raise', 'unknown'; got 'ignore'"):
         Requirement("x", on_error="ignore")  # type: ignore[arg-type]
 
 

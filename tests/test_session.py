@@ -73,7 +73,9 @@ def test_start_session_takes_melleas_parameters() -> None:
     assert start_session("scripted", allow_context_type_change=True, plugins=[]).backend is not None
     with pytest.raises(ValueError, match="ctx= or context_type=, not both"):
         start_session("scripted", ctx=ctx, context_type="chat")
-    with pytest.raises(ValueError, match="context_type must be 'simple' or 'chat'"):
+    with pytest.raises(
+        ValueError, match="context_type must be one of 'simple', 'chat', or None; got 'graph'"
+    ):
         start_session("scripted", context_type="graph")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no plugin system"):
         start_session("scripted", plugins=[object()])

@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from engine.core import arguments
+
 __all__ = ["DEFAULT_REPAIR", "Continuation", "StreamRetry"]
 
 DEFAULT_REPAIR = (
@@ -26,16 +28,12 @@ DEFAULT_REPAIR = (
 
 
 def _attempts(_: Any, __: Any, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"StreamRetry max_attempts counts every generation, the first included: "
-            f"a whole number >= 1, got {value!r}"
-        )
+    # It counts every generation, the first included: 1 means never retry.
+    arguments.whole_number("StreamRetry max_attempts (generations, the first included)", value, minimum=1)
 
 
 def _template(_: Any, __: Any, value: Any) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"StreamRetry repair must be a format string, got {type(value).__name__}")
+    arguments.text("StreamRetry repair (a format string with {reason} and {rejected})", value)
     try:
         value.format(reason="", rejected="")
     except (KeyError, IndexError, ValueError) as exc:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 
+from engine.core import arguments
+
 if TYPE_CHECKING:
     from engine.core.backend import Backend
     from engine.core.context import Context
@@ -100,6 +102,8 @@ Policy = Literal["fail", "unknown"]
 """What a check that timed out counts as: ``"fail"`` (fail closed) or ``"unknown"`` (fail open)."""
 ErrorPolicy = Literal["raise", "unknown"]
 """What a check that raised does: ``"raise"`` ends the run with the error; ``"unknown"`` fails open."""
+_POLICIES: tuple[str, ...] = get_args(Policy)
+_ERROR_POLICIES: tuple[str, ...] = get_args(ErrorPolicy)
 
 
 class Requirement:
@@ -125,13 +129,19 @@ class Requirement:
     * ``concurrency``: how many chunks it may check at once. ``1`` (default) keeps
       its chunks strictly in order, one at a time, so state on ``self`` is safe; a
       stateless check may declare more. Requirements never wait for each other.
-    * ``timeout`` (seconds) and ``on_timeout``: a ``stream_validate`` or ``validate``
-      still running after ``timeout`` is cancelled and counts as ``on_timeout``:
-      ``"fail"`` (default: fail closed) or ``"unknown"``; its reason says
+    * ``timeout`` (seconds: a finite int or float > 0) and ``on_timeout``: a
+      ``stream_validate`` or ``validate`` still running after ``timeout`` is cancelled and
+      counts as ``on_timeout``: ``"fail"`` (default: fail closed) or ``"unknown"``; its reason says
       ``"timed out after 0.5 s"``. ``None``: the run's default (no deadline unless
       ``stream_with_chunking(..., validation_timeout=...)`` sets one).
     * ``on_error``: ``"raise"`` (default) ends the run with the check's exception;
       ``"unknown"`` records it as an ``"unknown"`` result and goes on (fail open).
+
+    Every argument is checked here (``TypeError`` for a wrong type, ``ValueError`` for a
+    wrong value, naming it), and the settings again when a run or a session call takes
+    the requirement, before anything starts (a subclass may set them as class
+    attributes). A chunking alias is resolved then: ``chunking="words"`` is refused by
+    the run, before the generation starts.
     """
 
     chunking: Any = None
@@ -151,18 +161,14 @@ class Requirement:
         on_timeout: Policy = "fail",
         on_error: ErrorPolicy = "raise",
     ) -> None:
-        self.description = description
-        self.validation_fn = validation_fn
-        if not (isinstance(concurrency, int) and concurrency >= 1):
-            raise ValueError(f"Requirement concurrency must be an int >= 1, got {concurrency!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(
-                f"Requirement timeout must be a number of seconds > 0 (or None), got {timeout!r}"
+        self.description = arguments.text("Requirement description", description, optional=True)
+        if validation_fn is not None and not callable(validation_fn):
+            raise TypeError(
+                f"Requirement validation_fn must be a function of the output text returning a bool or "
+                f"ValidationResult, or None; got {arguments.shown(validation_fn)}"
             )
-        if on_timeout not in ("fail", "unknown"):
-            raise ValueError(f"Requirement on_timeout must be 'fail' or 'unknown', got {on_timeout!r}")
-        if on_error not in ("raise", "unknown"):
-            raise ValueError(f"Requirement on_error must be 'raise' or 'unknown', got {on_error!r}")
+        self.validation_fn = validation_fn
+        _check_settings("Requirement ", chunking, concurrency, timeout, on_timeout, on_error)
         self.chunking = chunking
         self.concurrency = concurrency
         self.timeout = timeout
@@ -223,6 +229,26 @@ class Requirement:
         return f"{type(self).__name__}({self.description!r})"
 
 
+_CHUNKING_TYPES = "a chunking alias (a str such as 'word'), a ChunkingStrategy (with split()), or None"
+
+
+def _check_settings(
+    owner: str, chunking: Any, concurrency: Any, timeout: Any, on_timeout: Any, on_error: Any
+) -> None:
+    """Check a requirement's scheduling settings; *owner* prefixes their names in messages
+    (``"Requirement "``, ``"requirements[2]."``).
+
+    A chunking alias is only checked to be a str here: the aliases belong to the
+    chunking strategies (``operators``), and a run resolves them before it starts.
+    """
+    if chunking is not None and not isinstance(chunking, str):
+        arguments.has_method(f"{owner}chunking", chunking, "split", _CHUNKING_TYPES)
+    arguments.whole_number(f"{owner}concurrency", concurrency, minimum=1)
+    arguments.positive_seconds(f"{owner}timeout", timeout)
+    arguments.one_of(f"{owner}on_timeout", on_timeout, _POLICIES)
+    arguments.one_of(f"{owner}on_error", on_error, _ERROR_POLICIES)
+
+
 async def _judge(
     req: Requirement, text: str, backend: Backend, model_options: dict[str, Any] | None
 ) -> ValidationResult:
@@ -268,10 +294,10 @@ def as_requirements(requirements: Any) -> list[Requirement]:
             f"requirements must be a list of Requirement objects or strings, got "
             f"{type(requirements).__name__} {_short(requirements)}; pass requirements=[...]"
         )
-    return [_check_one(req) for req in requirements]
+    return [_check_one(req, index) for index, req in enumerate(requirements)]
 
 
-def _check_one(req: Any) -> Requirement:
+def _check_one(req: Any, index: int = 0) -> Requirement:
     if isinstance(req, str):
         return Requirement(req)
     if isinstance(req, type):
@@ -302,6 +328,16 @@ def _check_one(req: Any) -> Requirement:
             f"{_short(req)} has validation_fn={_short(validation_fn)}, which is not callable; "
             "pass a function of the output text returning a bool or ValidationResult"
         )
+    # Settings may have been set after construction (or as class attributes): checked again,
+    # so that a run never starts with one it cannot honour.
+    _check_settings(
+        f"requirements[{index}].",
+        getattr(req, "chunking", None),
+        getattr(req, "concurrency", 1),
+        getattr(req, "timeout", None),
+        getattr(req, "on_timeout", "fail"),
+        getattr(req, "on_error", "raise"),
+    )
     checked: Requirement = req
     return checked
 
@@ -336,6 +372,8 @@ async def validate_all(
     ``"unknown"``. A result that is not a :class:`ValidationResult` is a ``TypeError``
     naming the requirement.
     """
+    arguments.positive_seconds("validation_timeout", validation_timeout)
+    arguments.optional_mapping("model_options", model_options)
     if not requirements:
         return ()
     try:

@@ -23,7 +23,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 import attrs
@@ -89,6 +89,11 @@ def json_schema(format: OutputFormat) -> dict[str, Any]:
     """
     if isinstance(format, dict):
         return dict(format)
+    if not isinstance(typing.cast(object, format), Hashable):  # a list given as a type: types hash
+        raise TypeError(
+            f"format={describe(format)} is not an output type: use a pydantic model, an attrs class, "
+            "a dataclass, a TypedDict, Literal[...], bool/int/float/str, list[...], or a JSON-schema dict"
+        )
     if _is_model_like(format):
         return dict(format.model_json_schema())
     schema: dict[str, Any] = json.loads(json.dumps(_schema(format)))
