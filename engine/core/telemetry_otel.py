@@ -272,7 +272,10 @@ class _Run:
         self.started = time.time()
         self.last_chunk: float | None = None
         self.chunks = 0
-        self.verdict_counts: Counter[str] = Counter()
+        self.labels: list[str] = []
+        # (requirement's position, status) -> count; added to rxllm.verdicts when the run ends:
+        # one measurement per requirement and status per run, not one per check.
+        self.verdicts_by_requirement: dict[tuple[int, str], int] = {}
         self.mots: list[Any] = []
         self.ended = False
         self.subscription: Any = None
@@ -280,40 +283,38 @@ class _Run:
         inst.active_streams.add(1, self.stream_attributes)
 
     def wrap_checks(self, requirements: Sequence[Any]) -> None:
-        """Time each check, and run it inside the run's context (a judge's request is the run's child).
+        """Time each check (``rxllm.validation.duration``).
 
         Only the run's own copies of the requirements are touched (``stream_with_chunking``
         copies them), through their instance ``__dict__``; a requirement without one is
-        checked untimed.
+        checked untimed. Checks run inside the run's context without help: the tasks that
+        run them are created, directly or not, by the generation's producer, which started
+        while the run's span was current (so a judge's own request is the run's child).
         """
+        self.labels = [_label(req) for req in requirements]
         for req in requirements:
             own = getattr(req, "__dict__", None)
             if own is None:
                 continue
-            own["stream_validate"] = self._timed_check(req.stream_validate, _label(req))
+            attributes = {**self.metric_attributes, "rxllm.requirement": _label(req)}
+            own["stream_validate"] = self._timed_check(req.stream_validate, attributes)
 
-    def _timed_check(self, check: Callable[..., Any], label: str) -> Callable[..., Any]:
+    def _timed_check(self, check: Callable[..., Any], attributes: dict[str, Any]) -> Callable[..., Any]:
+        record = self.inst.validation_duration.record
+
+        async def run_check(step: Any) -> Any:
+            started = time.perf_counter()
+            result = await step
+            record(time.perf_counter() - started, attributes)
+            return result
+
         def timed(*args: Any, **kwargs: Any) -> Any:
             step = check(*args, **kwargs)
             if not hasattr(step, "send"):
                 return step  # not a coroutine: the validate operator reports it as it is
-            return self._run_check(step, label)
+            return run_check(step)
 
         return timed
-
-    async def _run_check(self, step: Any, label: str) -> Any:
-        token = otel_context.attach(self.context)
-        started = time.perf_counter()
-        try:
-            result = await step
-        finally:
-            otel_context.detach(token)
-        status = getattr(result, "success", None)
-        self.inst.validation_duration.record(
-            time.perf_counter() - started,
-            {**self.metric_attributes, "rxllm.requirement": label, "rxllm.verdict.status": str(status)},
-        )
-        return result
 
     # -- the run's events ---------------------------------------------------------------
 
@@ -346,13 +347,15 @@ class _Run:
     def _take(self, event: StreamEvent) -> None:
         inst, span = self.inst, self.span
         if isinstance(event, ChunkEvent):
+            self.chunks += 1
+            if not inst.metrics:
+                return
             now = event.timestamp
             if self.last_chunk is None:
                 inst.time_to_first_chunk.record(max(0.0, now - self.started), self.metric_attributes)
             else:
                 inst.time_per_chunk.record(max(0.0, now - self.last_chunk), self.metric_attributes)
             self.last_chunk = now
-            self.chunks += 1
         elif isinstance(event, QuickCheckEvent):
             self._verdicts(event)
         elif isinstance(event, RetryEvent):
@@ -376,18 +379,27 @@ class _Run:
             self._end(event)
 
     def _verdicts(self, event: QuickCheckEvent) -> None:
+        # Per chunk: counting only (the metric is added once per run); the span events and
+        # the timeouts are for the few verdicts that are not plain passes.
+        counts = self.verdicts_by_requirement
+        unusual = not event.passed or self.inst.chunk_events
+        for i, result in enumerate(event.results):
+            key = (i, result.success)
+            counts[key] = counts.get(key, 0) + 1
+            if result.reason is not None:
+                unusual = True
+        if unusual:
+            self._verdict_details(event)
+        if not event.passed and 0 < event.attempt <= len(self.mots):
+            mot = self.mots[event.attempt - 1]
+            record = getattr(mot, "_telemetry", None)
+            if isinstance(record, _GenerationRecord):
+                record.after_end(lambda generation: self._stopped(generation))
+
+    def _verdict_details(self, event: QuickCheckEvent) -> None:
         inst, span = self.inst, self.span
         for req, result in zip(event.requirements, event.results, strict=False):
-            status = result.success
-            label = _label(req)
-            self.verdict_counts[status] += 1
-            attributes = {
-                **self.metric_attributes,
-                "rxllm.requirement": label,
-                "rxllm.verdict.status": status,
-            }
-            inst.verdicts.add(1, attributes)
-            reason = result.reason or ""
+            status, reason, label = result.success, result.reason or "", _label(req)
             if reason.startswith("timed out after"):
                 inst.timeouts.add(1, {**self.metric_attributes, "rxllm.requirement": label})
             if status == "fail" or inst.chunk_events:
@@ -402,11 +414,6 @@ class _Run:
                     },
                     timestamp=_event_ns(event),
                 )
-        if not event.passed and 0 < event.attempt <= len(self.mots):
-            mot = self.mots[event.attempt - 1]
-            record = getattr(mot, "_telemetry", None)
-            if isinstance(record, _GenerationRecord):
-                record.after_end(lambda generation: self._stopped(generation))
 
     def _stopped(self, generation: GenerationInfo) -> None:
         """The generation a failing verdict cancelled has ended: how fast, and what came after."""
@@ -428,11 +435,14 @@ class _Run:
             "rxllm.attempts": len(self.mots) or 1,
             "rxllm.chunks": self.chunks,
         }
+        by_status: Counter[str] = Counter()
+        for (_, status), count in self.verdicts_by_requirement.items():
+            by_status[status] += count
         for status in ("pass", "fail", "unknown"):
-            attributes[f"rxllm.verdicts.{status}"] = self.verdict_counts[status]
+            attributes[f"rxllm.verdicts.{status}"] = by_status[status]
         generations = [mot.generation for mot in self.mots]
         reasons = [g.done_reason for g in generations if g.done_reason]
-        if self.verdict_counts["fail"] and completed is not None and not completed.success:
+        if by_status["fail"] and completed is not None and not completed.success:
             reasons.append("content_filter")
         if reasons:
             attributes["gen_ai.response.finish_reasons"] = reasons
@@ -453,6 +463,11 @@ class _Run:
                     {"rxllm.deltas.received": g.deltas_received},
                     timestamp=_unix_ns(g.cancel_requested_at),
                 )
+        for (position, status), count in self.verdicts_by_requirement.items():
+            label = self.labels[position] if position < len(self.labels) else str(position)
+            inst.verdicts.add(
+                count, {**self.metric_attributes, "rxllm.requirement": label, "rxllm.verdict.status": status}
+            )
         inst.run_duration.record(max(0.0, time.time() - self.started), self.metric_attributes)
         inst.active_streams.add(-1, self.stream_attributes)
         span.end()
