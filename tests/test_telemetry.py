@@ -495,3 +495,54 @@ def test_the_switch_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     )
     assert out == "True False True"
     assert sys.modules.get("opentelemetry") is not None  # this test process has it; the child needs it
+
+
+# -- sessions and HTTP retries ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_each_session_call_is_a_span_over_its_generations(otel: Otel) -> None:
+    from engine import start_session
+
+    m = start_session("scripted", "tiny")
+    m.backend.deltas = ["All good."]  # type: ignore[attr-defined]
+    await m.ainstruct("Say something", requirements=[Words("zzz")])
+    await m.achat("hello")
+    spans = otel.finished()
+    calls = [s for s in spans if s.name.startswith("rxllm.session")]
+    assert sorted(dict(s.attributes or {})["rxllm.session.call"] for s in calls) == ["chat", "generate"]
+    requests = [s for s in spans if s.name.startswith("chat")]
+    assert len(requests) == 2
+    call_ids = {s.context.span_id for s in calls}
+    assert all(r.parent is not None and r.parent.span_id in call_ids for r in requests)
+    assert otel.open.open == {}
+
+
+@pytest.mark.asyncio
+async def test_http_retries_are_events_on_the_request_span_with_status_and_reason(otel: Otel) -> None:
+    from backends import OpenAIBackend
+    from tests.fake_servers import FakeOpenAIServer, Reply
+
+    async with (
+        FakeOpenAIServer() as server,
+        OpenAIBackend(
+            "m", base_url=server.url, api_key="sk-secret-123456789", retries=2, retry_backoff=0.01
+        ) as backend,
+    ):
+        server.enqueue(Reply(status=503, error="overloaded"), Reply(deltas=["Hello. ", "World."]))
+        result = await stream_with_chunking(Instruction("hi"), backend, SimpleContext())
+        await result.acomplete()
+    spans = otel.finished()
+    request = one(spans, "chat")
+    attributes = dict(request.attributes or {})
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["rxllm.request.retries"] == 1
+    assert attributes["gen_ai.usage.input_tokens"] == 7 and attributes["gen_ai.usage.output_tokens"] == 2
+    [retry] = events(request, "rxllm.retry")
+    assert retry["rxllm.retry.attempt"] == 1 and "503" in retry["rxllm.retry.reason"]
+    run = one(spans, "rxllm.run")
+    assert dict(run.attributes or {})["gen_ai.usage.output_tokens"] == 2
+    assert dict(run.attributes or {})["gen_ai.provider.name"] == "openai"
+    found = collect(otel)
+    assert total(found["rxllm.retries"], **{"rxllm.retry.kind": "http"}) == 1
+    assert total(found["rxllm.tokens.output"]) == 2 and total(found["rxllm.tokens.input"]) == 7

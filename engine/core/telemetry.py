@@ -20,11 +20,12 @@ Prompt and response text never goes on a span unless asked for (``content=True``
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 import attrs
 
@@ -41,8 +42,13 @@ __all__ = [
     "generation_ended",
     "generation_started",
     "run_scope",
+    "session_call",
     "settings",
 ]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+AsyncMethod: TypeAlias = Callable[P, Coroutine[Any, Any, R]]
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +172,24 @@ def run_scope(backend: Backend, action: Any, requirements: Sequence[Requirement]
         return
     with _impl.run_scope(backend, action, requirements) as run:
         yield run
+
+
+def session_call(call: str) -> Callable[[AsyncMethod[P, R]], AsyncMethod[P, R]]:
+    """Decorate a session method: a span ``rxllm.session {model}`` per call (when on), current
+    while it runs, so its generations, checks and retries are its children. *call* names it
+    (``rxllm.session.call``). The first argument must be the session (its ``backend`` is read)."""
+
+    def decorate(method: AsyncMethod[P, R]) -> AsyncMethod[P, R]:
+        @functools.wraps(method)
+        async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not active or _impl is None:
+                return await method(*args, **kwargs)
+            with _impl.call_scope(call, getattr(args[0], "backend", None)):
+                return await method(*args, **kwargs)
+
+        return traced
+
+    return decorate
 
 
 def generation_started(generation: GenerationInfo) -> object | None:

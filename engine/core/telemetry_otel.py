@@ -255,6 +255,34 @@ def run_scope(backend: Any, action: Any, requirements: Sequence[Any]) -> Iterato
         otel_context.detach(token)
 
 
+@contextlib.contextmanager
+def call_scope(call: str, backend: Any) -> Iterator[None]:
+    """The span of one session call, current while it runs; an exception marks it failed."""
+    inst = _inst()
+    model = getattr(backend, "model_id", None)
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": _provider(backend),
+        "rxllm.session.call": call,
+    }
+    if isinstance(model, str):
+        attributes["gen_ai.request.model"] = model
+    name = f"rxllm.session {model}" if isinstance(model, str) else "rxllm.session"
+    span = inst.tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    except BaseException as exc:
+        error_type = type(exc).__name__
+        span.add_event("exception", {"exception.type": error_type, "exception.message": redact(str(exc))})
+        span.set_attribute("error.type", error_type)
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(exc))}"))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
 def _messages(role: str, text: str) -> str:
     return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}], ensure_ascii=False)
 
