@@ -7,8 +7,11 @@ providers once; each test clears the span exporter and drains the (delta) metric
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -546,3 +549,33 @@ async def test_http_retries_are_events_on_the_request_span_with_status_and_reaso
     found = collect(otel)
     assert total(found["rxllm.retries"], **{"rxllm.retry.kind": "http"}) == 1
     assert total(found["rxllm.tokens.output"]) == 2 and total(found["rxllm.tokens.input"]) == 7
+
+
+# -- the CLI sets up exporters from the environment ----------------------------------------------
+
+
+def _demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RXLLM_", "OTEL_"))}
+    return subprocess.run(
+        [sys.executable, "-X", "dev", "-m", "engine", "demo", "--delay", "0", "--plain", "--verbose"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cli_prints_spans_with_rxllm_traces_console() -> None:
+    done = _demo({"RXLLM_TRACES_CONSOLE": "1", "OTEL_SERVICE_NAME": "demo-svc"})
+    assert done.returncode == 0, done.stderr
+    assert '"name": "rxllm.run simulator"' in done.stderr
+    assert '"name": "chat simulator"' in done.stderr
+    assert '"service.name": "demo-svc"' in done.stderr
+
+
+def test_the_cli_without_telemetry_variables_prints_no_span() -> None:
+    done = _demo({})
+    assert done.returncode == 0, done.stderr
+    assert '"name": "rxllm.run' not in done.stderr
+    assert "rxllm: engine.core.thunk: cancelled the generation of scripted" in done.stderr  # --verbose
