@@ -1,5 +1,7 @@
 """Token sources: the ``Backend`` protocol and its implementations."""
 
+import logging
+
 from backends.errors import (
     AuthenticationError,
     BackendError,
@@ -24,6 +26,9 @@ from backends.ollama import OllamaBackend
 from backends.openai import OpenAIBackend
 from backends.scripted import ScriptedBackend
 from engine.core.backend import Backend
+
+# Library convention: records go nowhere unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AuthenticationError",

@@ -80,7 +80,7 @@ __all__ = [
     "server_error_text",
 ]
 
-logger = logging.getLogger("backends")
+logger = logging.getLogger(__name__)
 
 ERROR_BODY_LIMIT = 64 * 1024
 """Bytes of an error response read to find the server's message."""
@@ -669,6 +669,7 @@ class HttpBackend(ABC):
                 raise error
             attempt += 1
             generation.extra["retries"] = attempt
+            generation.extra.setdefault("retry_log", []).append((time.perf_counter(), attempt, str(error)))
             logger.info("%s Retrying in %.2f s (retry %d of %d).", error, wait, attempt, self.retries)
             idle_timer.reschedule(None)
             await asyncio.sleep(wait)

@@ -29,7 +29,7 @@ from engine.core.thunk import GenerationInfo
 
 __all__ = ["OllamaBackend", "ollama_base_url"]
 
-logger = logging.getLogger("backends.ollama")
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 11434
 

@@ -34,7 +34,7 @@ from engine.core.thunk import GenerationInfo
 
 __all__ = ["OpenAIBackend"]
 
-logger = logging.getLogger("backends.openai")
+logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

@@ -9,6 +9,7 @@ loads on first use (PEP 562 ``__getattr__``): importing ``operators`` first then
 never meets a half-initialised ``engine``.
 """
 
+import logging
 import sys
 from importlib import import_module
 from types import ModuleType
@@ -32,6 +33,9 @@ from engine.core.events import (
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import GenerationCancelled, GenerationInfo, ModelOutputThunk, wait_for_all_mots
+
+# Library convention: records go nowhere unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from engine.core.typed_output import OutputParseError

@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
-from engine.core import arguments, typed_output
+from engine.core import arguments, telemetry, typed_output
 from engine.core.components import (
     CBlock,
     Instruction,
@@ -176,6 +176,7 @@ class Session:
             await preflight()
             self._preflight = None
 
+    @telemetry.session_call("generate")
     async def _generate(
         self,
         action: Any,
@@ -499,6 +500,7 @@ class Session:
         self._warn_context()
         return await self._chat(content, role, user_variables, format, model_options)
 
+    @telemetry.session_call("chat")
     async def _chat(
         self,
         content: str,

@@ -35,6 +35,7 @@ import attrs
 import reactivex
 from reactivex import Observable, abc
 
+from engine.core import telemetry
 from engine.core.asyncrx import (
     LoopObservable,
     ReplayLog,
@@ -154,7 +155,8 @@ async def _start_run(
         retry=retry,
     )
     reqs = [copy.copy(req) for req in checked]
-    mot, gen_ctx = await _start_streaming(backend, action, ctx)
+    with telemetry.run_scope(backend, action, reqs) as run:  # the run's span, when telemetry is on
+        mot, gen_ctx = await _start_streaming(backend, action, ctx)
     checker = validation_backend if validation_backend is not None else backend
     attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)
     # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
@@ -163,7 +165,9 @@ async def _start_run(
     events = _assemble(
         mot, gen_ctx, reqs, strategy, checker, stop.observable, attempts=attempts, timeout=validation_timeout
     )
-    return StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts)
+    result = StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts)
+    run.watch(result)
+    return result
 
 
 async def _start_streaming(

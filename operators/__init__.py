@@ -11,6 +11,8 @@ Each operator is a plain function returning an Rx operator, composable with ``pi
     )
 """
 
+import logging
+
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
 from operators.chunker import Chunk, Chunker
@@ -27,6 +29,9 @@ from operators.retry_on_fail import retry_on_fail
 from operators.to_events import to_events
 from operators.validate import validate
 from operators.verdicts import ChunkVerdict, FinalValidation, Retrying, RetryRequest, StreamingDone
+
+# Library convention: records go nowhere unless the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CHUNKING_ALIASES",

@@ -24,7 +24,16 @@ sys.path.insert(0, str(BENCH))
 
 import _harness  # noqa: E402
 
-SCRIPTS = ("cancel_latency", "throughput", "long_output", "fanout", "vs_mellea", "fanout_paced", "scheduling")
+SCRIPTS = (
+    "cancel_latency",
+    "throughput",
+    "long_output",
+    "fanout",
+    "vs_mellea",
+    "fanout_paced",
+    "scheduling",
+    "telemetry_overhead",
+)
 # Side-by-side scripts run rxllm only here: the Mellea virtualenvs exist only after `make bench`.
 EXTRA_ARGS = {"cancel_latency": ("--engines", "rxllm"), "vs_mellea": ("--engines", "rxllm")}
 

@@ -17,6 +17,7 @@ from engine.cli.errors import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from engine.cli.output import wants_live_view
 from engine.cli.stream import stream_command
 from engine.cli.view import OutputClosed
+from engine.telemetry_export import configure_from_environment
 
 __all__ = ["main"]
 
@@ -64,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     if args.verbose:
         _log_to_stderr()
+    configure_from_environment()  # OpenTelemetry exporters, only if the environment asks for them
     stream = args.command == "stream"
     _preload(args.backend if stream else "scripted", live=wants_live_view(args, out))
     try:

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 __all__ = ["ModelOption"]
 
-logger = logging.getLogger("engine.options")
+logger = logging.getLogger(__name__)
 
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()

@@ -17,6 +17,7 @@ How a generation ends decides the thunk's state (as in Mellea):
 from __future__ import annotations
 
 import asyncio
+import logging
 import reprlib
 import time
 from collections.abc import Iterable
@@ -25,9 +26,12 @@ from typing import Any, Generic, TypeVar
 import attrs
 from reactivex import Observable, abc
 
+from engine.core import telemetry
 from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
 
 __all__ = ["GenerationCancelled", "GenerationInfo", "ModelOutputThunk", "wait_for_all_mots"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -112,12 +116,15 @@ class ModelOutputThunk(Generic[T]):
         self._done: asyncio.Future[None] | None = None
         self._upstream: abc.DisposableBase | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._telemetry: object | None = None  # the generation's trace record, when telemetry is on
         if value is not None:
             self._log.append(value)
             self._finish(None)
         else:
             assert source is not None
             self._loop = asyncio.get_running_loop()
+            if telemetry.active:
+                self._telemetry = telemetry.generation_started(self.generation)
             upstream = subscribe(source, self._on_delta, self._on_error, self._on_completed)
             if self._ended:  # it ended while subscribing (a bad first delta)
                 upstream.dispose()
@@ -294,12 +301,15 @@ class ModelOutputThunk(Generic[T]):
         if error is not None:
             self._log.fail(error)
         elif cancelled is not None:
+            _log_cancel(self.generation)
             self._log.fail(cancelled)
         else:
             self._log.complete()
         for future in (self._changed, self._done):
             if future is not None and not future.done():
                 future.set_result(None)
+        if self._telemetry is not None:
+            telemetry.generation_ended(self._telemetry, self.generation, error, cancelled is not None)
 
     def __str__(self) -> str:
         # str() of a thunk still generating is the text so far; it never blocks.
@@ -308,6 +318,28 @@ class ModelOutputThunk(Generic[T]):
     def __repr__(self) -> str:
         state = "computed" if self.is_computed() else "failed" if self._error is not None else "streaming"
         return f"ModelOutputThunk({state}, {len(self.text)} chars, model={self.generation.model!r})"
+
+
+def _log_cancel(generation: GenerationInfo) -> None:
+    """``rxllm stream --verbose``: the cancel, and when the producer and its connection stopped."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    asked = generation.cancel_requested_at
+    stops = [
+        f"{what} {(at - asked) * 1e6:.0f} us after the cancel"
+        for what, at in (
+            ("connection closed", generation.connection_closed_at),
+            ("producer stopped", generation.cancelled_at),
+        )
+        if at is not None and asked is not None
+    ]
+    logger.debug(
+        "cancelled the generation of %s (model %s) after %d deltas%s",
+        generation.provider or "the backend",
+        generation.model,
+        generation.deltas_received,
+        "; " + ", ".join(stops) if stops else "",
+    )
 
 
 async def wait_for_all_mots(thunks: Iterable[ModelOutputThunk[Any]]) -> list[str]:
