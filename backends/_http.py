@@ -27,23 +27,28 @@ generator). ``generation.connection_closed_at`` records the close and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import math
 import random
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, TypedDict
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 import aiohttp
+import attrs
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
+from yarl import URL
 
 from backends.errors import (
+    QUOTE_LIMIT,
     AuthenticationError,
     BackendError,
     BackendStatusError,
@@ -74,6 +79,7 @@ from engine.core.thunk import GenerationInfo, ModelOutputThunk
 __all__ = [
     "HttpBackend",
     "HttpOptions",
+    "Secrets",
     "StreamParser",
     "chat_messages",
     "json_schema_for",
@@ -318,7 +324,7 @@ class HttpBackend(ABC):
         self._root = base_url.rstrip("/")
         self.base_url = redact_url(self._root)
         """The server's URL as shown (credentials replaced by ``***``)."""
-        self._secrets = _url_secrets(self._root)
+        self._secrets = Secrets.of(url=self._root)
         self.model_options: dict[str, Any] = dict(model_options or {})
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
@@ -387,14 +393,15 @@ class HttpBackend(ABC):
 
     def redact(self, text: str) -> str:
         """*text* with every secret the backend holds (URL credentials, API key) replaced by ``***``."""
-        text = redact_url(text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._secrets.redact(redact_url(text))
 
-    def shown_text(self, text: str) -> str:
-        """Server-provided *text* as shown in errors: secrets redacted, neutralised, truncated."""
-        return server_text(self.redact(text))
+    def shown_text(self, text: str, limit: int = QUOTE_LIMIT) -> str:
+        """Server-provided *text* as shown in errors: secrets redacted, neutralised, truncated.
+
+        Redacted before neutralising (so that a cut never leaves half a secret) and after
+        (so that a secret split by an escape sequence the neutralising drops is caught too).
+        """
+        return self.redact(server_text(self.redact(text), limit))
 
     @abstractmethod
     def hint_unreachable(self) -> str:
@@ -697,10 +704,10 @@ class HttpBackend(ABC):
         said = self.shown_text(head.decode("utf-8", errors="replace"))
         raise UnexpectedContentTypeError(
             f"{self.provider_name} at {shown} answered {response.status} with Content-Type "
-            f"{server_text(content_type, 80)!r}{f' ({said})' if said else ''}: this URL is not "
+            f"{self.shown_text(content_type, 80)!r}{f' ({said})' if said else ''}: this URL is not "
             f"{self.endpoint_kind} endpoint (a proxy, a login page or another web server answered). "
             f"{self.hint_wire_format()}",
-            content_type=server_text(content_type, 80),
+            content_type=self.shown_text(content_type, 80),
             url=shown,
             provider=self.provider,
         )
@@ -830,16 +837,77 @@ def _retryable(error: BackendError) -> bool:
     return isinstance(error, BackendStatusError) and error.status in RETRY_STATUSES
 
 
-def _url_secrets(url: str) -> list[str]:
-    """The credentials written into *url* (``user:password@``), longest first, to redact from text."""
+LONG_SECRET = 8
+"""A secret form this long is redacted wherever it appears; a shorter one only as a whole token."""
+
+_BEFORE_TOKEN = r"(?<!\w)(?<!\w['-])"
+_AFTER_TOKEN = r"(?!\w)(?!['-]\w)"
+"""A whole token: no word character beside it, nor an apostrophe or hyphen joining it to one
+(``it's``, ``x-ray``), so that a one-letter key never turns a word into ``te***t``."""
+
+
+@attrs.frozen
+class Secrets:
+    """Every form in which the client sends its credentials, to redact from what a server says.
+
+    A server may echo what it received anywhere it writes text (an error body, a reason
+    phrase, an error frame, a malformed line, a header): the raw API key or password, the
+    ``Authorization: Basic`` base64 of ``user:password``, the URL-encoded or JSON-escaped
+    spellings. :meth:`redact` replaces each of them with ``***``: a form of
+    :data:`LONG_SECRET` characters or more wherever it appears, a shorter one (``api_key="x"``,
+    common with local servers that ignore keys) only where it stands as a whole token.
+    """
+
+    forms: tuple[str, ...] = ()
+    """The spellings to redact, longest first."""
+    _pattern: re.Pattern[str] | None = attrs.field(init=False, repr=False, eq=False)
+
+    @_pattern.default
+    def _compile(self) -> re.Pattern[str] | None:
+        long = [re.escape(form) for form in self.forms if len(form) >= LONG_SECRET]
+        short = [re.escape(form) for form in self.forms if len(form) < LONG_SECRET]
+        if short:
+            long.append(f"{_BEFORE_TOKEN}(?:{'|'.join(short)}){_AFTER_TOKEN}")
+        return re.compile("|".join(long)) if long else None
+
+    @classmethod
+    def of(cls, *, url: str = "", api_key: str | None = None) -> Secrets:
+        """The forms of the credentials in *url* (``user:password@``, sent as basic auth) and of *api_key*."""
+        found: set[str] = set()
+        userinfo = _userinfo(url)
+        if userinfo:
+            password = userinfo.partition(":")[2]
+            auth = aiohttp.BasicAuth.from_url(URL(url))
+            found |= {userinfo, unquote(userinfo), password, unquote(password)}
+            if auth is not None:
+                found |= _spellings(f"{auth.login}:{auth.password}") | _spellings(auth.password)
+                with contextlib.suppress(UnicodeEncodeError):  # not latin-1: aiohttp cannot send it either
+                    found.add(auth.encode().partition(" ")[2])  # what the Authorization header carries
+        if api_key:
+            found |= _spellings(api_key)
+        return cls(tuple(sorted((f for f in found if f), key=lambda f: (-len(f), f))))
+
+    def __add__(self, other: Secrets) -> Secrets:
+        return Secrets(tuple(sorted(set(self.forms) | set(other.forms), key=lambda f: (-len(f), f))))
+
+    def redact(self, text: str) -> str:
+        """*text* with every form of the secrets replaced by ``***``."""
+        return text if self._pattern is None else self._pattern.sub("***", text)
+
+
+def _spellings(secret: str) -> set[str]:
+    """*secret* as sent, URL-encoded (path and form style) and JSON-escaped."""
+    if not secret:
+        return set()
+    return {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+
+
+def _userinfo(url: str) -> str:
+    """The ``user:password`` written into *url*, or ``""``."""
     _, sep, rest = url.partition("://")
     authority = rest.split("/", 1)[0] if sep else ""
     userinfo, at, _ = authority.rpartition("@")
-    if not at or not userinfo:
-        return []
-    password = userinfo.partition(":")[2]
-    found = {userinfo, unquote(userinfo), password, unquote(password)}
-    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
+    return userinfo if at else ""
 
 
 class _Pool:

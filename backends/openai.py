@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Unpack
 
-from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
+from backends._http import HttpBackend, HttpOptions, Secrets, StreamParser, json_schema_for
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
@@ -98,12 +98,12 @@ class OpenAIBackend(HttpBackend):
         )
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
         if self._api_key:
-            if self._secrets:
+            if self._secrets.forms:
                 raise ValueError(
                     f"OpenAIBackend got both credentials in base_url ({self.base_url}) and an api_key; they "
                     "would both go in the Authorization header: pass one of them"
                 )
-            self._secrets.insert(0, self._api_key)
+            self._secrets = Secrets.of(api_key=self._api_key)
         self.include_usage = include_usage
         self.response_format_type = response_format_type
         if continue_fields is None:
