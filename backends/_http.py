@@ -47,6 +47,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from yarl import URL
 
+from backends._json_body import JsonBodyDecoder
 from backends.errors import (
     QUOTE_LIMIT,
     AuthenticationError,
@@ -94,8 +95,12 @@ ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_MAX_FRAME_BYTES = DEFAULT_MAX_LINE_BYTES
 """Default cap on one NDJSON line or one server-sent event (8 MiB)."""
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Default cap on a non-streaming response body (64 MiB)."""
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Default cap on a non-streaming response body (8 MiB): no chat answer needs more; a larger
+one is a broken or hostile server (``max_body_bytes=`` raises it)."""
+
+_HEAD_BYTES = 1000
+"""Bytes of a non-streaming body kept to quote in errors."""
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses retried (when ``retries`` > 0): the server did not start the generation."""
@@ -136,8 +141,9 @@ class StreamParser(ABC):
 
     ``feed`` gets the body in network-sized pieces; ``close`` is called at the end of
     the body. A streaming body goes to ``_feed`` piece by piece and ends with
-    ``_close``; a non-streaming one is buffered here (one copy, at most
-    ``max_body_bytes``) and handed whole to ``_close_whole``. All three are generators
+    ``_close``; a non-streaming one (at most ``max_body_bytes``, refused as soon as it
+    grows past that) is decoded here as it arrives (:class:`~backends._json_body.JsonBodyDecoder`)
+    and handed parsed to ``_close_whole``. All three are generators
     of deltas that raise a :class:`BackendError` where the stream goes wrong (the
     closing ones raise :class:`IncompleteStreamError` if the terminal frame never came).
     The deltas parsed before the error are still returned, and the error is kept in
@@ -158,25 +164,35 @@ class StreamParser(ABC):
         self.error: BackendError | None = None
         self.max_frame_bytes = backend.max_frame_bytes
         self.max_body_bytes = backend.max_body_bytes
-        self._body = bytearray()  # a non-streaming body, until close()
+        # A non-streaming body: decoded as it arrives, its first bytes kept to quote in errors.
+        self._document = JsonBodyDecoder()
+        self._head = b""
+        self._size = 0
+        self._blank = True
 
     def feed(self, data: bytes) -> list[str]:
         """Parse *data*; return the non-empty deltas it completed (then check ``error``)."""
         if self.error is not None:
             return []
-        if not self.stream:
-            if len(self._body) + len(data) > self.max_body_bytes:
-                head = bytes(self._body[:200] or data[:200])
-                self._body = bytearray()
-                self.error = self.malformed(
-                    f"a response body larger than {self.max_body_bytes} bytes (raise max_body_bytes= "
-                    f"if that is expected)",
-                    head,
-                )
-                return []
-            self._body += data
+        if self.stream:
+            return self._collect(self._feed(data))
+        self._size += len(data)
+        if len(self._head) < _HEAD_BYTES:
+            self._head += data[: _HEAD_BYTES - len(self._head)]
+        if self._size > self.max_body_bytes:
+            self.error = self.malformed(
+                f"a response body larger than {self.max_body_bytes} bytes (raise max_body_bytes= "
+                f"if that is expected)",
+                self._head[:200],
+            )
+            self._document = JsonBodyDecoder()  # drop what was read
             return []
-        return self._collect(self._feed(data))
+        self._blank = self._blank and not data.strip()
+        try:
+            self._document.feed(data)
+        except ValueError:
+            self.error = self.malformed("a response that is not JSON", self._head)
+        return []
 
     def close(self) -> list[str]:
         """End of body: return any last deltas (then check ``error``)."""
@@ -184,8 +200,17 @@ class StreamParser(ABC):
             return []
         if self.stream:
             return self._collect(self._close())
-        body, self._body = self._body, bytearray()
-        return self._collect(self._close_whole(body))
+        if self._blank:
+            self.error = self.incomplete("sent an empty body")
+            return []
+        try:
+            document = self._document.close()
+        except ValueError:
+            self.error = self.malformed("a response that is not JSON", self._head)
+            return []
+        finally:
+            self._document = JsonBodyDecoder()
+        return self._collect(self._close_whole(document))
 
     def _collect(self, deltas: Iterator[str]) -> list[str]:
         out: list[str] = []
@@ -209,8 +234,13 @@ class StreamParser(ABC):
         """Yield the last deltas of a stream; raise if it is incomplete."""
 
     @abstractmethod
-    def _close_whole(self, body: bytearray) -> Iterator[str]:
-        """Yield the deltas of a whole non-streaming *body*; raise if it is incomplete."""
+    def _close_whole(self, document: Any) -> Iterator[str]:
+        """Yield the deltas of a whole non-streaming body, parsed (*document*); raise if it is incomplete."""
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes of a non-streaming body, to quote in errors."""
+        return self._head
 
     def malformed(self, what: str, line: bytes | bytearray | str) -> MalformedStreamError:
         """A :class:`MalformedStreamError` quoting *line* (neutralised, truncated)."""
@@ -274,7 +304,7 @@ class HttpBackend(ABC):
       server's ``Retry-After`` when longer (up to 60 s). A generation that has started
       is never retried: it would duplicate text.
     * ``max_frame_bytes`` (8 MiB): the largest NDJSON line or server-sent event;
-      ``max_body_bytes`` (64 MiB): the largest non-streaming body. Past either the
+      ``max_body_bytes`` (8 MiB): the largest non-streaming body. Past either the
       generation fails with :class:`MalformedStreamError`.
 
     Credentials in ``base_url`` (``http://user:password@host``) are sent as HTTP basic

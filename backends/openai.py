@@ -240,20 +240,15 @@ class _OpenAIParser(StreamParser):
                 self.finished = True
         return text
 
-    def _close_whole(self, body: bytearray) -> Iterator[str]:
-        if not body or body.isspace():
-            raise self.incomplete("sent an empty body")
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            raise self.malformed("a response that is not JSON", body) from None
+    def _close_whole(self, document: Any) -> Iterator[str]:
+        obj = document
         if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list) or not obj["choices"]:
-            raise self.malformed("a response without choices", body)
+            raise self.malformed("a response without choices", self.head)
         choice = obj["choices"][0]
         message = choice.get("message") if isinstance(choice, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         if content is not None and not isinstance(content, str):
-            raise self.malformed("a message whose content is not a string", body)
+            raise self.malformed("a message whose content is not a string", self.head)
         self.frames += 1
         self.done = True
         self.generation.done_reason = str(choice.get("finish_reason") or "stop")
