@@ -433,6 +433,11 @@ class HttpBackend(ABC):
         """
         return self.redact(server_text(self.redact(text), limit))
 
+    def _fallback(self, body: dict[str, Any], error: BackendError) -> dict[str, Any] | None:
+        """The body to send instead of *body* after *error*, an error answer before any delta, or
+        ``None`` to fail with it (the default). Asked once per generation."""
+        return None
+
     @abstractmethod
     def hint_unreachable(self) -> str:
         """What to do when the server does not accept connections."""
@@ -475,15 +480,12 @@ class HttpBackend(ABC):
         self.generations.append(generation)
         if len(self.generations) > 1000:
             del self.generations[:-1000]
-        payload = json.dumps(body, ensure_ascii=False).encode()
 
         def subscribe(
             observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             live = _Connection(generation)
-            reader = from_async_iterable(
-                lambda: self._produce(session, url, payload, generation, stream, live)
-            )
+            reader = from_async_iterable(lambda: self._produce(session, url, body, generation, stream, live))
             subscription = reader.subscribe(observer, scheduler=scheduler)
 
             def dispose() -> None:
@@ -573,7 +575,7 @@ class HttpBackend(ABC):
         self,
         session: aiohttp.ClientSession,
         url: str,
-        payload: bytes,
+        body: dict[str, Any],
         generation: GenerationInfo,
         stream: bool,
         live: _Connection,
@@ -590,23 +592,41 @@ class HttpBackend(ABC):
         self._live.add(live)
         try:
             async with deadline, idle_timer:
-                response = await self._respond(session, url, payload, generation, stream, live, idle_timer)
-                frames = 0
-                async for data in response.content.iter_any():
-                    for delta in parser.feed(data):
-                        generation.deltas_sent += 1
-                        yield delta
-                    if parser.error is not None:
-                        raise parser.error
-                    if idle is not None and parser.frames != frames:
-                        frames = parser.frames
-                        idle_timer.reschedule(loop.time() + idle)
-                for delta in parser.close():
-                    generation.deltas_sent += 1
-                    yield delta
-                if parser.error is not None:
-                    raise parser.error
-                live.finished = True
+                fallback = True  # one fallback request, for a server that refused a part of the first
+                while True:
+                    payload = json.dumps(body, ensure_ascii=False).encode()
+                    try:
+                        response = await self._respond(
+                            session, url, payload, generation, stream, live, idle_timer, body
+                        )
+                        frames = 0
+                        async for data in response.content.iter_any():
+                            for delta in parser.feed(data):
+                                generation.deltas_sent += 1
+                                yield delta
+                            if parser.error is not None:
+                                raise parser.error
+                            if idle is not None and parser.frames != frames:
+                                frames = parser.frames
+                                idle_timer.reschedule(loop.time() + idle)
+                        for delta in parser.close():
+                            generation.deltas_sent += 1
+                            yield delta
+                        if parser.error is not None:
+                            raise parser.error
+                    except BackendError as error:
+                        instead = self._fallback(body, error) if fallback and parser.kept == 0 else None
+                        if instead is None:
+                            raise
+                        fallback = False
+                        body = instead
+                        if live.response is not None:
+                            live.response.close()  # the refusal came as an error frame
+                            live.response = None
+                        parser = self._parser(shown, generation, stream)
+                        continue
+                    live.finished = True
+                    break
         except (asyncio.CancelledError, GeneratorExit) as exc:
             if live.aborted and not live.disposed and isinstance(exc, asyncio.CancelledError):
                 # Our own aclose() stopped this read: fail the generation, keeping its text.
@@ -672,6 +692,7 @@ class HttpBackend(ABC):
         stream: bool,
         live: _Connection,
         idle_timer: asyncio.Timeout,
+        body: Mapping[str, Any],
     ) -> aiohttp.ClientResponse:
         """Send the request until a 2xx answers (retrying as configured); return that response."""
         loop = asyncio.get_running_loop()
@@ -695,7 +716,7 @@ class HttpBackend(ABC):
                     await self._check_content_type(response, shown)
                     return response
                 try:
-                    error = await self._status_error(response, shown)
+                    error = await self._status_error(response, shown, body)
                 finally:
                     response.close()
                     generation.connection_closed_at = time.perf_counter()
@@ -803,8 +824,14 @@ class HttpBackend(ABC):
         error.cause = cause
         return error
 
-    async def _status_error(self, response: aiohttp.ClientResponse, url: str) -> BackendStatusError:
-        """The error for a non-2xx response, with the server's own message (neutralised)."""
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, url: str, body: Mapping[str, Any]
+    ) -> BackendStatusError:
+        """The error for a non-2xx response, with the server's own message (neutralised).
+
+        A message that names a field of the request *body* is about the request, whatever the
+        status: its hint says to change the request, never to retry it.
+        """
         status = response.status
         try:
             raw = await response.content.read(ERROR_BODY_LIMIT)
@@ -842,6 +869,11 @@ class HttpBackend(ABC):
                 retry_after=retry_after,
                 **common,
             )
+        refused = _named_fields(server_message, body)
+        if refused and status >= 500:
+            return ServerError(f"{where} {_hint_request(refused)}", retry_after=retry_after, **common)
+        if refused and status != 404:
+            return BadRequestError(f"{where} {_hint_request(refused)}", **common)
         if status >= 500:
             wait = f" (it asked to retry after {retry_after:g} s)" if retry_after is not None else ""
             return ServerError(
@@ -858,6 +890,28 @@ class HttpBackend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_id!r}, base_url={self.base_url!r})"
+
+
+_GENERIC_FIELDS = frozenset({"model", "messages", "stream", "options", "stop"})
+"""Request fields whose names are common words in servers' messages about anything."""
+
+
+def _named_fields(server_message: str, body: Mapping[str, Any]) -> list[str]:
+    """The fields of the request *body* that *server_message* names (common words aside)."""
+    return [
+        key
+        for key in body
+        if key not in _GENERIC_FIELDS and re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", server_message)
+    ]
+
+
+def _hint_request(fields: list[str]) -> str:
+    """What to do when the server refused a part of the request: change it (sending it again fails again)."""
+    named = ", ".join(fields)
+    return (
+        f"The server refused the request's {named}: change what sets it (the model options, format=, "
+        f"or the backend's settings for this server); sending the same request again fails the same way."
+    )
 
 
 def _retryable(error: BackendError) -> bool:
