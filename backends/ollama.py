@@ -20,7 +20,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Unpack
 from urllib.parse import urlsplit
 
-from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
+from backends._chat import json_schema_for
+from backends._http import HttpBackend, HttpOptions
+from backends._parser import StreamParser
 from backends.errors import BackendUnreachableError
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context

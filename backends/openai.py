@@ -25,7 +25,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Unpack
 
-from backends._http import HttpBackend, HttpOptions, Secrets, StreamParser, json_schema_for
+from backends._chat import json_schema_for
+from backends._failures import Secrets
+from backends._http import HttpBackend, HttpOptions
+from backends._parser import StreamParser
 from backends.errors import BackendError, BadRequestError, ServerError
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context

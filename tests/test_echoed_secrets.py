@@ -29,7 +29,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from backends import BackendError, OllamaBackend, OpenAIBackend
-from backends._http import HttpBackend, Secrets
+from backends._failures import Secrets
+from backends._http import HttpBackend
 from engine import ErrorEvent, ModelOption, SimpleContext, stream_with_chunking
 from tests.hostile import RawRequest, RawServer, http_response, ndjson_lines
 
