@@ -1,20 +1,16 @@
-"""Plumbing shared by the HTTP backends: pooled sessions, the generation task, error mapping.
+"""The HTTP backends' base: pooled sessions, the generation task, retries, the fallback request.
 
-:class:`HttpBackend` keeps one ``aiohttp.ClientSession`` per event loop (created
-lazily on the running loop, shared by every generation on that loop, closed when
-that loop shuts down or by ``aclose()``), so one backend serves a sync twin's loop,
-then ``asyncio.run(...)``, then another ``asyncio.run(...)``. Each generation runs as
-an async generator read by :func:`engine.core.asyncrx.from_async_iterable`. A
-subclass supplies only the wire format: the request it sends
-(:meth:`HttpBackend._request`), a :class:`StreamParser` for the body, and the
-provider-specific hints that go into error messages.
-
-Every failure becomes a :class:`~backends.errors.BackendError` here, in
-:meth:`HttpBackend._translate` (aiohttp and socket errors) and
-:meth:`HttpBackend._status_error` (non-2xx answers); no aiohttp exception escapes and
-none is chained (its repr carries the request headers, ``Authorization`` included).
-URLs are shown through :func:`~backends.errors.redact_url` and server text through
-:func:`~backends.errors.server_text`.
+:class:`HttpBackend` keeps one ``aiohttp.ClientSession`` per event loop (created lazily on
+the running loop, shared by its generations, closed when that loop shuts down or by
+``aclose()``), so one backend serves a sync twin's loop, then ``asyncio.run(...)``, then
+another. Each generation is an async generator read by
+:func:`engine.core.asyncrx.from_async_iterable`. A subclass supplies the wire format (the
+hooks at the top of the class): the request (:meth:`HttpBackend._request`), a
+:class:`~backends._parser.StreamParser` for the body, the hints for error messages. Beside
+it: :mod:`backends._failures` turns every failure into a :class:`~backends.errors.BackendError`
+(status to exception, Retry-After, the server's text, redaction of the credentials);
+:mod:`backends._parser` is the base of the body parsers; :mod:`backends._chat` builds the
+chat messages and the schema of a request.
 
 Cancellation: disposing the thunk's subscription (``thunk.cancel()``, or the pipeline's
 cancel-on-fail) first closes the HTTP response synchronously, in the disposing call,
@@ -27,89 +23,52 @@ generator). ``generation.connection_closed_at`` records the close and
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
-import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, TypedDict
-from urllib.parse import unquote
 
 import aiohttp
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from backends._chat import chat_messages
+from backends._failures import (
+    Secrets,
+    check_content_type,
+    retry_wait,
+    retryable,
+    status_error,
+    translate,
+)
+from backends._parser import StreamParser
 from backends.errors import (
-    AuthenticationError,
+    QUOTE_LIMIT,
     BackendError,
-    BackendStatusError,
-    BackendUnreachableError,
-    BadRequestError,
-    ConnectTimeoutError,
     IdleTimeoutError,
-    IncompleteStreamError,
-    MalformedStreamError,
-    ModelNotFoundError,
-    ProtocolError,
-    RateLimitError,
-    RedirectError,
     RequestTimeoutError,
-    ServerError,
-    UnexpectedContentTypeError,
     redact_url,
     server_text,
 )
 from backends.sse import DEFAULT_MAX_LINE_BYTES
 from engine.core.asyncrx import from_async_iterable
-from engine.core.components import Message
 from engine.core.context import Context
-from engine.core.continuation import Continuation
 from engine.core.options import ModelOption
 from engine.core.thunk import GenerationInfo, ModelOutputThunk
 
-__all__ = [
-    "HttpBackend",
-    "HttpOptions",
-    "StreamParser",
-    "chat_messages",
-    "json_schema_for",
-    "server_error_text",
-]
+__all__ = ["HttpBackend", "HttpOptions"]
 
 logger = logging.getLogger(__name__)
-
-ERROR_BODY_LIMIT = 64 * 1024
-"""Bytes of an error response read to find the server's message."""
 
 DEFAULT_MAX_FRAME_BYTES = DEFAULT_MAX_LINE_BYTES
 """Default cap on one NDJSON line or one server-sent event (8 MiB)."""
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Default cap on a non-streaming response body (64 MiB)."""
-
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-"""Statuses retried (when ``retries`` > 0): the server did not start the generation."""
-
-MAX_RETRY_WAIT = 60.0
-"""The longest wait before a retry; a ``Retry-After`` above it fails at once instead."""
-
-_CONTENT_TYPES = frozenset(
-    {
-        "text/event-stream",
-        "application/x-ndjson",
-        "application/ndjson",
-        "application/jsonl",
-        "application/x-jsonlines",
-        "application/json",
-        "text/json",
-        "text/plain",
-    }
-)
-"""Content types a 2xx answer may carry (``*+json`` too; none at all is accepted)."""
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Default cap on a non-streaming response body (8 MiB): no chat answer needs more; a larger
+one is a broken or hostile server (``max_body_bytes=`` raises it)."""
 
 
 class HttpOptions(TypedDict, total=False):
@@ -123,130 +82,6 @@ class HttpOptions(TypedDict, total=False):
     retry_backoff: float
     max_frame_bytes: int
     max_body_bytes: int
-
-
-class StreamParser(ABC):
-    """Turns one response body into text deltas and fills in the generation record.
-
-    ``feed`` gets the body in network-sized pieces; ``close`` is called at the end of
-    the body. A streaming body goes to ``_feed`` piece by piece and ends with
-    ``_close``; a non-streaming one is buffered here (one copy, at most
-    ``max_body_bytes``) and handed whole to ``_close_whole``. All three are generators
-    of deltas that raise a :class:`BackendError` where the stream goes wrong (the
-    closing ones raise :class:`IncompleteStreamError` if the terminal frame never came).
-    The deltas parsed before the error are still returned, and the error is kept in
-    ``error`` for the caller to raise after handing them on: text that arrived is never
-    lost. ``kept`` counts the deltas returned so far (what error messages report);
-    ``frames`` counts protocol frames parsed (keep-alive comments excluded); the idle
-    timer restarts whenever it grows.
-    """
-
-    def __init__(self, backend: HttpBackend, url: str, generation: GenerationInfo, stream: bool) -> None:
-        self.backend = backend
-        self.url = url
-        self.generation = generation
-        self.stream = stream
-        self.frames = 0
-        self.kept = 0
-        self.done = False
-        self.error: BackendError | None = None
-        self.max_frame_bytes = backend.max_frame_bytes
-        self.max_body_bytes = backend.max_body_bytes
-        self._body = bytearray()  # a non-streaming body, until close()
-
-    def feed(self, data: bytes) -> list[str]:
-        """Parse *data*; return the non-empty deltas it completed (then check ``error``)."""
-        if self.error is not None:
-            return []
-        if not self.stream:
-            if len(self._body) + len(data) > self.max_body_bytes:
-                head = bytes(self._body[:200] or data[:200])
-                self._body = bytearray()
-                self.error = self.malformed(
-                    f"a response body larger than {self.max_body_bytes} bytes (raise max_body_bytes= "
-                    f"if that is expected)",
-                    head,
-                )
-                return []
-            self._body += data
-            return []
-        return self._collect(self._feed(data))
-
-    def close(self) -> list[str]:
-        """End of body: return any last deltas (then check ``error``)."""
-        if self.error is not None:
-            return []
-        if self.stream:
-            return self._collect(self._close())
-        body, self._body = self._body, bytearray()
-        return self._collect(self._close_whole(body))
-
-    def _collect(self, deltas: Iterator[str]) -> list[str]:
-        out: list[str] = []
-        if self.error is not None:
-            return out
-        try:
-            for delta in deltas:
-                if delta:
-                    out.append(delta)
-                    self.kept += 1
-        except BackendError as exc:
-            self.error = exc
-        return out
-
-    @abstractmethod
-    def _feed(self, data: bytes) -> Iterator[str]:
-        """Yield the deltas *data* completes."""
-
-    @abstractmethod
-    def _close(self) -> Iterator[str]:
-        """Yield the last deltas of a stream; raise if it is incomplete."""
-
-    @abstractmethod
-    def _close_whole(self, body: bytearray) -> Iterator[str]:
-        """Yield the deltas of a whole non-streaming *body*; raise if it is incomplete."""
-
-    def malformed(self, what: str, line: bytes | bytearray | str) -> MalformedStreamError:
-        """A :class:`MalformedStreamError` quoting *line* (neutralised, truncated)."""
-        text = line[:1000].decode("utf-8", errors="replace") if not isinstance(line, str) else line
-        quoted = self.backend.shown_text(text)
-        return MalformedStreamError(
-            f"{self.backend.provider_name} at {self.url} sent {what}: {quoted!r}. "
-            f"{self.backend.hint_wire_format()}",
-            line=quoted,
-            url=self.url,
-            provider=self.backend.provider,
-        )
-
-    def too_large(self, what: str, limit: int, head: bytes) -> MalformedStreamError:
-        """A :class:`MalformedStreamError` for a line or event over ``max_frame_bytes``."""
-        return self.malformed(
-            f"{what} larger than {limit} bytes (raise max_frame_bytes= if that is expected)", head
-        )
-
-    def incomplete(self, detail: str, cause: str | None = None) -> IncompleteStreamError:
-        """An :class:`IncompleteStreamError` saying how much arrived before the end."""
-        error = IncompleteStreamError(
-            f"{self.backend.provider_name} at {self.url} {detail} after {self.kept} deltas, "
-            f"before the stream's terminal frame; the text received so far is kept on the thunk. "
-            f"Check the server's log; a prompt longer than its context window often ends a stream this way.",
-            url=self.url,
-            provider=self.backend.provider,
-        )
-        error.cause = cause
-        return error
-
-    def stream_error(self, server_message: str) -> ServerError:
-        """A :class:`ServerError` for an error frame sent inside a 200 stream."""
-        text = self.backend.shown_text(server_message)
-        return ServerError(
-            f"{self.backend.provider_name} at {self.url} reported an error after "
-            f"{self.kept} deltas: {text}. The text received so far is kept on the thunk.",
-            status=200,
-            server_message=text,
-            url=self.url,
-            provider=self.backend.provider,
-        )
 
 
 class HttpBackend(ABC):
@@ -268,7 +103,7 @@ class HttpBackend(ABC):
       server's ``Retry-After`` when longer (up to 60 s). A generation that has started
       is never retried: it would duplicate text.
     * ``max_frame_bytes`` (8 MiB): the largest NDJSON line or server-sent event;
-      ``max_body_bytes`` (64 MiB): the largest non-streaming body. Past either the
+      ``max_body_bytes`` (8 MiB): the largest non-streaming body. Past either the
       generation fails with :class:`MalformedStreamError`.
 
     Credentials in ``base_url`` (``http://user:password@host``) are sent as HTTP basic
@@ -278,6 +113,53 @@ class HttpBackend(ABC):
 
     provider: ClassVar[str]
     provider_name: ClassVar[str]
+
+    # -- what a subclass implements: the wire format and its hints -------------
+
+    @abstractmethod
+    def _request(
+        self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """The URL (under ``self._root``, the unredacted base URL) and JSON body of one request."""
+
+    @abstractmethod
+    def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
+        """A fresh parser for one response body (*url* is the redacted URL, for messages)."""
+
+    @abstractmethod
+    def hint_unreachable(self) -> str:
+        """What to do when the server does not accept connections."""
+
+    @abstractmethod
+    def hint_model_not_found(self) -> str:
+        """What to do when the server does not have the model."""
+
+    @abstractmethod
+    def hint_auth(self) -> str:
+        """What to do on 401/403."""
+
+    def hint_wire_format(self) -> str:
+        """What to check when the response is not in the expected format."""
+        return f"Check that base_url ({self.base_url}) points at a {self.provider_name} server."
+
+    def is_model_not_found(self, status: int, server_message: str) -> bool:
+        """Whether an error status means the model is missing."""
+        lowered = server_message.lower()
+        return status == 404 and "model" in lowered
+
+    @property
+    def endpoint_kind(self) -> str:
+        """What the URL should be, as said in errors ("an Ollama", "an OpenAI-compatible")."""
+        return f"a {self.provider_name}"
+
+    def _fallback(self, body: dict[str, Any], error: BackendError) -> dict[str, Any] | None:
+        """The body to send instead of *body* after *error*, an error answer before any delta, or
+        ``None`` to fail with it (the default). Asked once per generation."""
+        return None
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        """Request headers (a subclass adds its credentials)."""
+        return {"Content-Type": "application/json", "User-Agent": "rxllm"}
 
     def __init__(
         self,
@@ -318,7 +200,7 @@ class HttpBackend(ABC):
         self._root = base_url.rstrip("/")
         self.base_url = redact_url(self._root)
         """The server's URL as shown (credentials replaced by ``***``)."""
-        self._secrets = _url_secrets(self._root)
+        self._secrets = Secrets.of(url=self._root)
         self.model_options: dict[str, Any] = dict(model_options or {})
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
@@ -334,18 +216,6 @@ class HttpBackend(ABC):
         self._latest: aiohttp.ClientSession | None = None
         self._closed = False
         self._live: set[_Connection] = set()
-
-    # -- subclass hooks ----------------------------------------------------------
-
-    @abstractmethod
-    def _request(
-        self, action: Any, ctx: Context, options: dict[str, Any], format: type | None, stream: bool
-    ) -> tuple[str, dict[str, Any]]:
-        """The URL (under ``self._root``, the unredacted base URL) and JSON body of one request."""
-
-    @abstractmethod
-    def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
-        """A fresh parser for one response body (*url* is the redacted URL, for messages)."""
 
     # -- for the subclasses' _request --------------------------------------------
 
@@ -381,41 +251,19 @@ class HttpBackend(ABC):
                 wire[key] = value
         return wire
 
-    def _headers(self, stream: bool) -> dict[str, str]:
-        """Request headers (a subclass adds its credentials)."""
-        return {"Content-Type": "application/json", "User-Agent": "rxllm"}
+    # -- server text, as shown ----------------------------------------------------
 
     def redact(self, text: str) -> str:
         """*text* with every secret the backend holds (URL credentials, API key) replaced by ``***``."""
-        text = redact_url(text)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._secrets.redact(redact_url(text))
 
-    def shown_text(self, text: str) -> str:
-        """Server-provided *text* as shown in errors: secrets redacted, neutralised, truncated."""
-        return server_text(self.redact(text))
+    def shown_text(self, text: str, limit: int = QUOTE_LIMIT) -> str:
+        """Server-provided *text* as shown in errors: secrets redacted, neutralised, truncated.
 
-    @abstractmethod
-    def hint_unreachable(self) -> str:
-        """What to do when the server does not accept connections."""
-
-    @abstractmethod
-    def hint_model_not_found(self) -> str:
-        """What to do when the server does not have the model."""
-
-    @abstractmethod
-    def hint_auth(self) -> str:
-        """What to do on 401/403."""
-
-    def hint_wire_format(self) -> str:
-        """What to check when the response is not in the expected format."""
-        return f"Check that base_url ({self.base_url}) points at a {self.provider_name} server."
-
-    def is_model_not_found(self, status: int, server_message: str) -> bool:
-        """Whether an error status means the model is missing."""
-        lowered = server_message.lower()
-        return status == 404 and "model" in lowered
+        Redacted before neutralising (so that a cut never leaves half a secret) and after
+        (so that a secret split by an escape sequence the neutralising drops is caught too).
+        """
+        return self.redact(server_text(self.redact(text), limit))
 
     # -- the Backend protocol --------------------------------------------------------
 
@@ -438,15 +286,12 @@ class HttpBackend(ABC):
         self.generations.append(generation)
         if len(self.generations) > 1000:
             del self.generations[:-1000]
-        payload = json.dumps(body, ensure_ascii=False).encode()
 
         def subscribe(
             observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             live = _Connection(generation)
-            reader = from_async_iterable(
-                lambda: self._produce(session, url, payload, generation, stream, live)
-            )
+            reader = from_async_iterable(lambda: self._produce(session, url, body, generation, stream, live))
             subscription = reader.subscribe(observer, scheduler=scheduler)
 
             def dispose() -> None:
@@ -536,7 +381,7 @@ class HttpBackend(ABC):
         self,
         session: aiohttp.ClientSession,
         url: str,
-        payload: bytes,
+        body: dict[str, Any],
         generation: GenerationInfo,
         stream: bool,
         live: _Connection,
@@ -553,23 +398,41 @@ class HttpBackend(ABC):
         self._live.add(live)
         try:
             async with deadline, idle_timer:
-                response = await self._respond(session, url, payload, generation, stream, live, idle_timer)
-                frames = 0
-                async for data in response.content.iter_any():
-                    for delta in parser.feed(data):
-                        generation.deltas_sent += 1
-                        yield delta
-                    if parser.error is not None:
-                        raise parser.error
-                    if idle is not None and parser.frames != frames:
-                        frames = parser.frames
-                        idle_timer.reschedule(loop.time() + idle)
-                for delta in parser.close():
-                    generation.deltas_sent += 1
-                    yield delta
-                if parser.error is not None:
-                    raise parser.error
-                live.finished = True
+                fallback = True  # one fallback request, for a server that refused a part of the first
+                while True:
+                    payload = json.dumps(body, ensure_ascii=False).encode()
+                    try:
+                        response = await self._respond(
+                            session, url, payload, generation, stream, live, idle_timer, body
+                        )
+                        frames = 0
+                        async for data in response.content.iter_any():
+                            for delta in parser.feed(data):
+                                generation.deltas_sent += 1
+                                yield delta
+                            if parser.error is not None:
+                                raise parser.error
+                            if idle is not None and parser.frames != frames:
+                                frames = parser.frames
+                                idle_timer.reschedule(loop.time() + idle)
+                        for delta in parser.close():
+                            generation.deltas_sent += 1
+                            yield delta
+                        if parser.error is not None:
+                            raise parser.error
+                    except BackendError as error:
+                        instead = self._fallback(body, error) if fallback and parser.kept == 0 else None
+                        if instead is None:
+                            raise
+                        fallback = False
+                        body = instead
+                        if live.response is not None:
+                            live.response.close()  # the refusal came as an error frame
+                            live.response = None
+                        parser = self._parser(shown, generation, stream)
+                        continue
+                    live.finished = True
+                    break
         except (asyncio.CancelledError, GeneratorExit) as exc:
             if live.aborted and not live.disposed and isinstance(exc, asyncio.CancelledError):
                 # Our own aclose() stopped this read: fail the generation, keeping its text.
@@ -608,9 +471,9 @@ class HttpBackend(ABC):
                     provider=self.provider,
                 )
             else:
-                failure = self._translate(exc, shown, parser, live.response is not None)
+                failure = translate(self, exc, shown, parser.kept, live.response is not None)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            failure = self._translate(exc, shown, parser, live.response is not None)
+            failure = translate(self, exc, shown, parser.kept, live.response is not None)
         finally:
             self._live.discard(live)
             if live.response is not None:
@@ -635,6 +498,7 @@ class HttpBackend(ABC):
         stream: bool,
         live: _Connection,
         idle_timer: asyncio.Timeout,
+        body: Mapping[str, Any],
     ) -> aiohttp.ClientResponse:
         """Send the request until a 2xx answers (retrying as configured); return that response."""
         loop = asyncio.get_running_loop()
@@ -649,22 +513,22 @@ class HttpBackend(ABC):
                     url, data=payload, headers=self._headers(stream), allow_redirects=False
                 )
             except (aiohttp.ClientError, OSError, ValueError) as exc:
-                error = self._translate(exc, shown, None, False)
+                error = translate(self, exc, shown, None, False)
             else:
                 generation.extra["http_status"] = response.status
                 generation.extra["headers_at"] = time.perf_counter()
                 if 200 <= response.status < 300:
                     live.response = response
-                    await self._check_content_type(response, shown)
+                    await check_content_type(self, response, shown)
                     return response
                 try:
-                    error = await self._status_error(response, shown)
+                    error = await status_error(self, response, shown, body)
                 finally:
                     response.close()
                     generation.connection_closed_at = time.perf_counter()
-            if attempt >= self.retries or not _retryable(error):
+            if attempt >= self.retries or not retryable(error):
                 raise error
-            wait = self._retry_wait(attempt, error)
+            wait = retry_wait(self.retry_backoff, attempt, error)
             if wait is None:
                 raise error
             attempt += 1
@@ -674,173 +538,8 @@ class HttpBackend(ABC):
             idle_timer.reschedule(None)
             await asyncio.sleep(wait)
 
-    def _retry_wait(self, attempt: int, error: BackendError) -> float | None:
-        """Seconds to wait before retry *attempt* + 1 (exponential, jittered, at least Retry-After)."""
-        backoff = min(MAX_RETRY_WAIT, self.retry_backoff * 2.0**attempt)
-        wait = backoff / 2 + random.uniform(0, backoff / 2)
-        retry_after = error.retry_after if isinstance(error, BackendStatusError) else None
-        if retry_after is not None:
-            if retry_after > MAX_RETRY_WAIT:
-                return None
-            wait = max(wait, retry_after)
-        return wait
-
-    async def _check_content_type(self, response: aiohttp.ClientResponse, shown: str) -> None:
-        """Refuse a 2xx answer that is not the API's (an HTML page from a proxy or a portal)."""
-        content_type = response.headers.get("Content-Type", "")
-        mime = content_type.partition(";")[0].strip().lower()
-        if not mime or mime in _CONTENT_TYPES or mime.endswith("+json"):
-            return
-        try:
-            head = await response.content.read(512)
-        except (aiohttp.ClientError, OSError, ValueError):
-            head = b""
-        said = self.shown_text(head.decode("utf-8", errors="replace"))
-        raise UnexpectedContentTypeError(
-            f"{self.provider_name} at {shown} answered {response.status} with Content-Type "
-            f"{server_text(content_type, 80)!r}{f' ({said})' if said else ''}: this URL is not "
-            f"{self.endpoint_kind} endpoint (a proxy, a login page or another web server answered). "
-            f"{self.hint_wire_format()}",
-            content_type=server_text(content_type, 80),
-            url=shown,
-            provider=self.provider,
-        )
-
-    @property
-    def endpoint_kind(self) -> str:
-        """What the URL should be, as said in errors ("an Ollama", "an OpenAI-compatible")."""
-        return f"a {self.provider_name}"
-
-    def _translate(
-        self, exc: BaseException, shown: str, parser: StreamParser | None, answered: bool
-    ) -> BackendError:
-        """The :class:`BackendError` for an aiohttp or socket error (the one place that maps them).
-
-        *answered*: the response headers had arrived. The original exception is described,
-        sanitised, in ``cause``; it is never chained.
-        """
-        cause = f"{type(exc).__name__}: {self.shown_text(str(exc))}"
-        kept = parser.kept if parser is not None else 0
-        error: BackendError
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            os_error = exc.os_error
-            reason = self.shown_text(os_error.strerror or str(os_error) or type(os_error).__name__)
-            error = BackendUnreachableError(
-                f"Cannot reach {self.provider_name} at {shown} ({reason}). {self.hint_unreachable()}",
-                url=shown,
-                provider=self.provider,
-            )
-        elif isinstance(exc, TimeoutError) and not answered:
-            error = ConnectTimeoutError(
-                f"Connecting to {self.provider_name} at {shown} took longer than {self.connect_timeout} s. "
-                f"{self.hint_unreachable()} Raise connect_timeout= if the server is slow to accept.",
-                timeout=self.connect_timeout or 0.0,
-                url=shown,
-                provider=self.provider,
-            )
-        elif isinstance(exc, aiohttp.ClientResponseError):
-            # aiohttp could not parse the response: a bad status line, a header over its
-            # size limit, a bad chunk size, ... Its message says which.
-            error = ProtocolError(
-                f"{self.provider_name} at {shown} did not answer with valid HTTP "
-                f"({self.shown_text(exc.message)}). {self.hint_wire_format()}",
-                url=shown,
-                provider=self.provider,
-            )
-        elif isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)):
-            if answered and parser is not None:
-                error = parser.incomplete("closed the connection mid-stream (or sent a broken body)")
-            else:
-                error = BackendUnreachableError(
-                    f"{self.provider_name} at {shown} closed the connection before answering "
-                    f"({self.shown_text(str(exc) or type(exc).__name__)}). {self.hint_unreachable()}",
-                    url=shown,
-                    provider=self.provider,
-                )
-        else:
-            error = BackendError(
-                f"The request to {self.provider_name} at {shown} failed after {kept} deltas "
-                f"({cause}). {self.hint_wire_format()}",
-                url=shown,
-                provider=self.provider,
-            )
-        error.cause = cause
-        return error
-
-    async def _status_error(self, response: aiohttp.ClientResponse, url: str) -> BackendStatusError:
-        """The error for a non-2xx response, with the server's own message (neutralised)."""
-        status = response.status
-        try:
-            raw = await response.content.read(ERROR_BODY_LIMIT)
-        except (aiohttp.ClientError, OSError, ValueError):
-            raw = b""
-        server_message = self.shown_text(server_error_text(raw) or (response.reason or ""))
-        said = f": {server_message}" if server_message else ""
-        where = f"{self.provider_name} at {url} answered {status}{said}."
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        common: dict[str, Any] = {
-            "status": status,
-            "server_message": server_message,
-            "url": url,
-            "provider": self.provider,
-        }
-        if 300 <= status < 400:
-            location = self.shown_text(redact_url(response.headers.get("Location", "")))
-            return RedirectError(
-                f"{self.provider_name} at {url} answered {status}, redirecting to "
-                f"{location or '(no Location header)'}. Generation requests do not follow redirects "
-                f"(that would re-send the prompt and credentials elsewhere): set base_url to the "
-                f"server's final address. {self.hint_wire_format()}",
-                location=location,
-                **common,
-            )
-        if status in (401, 403):
-            return AuthenticationError(f"{where} {self.hint_auth()}", **common)
-        if self.is_model_not_found(status, server_message):
-            return ModelNotFoundError(f"{where} {self.hint_model_not_found()}", **common)
-        if status == 429:
-            wait = f"retry after {retry_after:g} s" if retry_after is not None else "retry later"
-            return RateLimitError(
-                f"{where} Rate limited: {wait}, or lower the number of concurrent generations "
-                f"(retries= on the backend retries automatically).",
-                retry_after=retry_after,
-                **common,
-            )
-        if status >= 500:
-            wait = f" (it asked to retry after {retry_after:g} s)" if retry_after is not None else ""
-            return ServerError(
-                f"{where} The server failed{wait}; check its log, then retry.",
-                retry_after=retry_after,
-                **common,
-            )
-        if status == 404:
-            return BadRequestError(
-                f"{where} No such endpoint: check base_url ({self.base_url}). {self.hint_wire_format()}",
-                **common,
-            )
-        return BadRequestError(f"{where} The server rejected the request; check the model options.", **common)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_id!r}, base_url={self.base_url!r})"
-
-
-def _retryable(error: BackendError) -> bool:
-    """Whether *error* means the server did not start the generation, so sending again is safe."""
-    if isinstance(error, (BackendUnreachableError, ConnectTimeoutError)):
-        return True
-    return isinstance(error, BackendStatusError) and error.status in RETRY_STATUSES
-
-
-def _url_secrets(url: str) -> list[str]:
-    """The credentials written into *url* (``user:password@``), longest first, to redact from text."""
-    _, sep, rest = url.partition("://")
-    authority = rest.split("/", 1)[0] if sep else ""
-    userinfo, at, _ = authority.rpartition("@")
-    if not at or not userinfo:
-        return []
-    password = userinfo.partition(":")[2]
-    found = {userinfo, unquote(userinfo), password, unquote(password)}
-    return sorted((s for s in found if len(s) >= 4), key=len, reverse=True)
 
 
 class _Pool:
@@ -890,103 +589,3 @@ class _Connection:
             return
         response.close()
         self.generation.connection_closed_at = time.perf_counter()
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or ``None``."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def server_error_text(raw: bytes) -> str:
-    """The error message in an error body: ``{"error": "..."}`` (Ollama),
-    ``{"error": {"message": ...}}`` (OpenAI), ``{"detail": ...}`` / ``{"message": ...}``, or the text."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(obj, dict):
-        error = obj.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        for key in ("detail", "message"):
-            if isinstance(obj.get(key), str):
-                return str(obj[key])
-    return text
-
-
-def chat_messages(action: Any, ctx: Context, system_prompt: Any = None) -> list[dict[str, str]]:
-    """The chat ``messages`` for *action* after *ctx*'s generation view.
-
-    ``Message`` keeps its role; a ``ModelOutputThunk`` is an assistant turn (its text
-    so far); any other component (``format_for_llm()``) or string is a user turn. A
-    :class:`~engine.core.continuation.Continuation` is its action's turn followed by a
-    trailing assistant message holding the partial answer (see :func:`continuation_messages`).
-    """
-    messages: list[dict[str, str]] = []
-    if system_prompt:
-        messages.append({"role": "system", "content": str(system_prompt)})
-    for turn in [*ctx.view_for_generation(), action]:
-        if isinstance(turn, Continuation):
-            messages.extend(continuation_messages(turn))
-        else:
-            messages.append(_message(turn))
-    return messages
-
-
-def continuation_messages(turn: Continuation) -> list[dict[str, str]]:
-    """The action's turn, with the repair instruction appended to it, then the partial answer.
-
-    The instruction goes into the user turn (a new user turn after a non-user action),
-    never after the assistant message, so the answer stays the last message and the
-    server continues it; a system message mid-conversation would break chat templates
-    that accept one only first.
-    """
-    messages = [_message(turn.action)]
-    if turn.repair:
-        last = messages[-1]
-        if last["role"] == "user":
-            messages[-1] = {"role": "user", "content": f"{last['content']}\n\n{turn.repair}"}
-        else:
-            messages.append({"role": "user", "content": turn.repair})
-    messages.append({"role": "assistant", "content": turn.prefix})
-    return messages
-
-
-def _message(turn: Any) -> dict[str, str]:
-    if isinstance(turn, Message):
-        return {"role": turn.role, "content": turn.content}
-    if isinstance(turn, ModelOutputThunk):
-        return {"role": "assistant", "content": turn.text}
-    if isinstance(turn, str):
-        return {"role": "user", "content": turn}
-    render = getattr(turn, "format_for_llm", None)
-    if callable(render):
-        return {"role": "user", "content": str(render())}
-    raise TypeError(
-        f"cannot send a {type(turn).__name__} to a chat model: pass a str, a Message, or a component "
-        f"with format_for_llm()"
-    )
-
-
-def json_schema_for(format: Any) -> dict[str, Any]:
-    """The JSON schema to send for a structured-output *format* (any type ``format=`` accepts, or a
-    JSON-schema dict); :mod:`engine.core.typed_output` decides, and imports pydantic on first use."""
-    from engine.core import typed_output
-
-    return typed_output.json_schema(format)

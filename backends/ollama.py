@@ -20,7 +20,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Unpack
 from urllib.parse import urlsplit
 
-from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
+from backends._chat import json_schema_for
+from backends._http import HttpBackend, HttpOptions
+from backends._parser import StreamParser
 from backends.errors import BackendUnreachableError
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
@@ -190,10 +192,8 @@ class _OllamaParser(StreamParser):
         for line in lines:
             yield self._line(line)
 
-    def _close_whole(self, body: bytearray) -> Iterator[str]:
-        if not body or body.isspace():
-            raise self.incomplete("sent an empty body")
-        yield self._line(body)
+    def _close_whole(self, document: Any) -> Iterator[str]:
+        yield self._object(document, self.head)
         if not self.done:
             raise self.incomplete("sent a response without `done: true`")
 
@@ -211,6 +211,10 @@ class _OllamaParser(StreamParser):
             obj = json.loads(line)
         except ValueError:
             raise self.malformed("a line that is not JSON", line) from None
+        return self._object(obj, line)
+
+    def _object(self, obj: Any, line: bytes | bytearray) -> str:
+        """The delta of one parsed line (or whole body) *obj*; *line* is its text, to quote in errors."""
         if not isinstance(obj, dict):
             raise self.malformed("a line that is not a JSON object", line)
         if "error" in obj:

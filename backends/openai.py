@@ -21,11 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Unpack
 
-from backends._http import HttpBackend, HttpOptions, StreamParser, json_schema_for
+from backends._chat import json_schema_for
+from backends._failures import Secrets
+from backends._http import HttpBackend, HttpOptions
+from backends._parser import StreamParser
 from backends.credentials import clean_api_key
+from backends.errors import BackendError, BadRequestError, ServerError
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
@@ -40,6 +45,10 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 VLLM_CONTINUE = {"continue_final_message": True, "add_generation_prompt": False}
 """vLLM's request fields to continue the final assistant message instead of starting a new one."""
+
+_REFUSED_FORM = re.compile(r"json_schema|response_format", re.IGNORECASE)
+"""What a server's refusal of the ``json_schema`` form names (llama-cpp-python's server answers
+500 "... response_format.type Input should be 'text' or 'json_object' ... input_value='json_schema'")."""
 
 _OPTIONS = {
     ModelOption.TEMPERATURE: "temperature",
@@ -59,9 +68,12 @@ class OpenAIBackend(HttpBackend):
     request fields, ``SYSTEM_PROMPT`` becomes a system message, and other non-sentinel
     keys (``top_p``, ``stop``, ``logit_bias``, ...) pass through into the request.
     ``include_usage=False`` leaves out ``stream_options`` for servers that reject it.
-    ``format=`` is sent as ``response_format={"type": "json_schema", ...}``; servers that take
-    the schema as ``{"type": "json_object", "schema": ...}`` instead (llama-cpp-python's
-    server) need ``response_format_type="json_object"``.
+    ``format=`` is sent as ``response_format={"type": "json_schema", ...}``. With the default
+    ``response_format_type="auto"``, a server that refuses that form before any delta (an error
+    answer naming ``json_schema`` or ``response_format``, as llama-cpp-python's server answers)
+    gets the request once more with the schema as ``{"type": "json_object", "schema": ...}``, and
+    this backend sends that form from then on (logged at INFO). ``"json_schema"`` or
+    ``"json_object"`` sends only that form, without falling back.
     See :class:`~backends._http.HttpBackend` for the timeouts and pooling.
 
     A :class:`~engine.core.continuation.Continuation` (an in-stream retry) is sent as
@@ -85,7 +97,7 @@ class OpenAIBackend(HttpBackend):
         api_key: str | None = None,
         model_options: Mapping[str, Any] | None = None,
         include_usage: bool = True,
-        response_format_type: Literal["json_schema", "json_object"] = "json_schema",
+        response_format_type: Literal["auto", "json_schema", "json_object"] = "auto",
         continue_fields: Mapping[str, Any] | None = None,
         **options: Unpack[HttpOptions],
     ) -> None:
@@ -101,14 +113,20 @@ class OpenAIBackend(HttpBackend):
         source = "$OPENAI_API_KEY" if api_key is None else "api_key="
         self._api_key = (clean_api_key(key, source) if key else "") or None
         if self._api_key:
-            if self._secrets:
+            if self._secrets.forms:
                 raise ValueError(
                     f"OpenAIBackend got both credentials in base_url ({self.base_url}) and an api_key; they "
                     "would both go in the Authorization header: pass one of them"
                 )
-            self._secrets.insert(0, self._api_key)
+            self._secrets = Secrets.of(api_key=self._api_key)
         self.include_usage = include_usage
+        if response_format_type not in ("auto", "json_schema", "json_object"):
+            raise ValueError(
+                f"response_format_type must be 'auto', 'json_schema' or 'json_object', got "
+                f"{response_format_type!r}"
+            )
         self.response_format_type = response_format_type
+        self._schema_form = "json_object" if response_format_type == "json_object" else "json_schema"
         if continue_fields is None:
             continue_fields = {} if self.base_url.startswith("https://api.openai.com") else VLLM_CONTINUE
         self.continue_fields = dict(continue_fields)
@@ -138,7 +156,7 @@ class OpenAIBackend(HttpBackend):
             from engine.core import typed_output
 
             schema = json_schema_for(format)
-            if self.response_format_type == "json_object":
+            if self._schema_form == "json_object":
                 body["response_format"] = {"type": "json_object", "schema": schema}
             else:
                 body["response_format"] = {
@@ -149,6 +167,31 @@ class OpenAIBackend(HttpBackend):
 
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
         return _OpenAIParser(self, url, generation, stream)
+
+    def _fallback(self, body: dict[str, Any], error: BackendError) -> dict[str, Any] | None:
+        """With ``response_format_type="auto"``: the ``json_object`` form of the schema after a refusal
+        of the ``json_schema`` form (an error answer naming ``json_schema`` or ``response_format``);
+        the backend sends that form from then on."""
+        response_format = body.get("response_format")
+        if (
+            self.response_format_type != "auto"
+            or not isinstance(error, (BadRequestError, ServerError))
+            or not isinstance(response_format, dict)
+            or response_format.get("type") != "json_schema"
+            or not _REFUSED_FORM.search(error.server_message)
+        ):
+            return None
+        self._schema_form = "json_object"
+        logger.info(
+            "%s at %s refused response_format json_schema (%s); sending the schema as "
+            "{'type': 'json_object', 'schema': ...} from now on (response_format_type='json_object' "
+            "skips the first try).",
+            self.provider_name,
+            self.base_url,
+            error.server_message,
+        )
+        schema = response_format["json_schema"]["schema"]
+        return {**body, "response_format": {"type": "json_object", "schema": schema}}
 
     def hint_unreachable(self) -> str:
         """Tell the user to start the server or fix base_url."""
@@ -243,20 +286,15 @@ class _OpenAIParser(StreamParser):
                 self.finished = True
         return text
 
-    def _close_whole(self, body: bytearray) -> Iterator[str]:
-        if not body or body.isspace():
-            raise self.incomplete("sent an empty body")
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            raise self.malformed("a response that is not JSON", body) from None
+    def _close_whole(self, document: Any) -> Iterator[str]:
+        obj = document
         if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list) or not obj["choices"]:
-            raise self.malformed("a response without choices", body)
+            raise self.malformed("a response without choices", self.head)
         choice = obj["choices"][0]
         message = choice.get("message") if isinstance(choice, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         if content is not None and not isinstance(content, str):
-            raise self.malformed("a message whose content is not a string", body)
+            raise self.malformed("a message whose content is not a string", self.head)
         self.frames += 1
         self.done = True
         self.generation.done_reason = str(choice.get("finish_reason") or "stop")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -31,10 +32,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import attrs
+import pydantic
 import pytest
+from aiohttp import web
 
-from backends import IncompleteStreamError, OpenAIBackend
+from backends import IncompleteStreamError, OpenAIBackend, ServerError
 from engine import (
     CompletedEvent,
     Instruction,
@@ -294,3 +298,109 @@ def test_a_sync_generative_call_and_format_on_a_sync_session(llama_server: Llama
         )
         thunk = m.instruct("Triage: charged twice.", format=Triage, model_options=TYPED_OPTIONS)
         assert isinstance(thunk.parsed_repr, Triage)
+
+
+# -- default settings: the server refuses response_format json_schema, the backend falls back ---------
+
+
+class Recorded(pydantic.BaseModel):
+    """A pydantic model as a format (no free string: the random model rarely closes one)."""
+
+    sunny: bool
+    rain: Literal["none", "light", "heavy"]
+    degrees: int
+
+
+@attrs.frozen
+class ProxiedRequest:
+    body: dict[str, Any]
+    status: int
+
+
+class RecordingProxy:
+    """A loopback proxy in front of the server that records each request body and the status answered."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.requests: list[ProxiedRequest] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> RecordingProxy:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self.upstream}/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+            ) as upstream,
+        ):
+            self.requests.append(ProxiedRequest(json.loads(raw), upstream.status))
+            response = web.StreamResponse(status=upstream.status)
+            response.content_type = upstream.content_type
+            await response.prepare(request)
+            async for data in upstream.content.iter_any():
+                await response.write(data)
+            await response.write_eof()
+            return response
+
+
+@generative
+def weather(report: str) -> Recorded:
+    """Read the weather from the report."""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_default_settings_fall_back_to_json_object_and_typed_answers_parse(
+    llama_server: LlamaServer, stream: bool
+) -> None:
+    async with RecordingProxy(llama_server.url) as proxy:
+        m = start_session("openai", "tiny", base_url=proxy.url)  # response_format_type left at "auto"
+        options = {**TYPED_OPTIONS, ModelOption.STREAM: stream}
+        recorded = await weather.acall(m, report="Sunny in Lisbon.", model_options=options)
+        sentiment = await classify_sentiment.acall(
+            m, summary="Slow, but support helped.", model_options=options
+        )
+        verdict = await triage.acall(m, feedback="Charged twice!", model_options=options)
+        await m.aclose()
+    assert isinstance(recorded, Recorded) and recorded.rain in ("none", "light", "heavy")
+    assert sentiment in ("positive", "negative", "mixed")
+    assert isinstance(verdict, Triage) and verdict.urgency in ("low", "medium", "high")
+    # The server refused the json_schema form once; every later request sent the json_object form.
+    forms = [(r.body["response_format"]["type"], r.status) for r in proxy.requests]
+    assert forms[0] == ("json_schema", 500), forms
+    assert forms[1:] and all(form == ("json_object", 200) for form in forms[1:]), forms
+    first_schema = proxy.requests[0].body["response_format"]["json_schema"]["schema"]
+    assert proxy.requests[1].body["response_format"]["schema"] == first_schema
+
+
+@pytest.mark.asyncio
+async def test_an_explicit_json_schema_form_fails_with_a_hint_about_the_request(
+    llama_server: LlamaServer,
+) -> None:
+    async with OpenAIBackend(
+        "tiny", base_url=f"{llama_server.url}/v1", response_format_type="json_schema"
+    ) as backend:
+        thunk, _ = await backend.generate_from_context(
+            "Weather?", SimpleContext(), format=Recorded, model_options=TYPED_OPTIONS
+        )
+        with pytest.raises(ServerError) as info:
+            await thunk.avalue()
+    message = str(info.value)
+    assert info.value.status == 500 and "response_format" in message
+    assert "refused the request's response_format" in message and "retry" not in message.lower()
