@@ -10,9 +10,7 @@ never meets a half-initialised ``engine``.
 """
 
 import logging
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
@@ -39,7 +37,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from engine.core.typed_output import OutputParseError
-    from engine.generative import GenerativeOutputError, generative
+    from engine.genslots import GenerativeOutputError, generative
     from engine.sampling import (
         RejectionSamplingStrategy,
         RepairTemplateStrategy,
@@ -60,8 +58,8 @@ _LAZY = {
     "EventStreamer": "engine.streamer",
     "Session": "engine.session",
     "start_session": "engine.session",
-    "generative": "engine.generative",
-    "GenerativeOutputError": "engine.generative",
+    "generative": "engine.genslots",
+    "GenerativeOutputError": "engine.genslots",
     "OutputParseError": "engine.core.typed_output",
     "SamplingStrategy": "engine.sampling",
     "RejectionSamplingStrategy": "engine.sampling",
@@ -78,21 +76,6 @@ def __getattr__(name: str) -> Any:
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value
-
-
-class _Engine(ModuleType):
-    """The ``engine`` package, whose public ``generative`` (the decorator) shares its name
-    with the submodule that defines it. Python binds a submodule on its parent when it is
-    first imported, so ``from engine.generative import ...`` would make a later ``from
-    engine import generative`` return the module. The submodule stays in ``sys.modules``."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and _LAZY.get(name) == value.__name__:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Engine
 
 
 __all__ = [

@@ -106,7 +106,7 @@ def test_start_session_ollama_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_engine_does_not_import_backends_at_module_level() -> None:
     code = (
-        "import engine.session, engine.generative, engine.sampling, sys; "
+        "import engine.session, engine.genslots, engine.sampling, sys; "
         "print('backends' in sys.modules, 'pydantic' in sys.modules)"
     )
     import subprocess
@@ -547,7 +547,7 @@ def test_a_session_started_in_asyncio_run_is_closed_at_shutdown(monkeypatch: pyt
 
 
 def test_sync_generative_inside_a_loop_on_an_http_session() -> None:
-    from engine.generative import generative
+    from engine.genslots import generative
 
     @generative
     def f(x: str) -> str:

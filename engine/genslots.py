@@ -9,8 +9,9 @@
     sentiment = classify_sentiment(m, summary="...")          # sync: the parsed value
     sentiment = await classify_sentiment.acall(m, summary="...")  # async
 
-``engine.generative`` is the decorator, not this module (``from engine import generative``,
-as in Mellea); import this module's other names with ``from engine.generative import ...``.
+The module is named after Mellea's ``genslots``, not after the decorator, so that
+``from engine import generative`` is always the decorator (a submodule of the same name would
+shadow it once imported).
 
 The prompt is built from the docstring, the signature and the arguments. The return
 type's JSON schema is sent with the request (``format=``), so a server that enforces it
