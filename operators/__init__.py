@@ -13,9 +13,10 @@ Each operator is a plain function returning an Rx operator, composable with ``pi
 
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
-from operators.chunker import Chunk, Chunker
 from operators.chunking import (
     CHUNKING_ALIASES,
+    Chunk,
+    Chunker,
     ChunkingStrategy,
     ParagraphChunking,
     SentenceChunking,

@@ -11,7 +11,7 @@ The laws, for any text and any slicing of it into deltas:
    text, in order, and ``flush`` returns only text after the last ``split`` chunk;
 2. **withholding**: ``split`` of a prefix of the text returns a prefix of ``split`` of
    the whole text (a chunk, once released, never changes);
-3. **one pass**: a :class:`~operators.chunker.Chunker` fed the whole text releases
+3. **one pass**: a :class:`~operators.chunking.Chunker` fed the whole text releases
    ``split(text) + flush(text)``;
 4. **delta invariance**: a ``Chunker`` fed any slicing releases the same chunks at the
    same offsets as one fed the whole text;
@@ -27,8 +27,7 @@ from itertools import pairwise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from operators.chunker import Chunk, Chunker
-from operators.chunking import ChunkingStrategy
+from operators.chunking import Chunk, Chunker, ChunkingStrategy
 
 __all__ = ["check_chunking_strategy", "check_laws", "slicings", "text_samples", "texts_with_slicings"]
 

@@ -41,8 +41,7 @@ from engine.core.asyncrx import LoopObservable, Subscription, observe, report_un
 from engine.core.context import Context
 from engine.core.eager import PENDING, DeadlineExceeded, Lane
 from engine.core.requirements import PartialValidationResult, Policy, Requirement
-from operators.chunker import Chunk, Chunker
-from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import Chunk, Chunker, ChunkingStrategy, resolve_chunking_strategy
 from operators.verdicts import CANCELLED, ChunkVerdict
 
 __all__ = ["validate"]

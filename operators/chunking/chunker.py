@@ -11,7 +11,7 @@ import reprlib
 
 import attrs
 
-from operators.chunking import ChunkingStrategy
+from operators.chunking.strategy import ChunkingStrategy
 
 __all__ = ["Chunk", "Chunker"]
 

@@ -4,7 +4,7 @@ A :class:`ChunkingStrategy` is stateless (Mellea's interface): ``split(text)`` r
 the complete chunks of *text* and withholds the trailing fragment; ``flush(text)``
 releases that fragment at the natural end of the stream.
 
-Strategies are driven incrementally by :class:`~operators.chunker.Chunker`, which
+Strategies are driven incrementally by :class:`~operators.chunking.Chunker`, which
 hands ``split`` only the text after the last chunk it released. A strategy therefore
 has to be *restartable at chunk ends*: for the chunks ``c1..ck`` of ``split(t)`` with
 ``ck`` ending at offset ``e``, ``split(t + x) == [c1..ck] + split(t[e:] + x)``. The
