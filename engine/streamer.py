@@ -27,17 +27,9 @@ from engine.core.events import StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.streaming import StreamChunkingResult, _start_run
-from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import ChunkingStrategy, RawDeltas, resolve_chunking_strategy
 
 __all__ = ["EventStreamer", "Streamer", "stream"]
-
-
-class RawDeltas(ChunkingStrategy):
-    """Every delta of the model is a chunk (``chunking=None``): nothing is withheld."""
-
-    def split(self, accumulated_text: str) -> list[str]:
-        # The Chunker hands over only the text after the last chunk: that is the new delta.
-        return [accumulated_text] if accumulated_text else []
 
 
 @overload

@@ -19,8 +19,10 @@ from operators.chunking import (
     Chunker,
     ChunkingStrategy,
     ParagraphChunking,
+    RawDeltas,
     SentenceChunking,
     WordChunking,
+    register_chunking,
     resolve_chunking_strategy,
 )
 from operators.final_validation import final_validation
@@ -37,6 +39,7 @@ __all__ = [
     "ChunkingStrategy",
     "FinalValidation",
     "ParagraphChunking",
+    "RawDeltas",
     "RetryRequest",
     "Retrying",
     "SentenceChunking",
@@ -45,6 +48,7 @@ __all__ = [
     "cancel_on_fail",
     "chunk",
     "final_validation",
+    "register_chunking",
     "resolve_chunking_strategy",
     "retry_on_fail",
     "to_events",

@@ -165,6 +165,7 @@ async def run_once(
     Raises :class:`OutputClosed` (after stopping the run) when the view's output was closed.
     """
     from engine.streaming import stream_with_chunking  # the assembly loads operators
+    from operators.chunking import resolve_chunking_strategy
 
     stats = RunStats(chunking=chunking, script_length=script_length)
     view.start(title, requirements, stats)
@@ -181,7 +182,7 @@ async def run_once(
             retry=retry,
         )
         stats.generation = result.mot.generation
-        tracker = TextTracker(result.mot, "\n\n" if chunking == "paragraph" else " ")
+        tracker = TextTracker(result.mot, resolve_chunking_strategy(chunking).separator)
         async for event in result.events():
             piece = None
             if isinstance(event, ChunkEvent):
