@@ -192,7 +192,7 @@ def test_none_resolves_to_none_and_the_chunk_operator_then_passes_deltas() -> No
     for delta in ["Hel", "lo. W", "", "orld"]:
         subject.on_next(delta)
     subject.on_completed()
-    assert [(c.text, c.index, c.start, c.end) for c in got] == [
+    assert [(c.text, c.chunk_index, c.start, c.end) for c in got] == [
         ("Hel", 0, 0, 3),
         ("lo. W", 1, 3, 8),
         ("orld", 2, 8, 12),
