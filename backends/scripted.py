@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
 from typing import Any
 
 from engine.core.asyncrx import from_async_iterable
@@ -118,6 +119,19 @@ class ScriptedBackend:
 
     def __repr__(self) -> str:
         return f"ScriptedBackend({len(self.deltas)} deltas, delay={self.delay}, model_id={self.model_id!r})"
+
+    async def aclose(self) -> None:
+        """Nothing to release: a generation holds no connection, and the backend can still
+        generate. There so that ``async with`` and :meth:`Session.aclose` treat it as they
+        treat the HTTP backends. Idempotent."""
+
+    async def __aenter__(self) -> ScriptedBackend:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
 
 def _after(deltas: list[str], prefix: str) -> list[str]:

@@ -147,8 +147,8 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
             results = await asyncio.gather(
                 *(req.stream_validate(c.text, backend=None, ctx=ctx) for req in requirements)  # type: ignore[arg-type]
             )
-            events.append(QuickCheckEvent(chunk_index=c.index, passed=True, results=tuple(results)))
-            events.append(ChunkEvent(text=c.text, chunk_index=c.index))
+            events.append(QuickCheckEvent(chunk_index=c.chunk_index, passed=True, results=tuple(results)))
+            events.append(ChunkEvent(text=c.text, chunk_index=c.chunk_index))
 
     async for delta in _produce(deltas, delay):
         received.append(delta)

@@ -28,8 +28,7 @@ from engine.core.components import CBlock
 from engine.core.context import SimpleContext
 from engine.core.requirements import PartialValidationResult, Requirement
 from engine.streaming import stream_with_chunking
-from operators.chunker import Chunker
-from operators.chunking import SentenceChunking
+from operators.chunking import Chunker, SentenceChunking
 
 TEXT = "One two three four five. Six seven eight nine ten. Eleven twelve thirteen. Fourteen fifteen."
 DELTAS = [TEXT[i : i + 4] for i in range(0, len(TEXT), 4)]

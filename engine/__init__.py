@@ -45,7 +45,7 @@ if TYPE_CHECKING:
         SamplingResult,
         SamplingStrategy,
     )
-    from engine.session import Session, start_session
+    from engine.session import MelleaSession, Session, start_session
     from engine.streamer import EventStreamer, Streamer, stream
     from engine.streaming import StreamChunkingResult, stream_with_chunking
 
@@ -57,6 +57,7 @@ _LAZY = {
     "Streamer": "engine.streamer",
     "EventStreamer": "engine.streamer",
     "Session": "engine.session",
+    "MelleaSession": "engine.session",
     "start_session": "engine.session",
     "generative": "engine.genslots",
     "GenerativeOutputError": "engine.genslots",
@@ -94,6 +95,7 @@ __all__ = [
     "GenerationInfo",
     "GenerativeOutputError",
     "Instruction",
+    "MelleaSession",
     "Message",
     "ModelOption",
     "ModelOutputThunk",

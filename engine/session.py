@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHAT_CONTEXT_WARNING",
     "DEFAULT_STRATEGY",
+    "MelleaSession",
     "Session",
     "start_session",
 ]
@@ -736,6 +737,10 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(backend={self.backend!r}, ctx={self.ctx!r})"
+
+
+MelleaSession = Session
+"""Mellea's name for :class:`Session`: code written against Mellea's docs imports it."""
 
 
 async def _resolved(thunk: ModelOutputThunk[Any]) -> None:

@@ -29,17 +29,9 @@ from engine.core.requirements import PartialValidationResult, Requirement, Valid
 from engine.core.thunk import ModelOutputThunk
 from engine.stream_arguments import chunking_strategy
 from engine.streaming import StreamChunkingResult, _start_run
-from operators.chunking import ChunkingStrategy
+from operators.chunking import ChunkingStrategy, RawDeltas
 
 __all__ = ["EventStreamer", "Streamer", "stream"]
-
-
-class RawDeltas(ChunkingStrategy):
-    """Every delta of the model is a chunk (``chunking=None``): nothing is withheld."""
-
-    def split(self, accumulated_text: str) -> list[str]:
-        # The Chunker hands over only the text after the last chunk: that is the new delta.
-        return [accumulated_text] if accumulated_text else []
 
 
 @overload

@@ -176,8 +176,9 @@ async def _start_streaming(
     mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options={ModelOption.STREAM: True})
     if mot.is_computed():
         raise RuntimeError(
-            f"{type(backend).__name__}.generate_from_context returned an already computed thunk for a "
-            "streaming request: the backend does not honour ModelOption.STREAM, so there is nothing to stream"
+            f"{type(backend).__name__}.generate_from_context returned an already computed thunk (in Mellea's "
+            "words, an already-computed MOT) for a streaming request: the backend does not honour "
+            "ModelOption.STREAM, so there is nothing to stream"
         )
     if mot.generation.provider is None:  # so that errors about this generation can name its backend
         mot.generation.provider = type(backend).__name__

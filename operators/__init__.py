@@ -15,13 +15,16 @@ import logging
 
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
-from operators.chunker import Chunk, Chunker
 from operators.chunking import (
     CHUNKING_ALIASES,
+    Chunk,
+    Chunker,
     ChunkingStrategy,
     ParagraphChunking,
+    RawDeltas,
     SentenceChunking,
     WordChunking,
+    register_chunking,
     resolve_chunking_strategy,
 )
 from operators.final_validation import final_validation
@@ -41,6 +44,7 @@ __all__ = [
     "ChunkingStrategy",
     "FinalValidation",
     "ParagraphChunking",
+    "RawDeltas",
     "RetryRequest",
     "Retrying",
     "SentenceChunking",
@@ -49,6 +53,7 @@ __all__ = [
     "cancel_on_fail",
     "chunk",
     "final_validation",
+    "register_chunking",
     "resolve_chunking_strategy",
     "retry_on_fail",
     "to_events",

@@ -1,4 +1,4 @@
-"""The ``chunk`` operator: text deltas in, :class:`~operators.chunker.Chunk` values out."""
+"""The ``chunk`` operator: text deltas in, :class:`~operators.chunking.Chunk` values out."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ from typing import Any
 from reactivex import Observable
 
 from engine.core.asyncrx import LoopObservable, Relay
-from operators.chunker import Chunk, Chunker
-from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import Chunk, Chunker, ChunkingStrategy, RawDeltas, resolve_chunking_strategy
 
 __all__ = ["chunk"]
 
 
 def chunk(
-    strategy: ChunkingStrategy | str = "sentence", *, start_index: int = 0, start_offset: int = 0
+    strategy: ChunkingStrategy | str | None = "sentence", *, start_index: int = 0, start_offset: int = 0
 ) -> Callable[[Observable[str]], Observable[Chunk]]:
-    """Cut a stream of deltas into chunks with *strategy* (an instance or an alias).
+    """Cut a stream of deltas into chunks with *strategy* (an instance or an alias); with
+    ``None``, every delta is a chunk (:class:`~operators.chunking.RawDeltas`).
 
-    Each subscription gets its own :class:`~operators.chunker.Chunker`. The withheld
+    Each subscription gets its own :class:`~operators.chunking.Chunker`. The withheld
     trailing fragment is flushed on natural completion only: an error or a disposal
     discards it. A strategy that breaks the chunk rules becomes ``on_error`` (with the
     chunks before it already delivered) and the upstream is disposed.
 
     *start_index* and *start_offset* continue the numbering and the spans of an
-    earlier stream (see :class:`~operators.chunker.Chunker`).
+    earlier stream (see :class:`~operators.chunking.Chunker`).
     """
-    resolved = resolve_chunking_strategy(strategy)
+    resolved = RawDeltas() if strategy is None else resolve_chunking_strategy(strategy)
 
     def operator(source: Observable[str]) -> Observable[Chunk]:
         return LoopObservable(

@@ -82,7 +82,7 @@ def retry_on_fail(
                 # Stop the failing attempt first (cancels its generation in this call).
                 drop_current()
                 reason = failure_reason(failed)
-                request = RetryRequest(attempt, failed, reason, delivered_end, failed.chunk.index)
+                request = RetryRequest(attempt, failed, reason, delivered_end, failed.chunk.chunk_index)
                 try:
                     observer.on_next(Retrying(failed, attempt, reason))
                     if stopped:  # the downstream left on seeing the retry: start nothing

@@ -69,7 +69,7 @@ class _ToEvents(Relay[StreamEvent]):
         if verdict.requirements:
             self.downstream.on_next(
                 QuickCheckEvent(
-                    chunk_index=verdict.chunk.index,
+                    chunk_index=verdict.chunk.chunk_index,
                     passed=verdict.passed,
                     results=verdict.results,
                     attempt=self.attempt,
@@ -85,7 +85,7 @@ class _ToEvents(Relay[StreamEvent]):
                 self.failed = True
             elif not item.flush:
                 observer.on_next(
-                    ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.index, attempt=self.attempt)
+                    ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.chunk_index, attempt=self.attempt)
                 )
                 self.emitted_end = item.chunk.end
         elif isinstance(item, Retrying):

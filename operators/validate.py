@@ -42,8 +42,7 @@ from engine.core.asyncrx import LoopObservable, Subscription, observe, report_un
 from engine.core.context import Context
 from engine.core.eager import PENDING, DeadlineExceeded, Lane
 from engine.core.requirements import PartialValidationResult, Policy, Requirement
-from operators.chunker import Chunk, Chunker
-from operators.chunking import ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import Chunk, Chunker, ChunkingStrategy, resolve_chunking_strategy
 from operators.verdicts import CANCELLED, ChunkVerdict
 
 __all__ = ["validate"]
@@ -222,14 +221,14 @@ class _Scheduler:
             self.upstream.dispose()
 
     def on_next(self, chunk: Chunk) -> None:
-        if self.stopped or (self.end_at is not None and chunk.index >= self.end_at):
+        if self.stopped or (self.end_at is not None and chunk.chunk_index >= self.end_at):
             return
         try:
             self.pending.append(_Slot(chunk, len(self.reqs)))
-            self.next_index, self.next_start = chunk.index + 1, chunk.end
+            self.next_index, self.next_start = chunk.chunk_index + 1, chunk.end
             for worker in self.workers:
                 if worker.next < 0:
-                    worker.next = chunk.index
+                    worker.next = chunk.chunk_index
                 self._advance(worker)
             self._emit_ready()
         except Exception as exc:  # no exception may vanish: it ends the run
@@ -260,7 +259,7 @@ class _Scheduler:
         pending = self.pending
         while pending and not self.stopped:
             k = worker.next
-            base = pending[0].chunk.index
+            base = pending[0].chunk.chunk_index
             if k - base >= len(pending) or len(worker.busy) >= worker.concurrency:
                 return
             end_at = self.end_at
@@ -271,7 +270,7 @@ class _Scheduler:
             self._start(worker, slot)
 
     def _start(self, worker: _Worker, slot: _Slot) -> None:
-        k = slot.chunk.index
+        k = slot.chunk.chunk_index
         req = worker.req
         if self.snapshots:
             worker.snaps[k] = copy.copy(req)
@@ -371,7 +370,7 @@ class _Scheduler:
         pending = self.pending
         if not pending:
             return None
-        i = k - pending[0].chunk.index
+        i = k - pending[0].chunk.chunk_index
         return pending[i] if 0 <= i < len(pending) else None
 
     # -- the end -------------------------------------------------------------------
@@ -431,7 +430,7 @@ class _Scheduler:
             k = self.end_at
             assert k is not None
             pending = self.pending
-            while pending and pending[-1].chunk.index > k:
+            while pending and pending[-1].chunk.chunk_index > k:
                 pending.pop()
             error = self.end_error is not None
             for worker in self.workers:
@@ -471,7 +470,7 @@ class _Scheduler:
         observer = self.observer
         while pending and not self.stopped:
             slot = pending[0]
-            k = slot.chunk.index
+            k = slot.chunk.chunk_index
             if k == self.end_at:
                 if not self.finish_done or any(kk >= k for w in self.workers for kk in w.busy.values()):
                     return  # cancelled checks finish cancelling first: nothing outlives the run
@@ -524,7 +523,7 @@ class _Scheduler:
         self._emit_ready()
 
     def _verdict(self, slot: _Slot, *, failing: bool) -> ChunkVerdict:
-        k = slot.chunk.index
+        k = slot.chunk.chunk_index
         results = tuple(r if r is not None else CANCELLED for r in slot.results)
         restore = None
         if self.snapshots:

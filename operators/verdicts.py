@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
-from operators.chunker import Chunk
+from operators.chunking import Chunk
 
 __all__ = [
     "CANCELLED",

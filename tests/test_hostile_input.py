@@ -18,7 +18,7 @@ from engine import (
 from engine.core.requirements import as_requirements
 from engine.session import Session
 from operators import ChunkingStrategy
-from operators.chunker import Chunker
+from operators.chunking import Chunker
 
 ACTION = Instruction("Write two sentences.")
 

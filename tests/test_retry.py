@@ -163,7 +163,7 @@ async def test_chunk_continues_indices_and_offsets_from_a_start() -> None:
     chunks = await collect(
         reactivex.from_iterable([" Three. Fo", "ur."]).pipe(chunk("sentence", start_index=2, start_offset=9))
     )
-    assert [(c.text, c.index, c.start, c.end) for c in chunks] == [
+    assert [(c.text, c.chunk_index, c.start, c.end) for c in chunks] == [
         ("Three.", 2, 10, 16),
         ("Four.", 3, 17, 22),
     ]

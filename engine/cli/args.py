@@ -19,6 +19,7 @@ from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords,
 from engine.core.continuation import StreamRetry
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement
+from operators.chunking import CHUNKING_ALIASES
 
 __all__ = [
     "DEMO_DELAY",
@@ -235,7 +236,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
 
     checks = stream.add_argument_group("checks (each chunk, then the whole output)")
     checks.add_argument(
-        "--chunking", choices=("sentence", "word", "paragraph"), default="sentence", help="unit of validation"
+        "--chunking", choices=tuple(CHUNKING_ALIASES), default="sentence", help="unit of validation"
     )
     checks.add_argument("--max-sentences", type=COUNT, metavar="N", help="fail after N sentences")
     checks.add_argument("--max-words", type=COUNT, metavar="N", help="fail after N words")

@@ -78,6 +78,7 @@ async def run_once(
     :class:`~engine.cli.view.OutputClosed` (after stopping the run) when the view's output was closed.
     """
     from engine.streaming import stream_with_chunking  # the assembly loads operators
+    from operators.chunking import resolve_chunking_strategy
 
     stats = RunStats(chunking=chunking, script_length=script_length)
     view.start(title, requirements, stats)
@@ -95,7 +96,7 @@ async def run_once(
             validation_timeout=validation_timeout,
         )
         stats.generation = result.mot.generation
-        tracker = TextTracker(result.mot, "\n\n" if chunking == "paragraph" else " ")
+        tracker = TextTracker(result.mot, resolve_chunking_strategy(chunking).separator)
         async for event in result.events():
             piece = None
             if tracker.mot is not result.mots[-1]:  # a retry's generation continues the text

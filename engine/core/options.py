@@ -1,9 +1,12 @@
 """Model options understood by every backend.
 
-The keys are sentinel strings (``"@@@stream@@@"``) so they never collide with a
-provider's own option names, which backends pass through unchanged. The names are
-Mellea's, so ``model_options={ModelOption.THINKING: True}`` written for Mellea runs here;
-a backend that cannot honour one logs a warning naming it, once (:meth:`ModelOption.warn_ignored`).
+The names and values are Mellea's (0.7 and 0.8), so ``model_options={ModelOption.THINKING:
+True}`` written for Mellea runs here. Most keys are sentinel strings (``"@@@stream@@@"``)
+that never collide with a provider's own option names, which backends pass through
+unchanged; ``TEMPERATURE`` is the plain ``"temperature"`` that every provider uses, so
+``{"temperature": 0}`` and ``{ModelOption.TEMPERATURE: 0}`` are one and the same key. A
+backend that cannot honour an option logs a warning naming it, once
+(:meth:`ModelOption.warn_ignored`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ class ModelOption:
 
     STREAM: Final = "@@@stream@@@"
     """Stream the output: the thunk receives deltas as the server sends them."""
-    TEMPERATURE: Final = "@@@temperature@@@"
+    TEMPERATURE: Final = "temperature"
+    """Sampling temperature: the provider's own name, as in Mellea."""
     MAX_NEW_TOKENS: Final = "@@@max_new_tokens@@@"
     SEED: Final = "@@@seed@@@"
     SYSTEM_PROMPT: Final = "@@@system_prompt@@@"

@@ -9,28 +9,65 @@ from __future__ import annotations
 
 import reprlib
 
-import attrs
+from attrs.exceptions import FrozenInstanceError
 
-from operators.chunking import ChunkingStrategy
+from operators.chunking.strategy import ChunkingStrategy
 
 __all__ = ["Chunk", "Chunker"]
 
 
-@attrs.frozen
-class Chunk:
-    """One chunk of the output: its text, its position in the stream, and its span.
+class Chunk(str):
+    """One chunk of the output: a ``str`` (its text) that also knows its place in the stream.
 
-    ``start`` and ``end`` are offsets into the accumulated output, so
-    ``output[start:end] == text``. ``gap`` is the text between the previous chunk's end
-    and ``start`` (separators the strategy left out), so chunks with their gaps
-    re-assemble the output: what a requirement with its own chunking is fed.
+    It compares, hashes and prints as its text, so code written for Mellea's ``Chunker``
+    (whose ``feed()`` and ``flush()`` return lists of ``str``) works unchanged:
+    ``Chunker(SentenceChunking()).feed("Hi. ") == ["Hi."]``. It is also what a
+    requirement's ``stream_validate`` receives as its chunk. Beyond the text it carries:
+
+    * ``chunk_index``: its number in the stream (the first chunk is 0), as in
+      ``ChunkEvent.chunk_index``;
+    * ``start`` and ``end``: offsets into the accumulated output, so
+      ``output[start:end] == chunk``;
+    * ``gap``: the text between the previous chunk's end and ``start`` (separators the
+      strategy left out), so chunks with their gaps re-assemble the output: what a
+      requirement with its own chunking is fed.
+
+    No field shadows a ``str`` method (``chunk.index("x")`` is ``str.index``). Two chunks
+    with the same text are equal wherever they stand; compare
+    ``(chunk, chunk.chunk_index, chunk.start, chunk.end)`` to tell them apart. ``str``
+    methods return a plain ``str`` (``chunk.upper()`` has no place). Immutable.
     """
 
-    text: str
-    index: int
+    # A str subclass cannot have non-empty __slots__ (str is variable-sized), so the place
+    # lives in the instance dict, written directly: cheaper than four attribute assignments.
+    chunk_index: int
     start: int
     end: int
-    gap: str = attrs.field(default="", repr=False, eq=False)
+    gap: str
+
+    def __new__(cls, text: str, chunk_index: int, start: int, end: int, gap: str = "") -> Chunk:
+        self = str.__new__(cls, text)
+        fields = self.__dict__
+        fields["chunk_index"] = chunk_index
+        fields["start"] = start
+        fields["end"] = end
+        fields["gap"] = gap
+        return self
+
+    @property
+    def text(self) -> str:
+        """The chunk itself (a ``Chunk`` is its text), for code that reads ``chunk.text``."""
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError()
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError()
+
+    def __reduce__(self) -> tuple[type[Chunk], tuple[str, int, int, int, str]]:
+        # str's own reduction would call Chunk(text) without its place.
+        return type(self), (str(self), self.chunk_index, self.start, self.end, self.gap)
 
 
 class Chunker:
