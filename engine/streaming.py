@@ -190,7 +190,7 @@ def _assemble(
     if attempts is None:
         return mot.owned_deltas().pipe(
             chunk(strategy),
-            validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout),
+            validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, text=mot.deltas),
             cancel_on_fail(),
             final_validation(reqs, backend=checker, ctx=gen_ctx, timeout=timeout),
             stop_when(stop),
@@ -202,7 +202,15 @@ def _assemble(
 
     return mot.owned_deltas().pipe(
         chunk(strategy),
-        validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, snapshots=True),
+        validate(
+            reqs,
+            backend=checker,
+            ctx=gen_ctx,
+            stop=mot.cancel,
+            timeout=timeout,
+            snapshots=True,
+            text=mot.deltas,
+        ),
         retry_on_fail(start_attempt, max_attempts=attempts.policy.max_attempts),
         cancel_on_fail(),
         final_validation(reqs, backend=checker, ctx=attempts.final_ctx, timeout=timeout),
@@ -281,7 +289,14 @@ class _Attempts:
             return mot.owned_deltas().pipe(
                 chunk(strategy, start_index=request.next_index, start_offset=request.delivered_end),
                 validate(
-                    reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, snapshots=True
+                    reqs,
+                    backend=checker,
+                    ctx=gen_ctx,
+                    stop=mot.cancel,
+                    timeout=timeout,
+                    snapshots=True,
+                    text=mot.deltas,
+                    carry=request.failed.carry,
                 ),
             )
 
