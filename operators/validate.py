@@ -608,7 +608,10 @@ class _Scheduler:
         req = worker.req
         if self.snapshots:
             worker.snaps[k] = copy.copy(req)
-        lane = self._take_lane()
+        idle = self.idle  # the hot path: _take_lane and _give_back inlined
+        while idle and idle[-1].closed:  # its task was cancelled from outside (asyncio.run shutting down)
+            idle.pop()
+        lane = idle.pop() if idle else Lane(self.loop, self._lane_done)
         try:
             coro = req.stream_validate(slot.chunk.text, backend=self.backend, ctx=self.ctx)
             if not hasattr(coro, "send"):
@@ -619,13 +622,13 @@ class _Scheduler:
             self._give_back(lane)
             self._answer(worker, k, None, exc)
             return
+        if self.stopped:  # the check stopped the run in its first step: nothing may return to it
+            lane.close()
+            return
         if result is PENDING:
-            if self.stopped:  # the check stopped the run in its first step
-                lane.close()
-                return
             worker.busy[lane] = k
             return
-        self._give_back(lane)
+        idle.append(lane)
         self._answer(worker, k, result, None)
 
     def _lane_done(self, lane: Lane, result: Any, error: BaseException | None) -> None:

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from reactivex.subject import Subject
 
 from backends import ScriptedBackend
 from engine import (
@@ -26,7 +27,8 @@ from engine import (
     StreamRetry,
     stream_with_chunking,
 )
-from operators import ChunkingStrategy
+from operators import Chunk, ChunkingStrategy, validate
+from operators.verdicts import ChunkVerdict
 
 
 class WordCheck(Requirement):
@@ -274,3 +276,23 @@ async def test_a_check_that_cancels_the_run_in_its_first_step_leaves_no_task(
     await asyncio.sleep(0)
     pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert pending == []
+
+
+# -- the operator alone, fed chunks only (no raw text) --------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_validate_alone_holds_a_chunk_until_the_next_chunk_completes_its_last_word() -> None:
+    subject: Subject[Chunk] = Subject()
+    got: list[ChunkVerdict] = []
+    done = asyncio.Event()
+    subject.pipe(validate([WordCheck("purple")], backend=None, ctx=SimpleContext())).subscribe(
+        got.append, on_completed=done.set
+    )
+    subject.on_next(Chunk("Sky is blue.", 0, 0, 12))
+    assert got == []  # "blue." may still grow: not judged, not delivered
+    subject.on_next(Chunk("Sky is purple.", 1, 13, 27, gap=" "))
+    assert [v.chunk.index for v in got] == [0]
+    subject.on_next(Chunk("Grass.", 2, 28, 34, gap=" "))
+    await asyncio.wait_for(done.wait(), 5)
+    assert [(v.chunk.index, v.passed) for v in got] == [(0, True), (1, False)]
