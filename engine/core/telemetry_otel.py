@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from engine.core.events import (
     RetryEvent,
     StreamEvent,
 )
+from engine.core.redaction import redact
 
 if TYPE_CHECKING:  # not imported: the thunk imports this module's switch while it loads
     from engine.core.thunk import GenerationInfo
@@ -74,23 +74,6 @@ METRIC_NAMES = (
     "rxllm.errors",
     "rxllm.streams.active",
 )
-
-_SECRETS = re.compile(
-    r"(?i)(bearer\s+)[^\s\"',]+|\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}|"
-    r"((?:api[_-]?key|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&]+"
-)
-MAX_MESSAGE = 500
-
-
-def redact(text: str) -> str:
-    """*text* with anything that looks like a credential replaced by ``***``, cut to 500 characters."""
-
-    def hide(match: re.Match[str]) -> str:
-        keep = match.group(1) or match.group(3) or ""
-        return f"{keep}***"
-
-    cleaned = _SECRETS.sub(hide, text)
-    return cleaned if len(cleaned) <= MAX_MESSAGE else cleaned[: MAX_MESSAGE - 1] + "…"
 
 
 class _Instruments:
