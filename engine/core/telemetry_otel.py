@@ -56,6 +56,10 @@ DURATION_SECONDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 # The GenAI conventions' advice for time to first token (and per output token).
 LATENCY_SECONDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 DELTA_COUNTS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+# A check that finishes faster than this is counted (rxllm.validation.fast), not timed: one
+# histogram record costs the SDK about 50 Python calls, as much as such a check itself,
+# and a run checks every chunk against every requirement.
+FAST_CHECK_SECONDS = 1e-4
 
 METRIC_NAMES = (
     "rxllm.request.duration",
@@ -66,6 +70,7 @@ METRIC_NAMES = (
     "rxllm.tokens.output",
     "rxllm.run.duration",
     "rxllm.validation.duration",
+    "rxllm.validation.fast",
     "rxllm.verdicts",
     "rxllm.validation.timeouts",
     "rxllm.verdict_to_stop.duration",
@@ -128,8 +133,14 @@ class _Instruments:
         self.validation_duration = meter.create_histogram(
             "rxllm.validation.duration",
             unit=seconds,
-            description="Duration of one requirement's check of one chunk.",
+            description="Duration of one requirement's check of one chunk, for checks that took "
+            "100 µs or longer (faster ones are counted in rxllm.validation.fast).",
             explicit_bucket_boundaries_advisory=FINE_SECONDS,
+        )
+        self.fast_checks = meter.create_counter(
+            "rxllm.validation.fast",
+            unit="{check}",
+            description="Checks of one chunk that took under 100 µs: counted, not timed.",
         )
         self.verdicts = meter.create_counter(
             "rxllm.verdicts", unit="{verdict}", description="Chunk verdicts, by requirement and status."
@@ -284,6 +295,9 @@ class _Run:
         self.last_chunk: float | None = None
         self.chunks = 0
         self.labels: list[str] = []
+        # Per requirement (by position): the attributes of its checks, and how many were fast.
+        self.check_attributes: list[dict[str, Any]] = []
+        self.fast_checks: list[int] = []
         # (requirement's position, status) -> count; added to rxllm.verdicts when the run ends:
         # one measurement per requirement and status per run, not one per check.
         self.verdicts_by_requirement: dict[tuple[int, str], int] = {}
@@ -294,7 +308,8 @@ class _Run:
         inst.active_streams.add(1, self.stream_attributes)
 
     def wrap_checks(self, requirements: Sequence[Any]) -> None:
-        """Time each check (``rxllm.validation.duration``).
+        """Time each check: ``rxllm.validation.duration`` if it took ``FAST_CHECK_SECONDS`` or
+        longer, else one more for ``rxllm.validation.fast`` (added once per run, at its end).
 
         Only the run's own copies of the requirements are touched (``stream_with_chunking``
         copies them), through their instance ``__dict__``; a requirement without one is
@@ -303,27 +318,35 @@ class _Run:
         while the run's span was current (so a judge's own request is the run's child).
         """
         self.labels = [_label(req) for req in requirements]
-        for req in requirements:
+        self.check_attributes = [
+            {**self.metric_attributes, "rxllm.requirement": label} for label in self.labels
+        ]
+        self.fast_checks = [0] * len(requirements)
+        for position, req in enumerate(requirements):
             own = getattr(req, "__dict__", None)
             if own is None:
                 continue
-            attributes = {**self.metric_attributes, "rxllm.requirement": _label(req)}
-            own["stream_validate"] = self._timed_check(req.stream_validate, attributes)
+            own["stream_validate"] = self._timed_check(req.stream_validate, position)
 
-    def _timed_check(self, check: Callable[..., Any], attributes: dict[str, Any]) -> Callable[..., Any]:
+    def _timed_check(self, check: Callable[..., Any], position: int) -> Callable[..., Any]:
         record = self.inst.validation_duration.record
+        attributes = self.check_attributes[position]
+        fast = self.fast_checks
+        clock = time.perf_counter
 
-        async def run_check(step: Any) -> Any:
-            started = time.perf_counter()
-            result = await step
-            record(time.perf_counter() - started, attributes)
+        # stream_validate is an `async def` (the engine refuses a requirement whose isn't, at
+        # the call): the wrapper is one too, and costs one call per check.
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            result = await check(*args, **kwargs)
+            elapsed = clock() - started
+            if elapsed >= FAST_CHECK_SECONDS:
+                record(elapsed, attributes)
+            elif self.ended:  # a check the run's end did not wait for
+                self.inst.fast_checks.add(1, attributes)
+            else:
+                fast[position] += 1
             return result
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            step = check(*args, **kwargs)
-            if not hasattr(step, "send"):
-                return step  # not a coroutine: the validate operator reports it as it is
-            return run_check(step)
 
         return timed
 
@@ -337,6 +360,8 @@ class _Run:
             provider = generation.provider.lower()
             self.span.set_attribute("gen_ai.provider.name", provider)
             self.metric_attributes = {**self.metric_attributes, "gen_ai.provider.name": provider}
+            for attributes in self.check_attributes:  # the timed checks' own, shared with them
+                attributes["gen_ai.provider.name"] = provider
         self.subscription = subscribe(result.observable, self._on_event, self._on_error, self._on_completed)
         if self.ended and self.subscription is not None:
             self.subscription.dispose()
@@ -344,8 +369,24 @@ class _Run:
     def _on_event(self, event: StreamEvent) -> None:
         if self.ended:
             return
-        try:
-            self._take(event)
+        try:  # a chunk's two events are handled here, without a call more: they come per chunk
+            if isinstance(event, ChunkEvent):
+                self.chunks += 1
+                if self.inst.metrics:
+                    now, last = event.timestamp, self.last_chunk
+                    if last is None:
+                        self.inst.time_to_first_chunk.record(
+                            max(0.0, now - self.started), self.metric_attributes, self.context
+                        )
+                    else:
+                        self.inst.time_per_chunk.record(
+                            max(0.0, now - last), self.metric_attributes, self.context
+                        )
+                    self.last_chunk = now
+            elif isinstance(event, QuickCheckEvent):
+                self._verdicts(event)
+            else:
+                self._take(event)
         except Exception as exc:  # a bug here must neither end the run nor vanish
             report_unhandled(exc, "rxllm telemetry failed to record a run event")
 
@@ -356,20 +397,9 @@ class _Run:
         self._end(None)
 
     def _take(self, event: StreamEvent) -> None:
+        """The run's other events (a chunk's are taken in :meth:`_on_event`)."""
         inst, span = self.inst, self.span
-        if isinstance(event, ChunkEvent):
-            self.chunks += 1
-            if not inst.metrics:
-                return
-            now = event.timestamp
-            if self.last_chunk is None:
-                inst.time_to_first_chunk.record(max(0.0, now - self.started), self.metric_attributes)
-            else:
-                inst.time_per_chunk.record(max(0.0, now - self.last_chunk), self.metric_attributes)
-            self.last_chunk = now
-        elif isinstance(event, QuickCheckEvent):
-            self._verdicts(event)
-        elif isinstance(event, RetryEvent):
+        if isinstance(event, RetryEvent):
             span.add_event(
                 "rxllm.retry",
                 {"rxllm.retry.attempt": event.attempt, "rxllm.retry.reason": redact(event.reason)},
@@ -479,6 +509,9 @@ class _Run:
             inst.verdicts.add(
                 count, {**self.metric_attributes, "rxllm.requirement": label, "rxllm.verdict.status": status}
             )
+        for position, count in enumerate(self.fast_checks):
+            if count:
+                inst.fast_checks.add(count, self.check_attributes[position])
         inst.run_duration.record(max(0.0, time.time() - self.started), self.metric_attributes)
         inst.active_streams.add(-1, self.stream_attributes)
         span.end()
