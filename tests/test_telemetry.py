@@ -626,6 +626,53 @@ async def test_each_session_call_is_a_span_over_its_generations(otel: Otel) -> N
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "options", [{}, {"strategy": None, "await_result": True}], ids=["sampled", "single-generation"]
+)
+async def test_a_session_call_that_fails_counts_its_error_once(otel: Otel, options: dict[str, Any]) -> None:
+    from engine import start_session
+
+    secret = "sk-abcdefghijklmnop1234"
+    backend = ScriptedBackend(
+        ["cut"], error=ConnectionError(f"server went away (key {secret})"), model_id="tiny"
+    )
+    m = start_session(backend)
+    with pytest.raises(ConnectionError):
+        await m.ainstruct("Say something", **options)
+    call = one(otel.finished(), "rxllm.session")
+    assert dict(call.attributes or {})["error.type"] == "ConnectionError"
+    assert all(secret not in e["exception.message"] for e in events(call, "exception"))
+    found = collect(otel)
+    [error] = found["rxllm.errors"]
+    assert error.value == 1
+    assert dict(error.attributes) == {
+        "error.type": "ConnectionError",
+        "gen_ai.provider.name": "scripted",
+        "gen_ai.request.model": "tiny",
+    }
+    assert total(found["rxllm.request.duration"], **{"error.type": "ConnectionError"}) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_error_passing_out_of_nested_session_calls_counts_once(otel: Otel) -> None:
+    from engine import start_session
+    from engine.sampling import SamplingStrategy
+
+    inner = start_session(ScriptedBackend(["cut"], error=ConnectionError("gone"), model_id="judge"))
+
+    class AsksAnotherSession(SamplingStrategy):
+        async def sample(self, action: Any, **_: Any) -> Any:
+            return await inner.ainstruct("judge this", strategy=None, await_result=True)  # raises
+
+    outer = start_session(ScriptedBackend(["Fine."], model_id="writer"))
+    with pytest.raises(ConnectionError):
+        await outer.ainstruct("Say something", strategy=AsksAnotherSession())
+    calls = [s for s in otel.finished() if s.name.startswith("rxllm.session")]
+    assert len(calls) == 2 and all(dict(s.attributes or {})["error.type"] == "ConnectionError" for s in calls)
+    assert total(collect(otel)["rxllm.errors"], **{"error.type": "ConnectionError"}) == 1
+
+
+@pytest.mark.asyncio
 async def test_http_retries_are_events_on_the_request_span_with_status_and_reason(otel: Otel) -> None:
     from backends import OpenAIBackend
     from tests.fake_servers import FakeOpenAIServer, Reply

@@ -271,10 +271,25 @@ def call_scope(call: str, backend: Any) -> Iterator[None]:
         span.add_event("exception", {"exception.type": error_type, "exception.message": redact(str(exc))})
         span.set_attribute("error.type", error_type)
         span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(exc))}"))
+        _count_error(inst, exc, attributes)
         raise
     finally:
         otel_context.detach(token)
         span.end()
+
+
+_COUNTED = "_rxllm_error_counted"  # set on an exception rxllm.errors has counted
+
+
+def _count_error(inst: _Instruments, error: BaseException, attributes: dict[str, Any]) -> None:
+    """Add *error* to ``rxllm.errors`` once, however many scopes (nested session calls, a run
+    in a call) it passes out of. A cancellation is not an error."""
+    if not isinstance(error, Exception) or getattr(error, _COUNTED, False):
+        return
+    with contextlib.suppress(AttributeError):  # an exception type without __dict__ is counted each time
+        setattr(error, _COUNTED, True)
+    labels = {k: v for k, v in attributes.items() if k in ("gen_ai.provider.name", "gen_ai.request.model")}
+    inst.errors.add(1, {**labels, "error.type": type(error).__name__})
 
 
 def _messages(role: str, text: str) -> str:
@@ -530,7 +545,7 @@ class _Run:
         )
         self.span.set_attribute("error.type", error_type)
         self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(error))}"))
-        self.inst.errors.add(1, {**self.metric_attributes, "error.type": error_type})
+        _count_error(self.inst, error, self.metric_attributes)
         self._end(None)
 
 
