@@ -102,6 +102,7 @@ async def test_debug_records_tell_the_request_retry_cancel_and_close_and_never_t
     assert any("429" in m and "Retrying" in m for m in messages), messages
     [cancel] = [m for m in messages if m.startswith("cancelled the generation")]
     assert "connection closed" in cancel
+    assert "closed -" not in cancel  # closed after the cancel: not the refused attempt's close
     assert {r.name for r in caplog.records} <= {"backends._http", "engine.core.thunk"}
 
 
