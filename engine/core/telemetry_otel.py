@@ -167,7 +167,11 @@ class _Instruments:
             unit="{retry}",
             description="Retries: of a stream after a failed chunk, or of an HTTP request.",
         )
-        self.errors = meter.create_counter("rxllm.errors", unit="{error}", description="Errors, by type.")
+        self.errors = meter.create_counter(
+            "rxllm.errors",
+            unit="{error}",
+            description="Exceptions that ended a run or a session call, by type (each counted once).",
+        )
         self.active_streams = meter.create_up_down_counter(
             "rxllm.streams.active", unit="{stream}", description="Streaming runs in progress."
         )
