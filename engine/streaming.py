@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
@@ -58,6 +59,7 @@ from engine.core.events import (
     StreamingDoneEvent,
 )
 from engine.core.options import ModelOption
+from engine.core.redaction import redact
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.stream_arguments import check_stream_arguments, chunking_strategy
@@ -72,6 +74,8 @@ from operators.validate import validate
 from operators.verdicts import ChunkVerdict, RetryRequest
 
 __all__ = ["StreamChunkingResult", "StreamRetry", "stream_with_chunking"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -288,6 +292,13 @@ class _Attempts:
     ) -> Observable[ChunkVerdict]:
         """Start attempt ``request.attempt``: a generation continuing the delivered text, chunked
         and validated from where the delivered text ends."""
+        logger.info(
+            "retrying the stream (attempt %d of %d): chunk %d failed: %s",
+            request.attempt,
+            self.policy.max_attempts,
+            request.failed.chunk.index,
+            redact(request.reason),
+        )
         self.prefix = self.received_text()[: request.delivered_end]
         self.current = None
         # The failing chunk is not counted: every requirement continues from its state

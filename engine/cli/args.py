@@ -298,7 +298,9 @@ def _add_output_flags(command: argparse.ArgumentParser) -> None:
     style.add_argument("--json", action="store_true", help="print one JSON object per event, one per line")
     style.add_argument("--plain", action="store_true", help="plain output even on a terminal")
     output.add_argument(
-        "--verbose", action="store_true", help="log what the backend does (requests, cancels) on stderr"
+        "--verbose",
+        action="store_true",
+        help="log on stderr: requests, retries with reasons, the cancel, the connection close",
     )
 
 

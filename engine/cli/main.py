@@ -42,7 +42,7 @@ class _StderrHandler(logging.Handler):
 
 
 def _log_to_stderr() -> None:
-    """``--verbose``: the backends' log records (requests, cancels, closes) on standard error."""
+    """``--verbose``: the log records (requests, retries and their reasons, cancels, closes) on stderr."""
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("rxllm: %(name)s: %(message)s"))
     for name in ("backends", "engine", "operators"):
