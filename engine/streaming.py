@@ -296,7 +296,7 @@ class _Attempts:
             "retrying the stream (attempt %d of %d): chunk %d failed: %s",
             request.attempt,
             self.policy.max_attempts,
-            request.failed.chunk.index,
+            request.failed.chunk.chunk_index,
             redact(request.reason),
         )
         self.prefix = self.received_text()[: request.delivered_end]
