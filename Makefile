@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench test-integration clean
+.PHONY: test lint typecheck unit unit-uvloop demo bench bench-quick test-integration clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ typecheck: $(STAMP)
 # -W error: a ResourceWarning or "Task was destroyed but it is pending" fails the run.
 unit: $(STAMP)
 	$(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m "not integration"
+
+# The same suite on uvloop (extra "speed", installed by dev): the engine and both HTTP backends
+# must run on either loop. tests/conftest.py installs uvloop's policy for the test run only.
+unit-uvloop: $(STAMP)
+	RXLLM_TEST_LOOP=uvloop $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m "not integration"
 
 demo: $(STAMP)
 	$(BIN)/python -m engine demo
