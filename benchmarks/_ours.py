@@ -10,13 +10,13 @@ working while the library's internals change.
   deltas the source had produced by then, in a :class:`_ops.Probe` shared by its copies.
   With ``await_once`` it suspends once (``await asyncio.sleep(0)``) on every chunk
   before answering, as a validator doing I/O would.
-- :func:`run_ours`: one ``stream_with_chunking`` run on a fresh ``ScriptedBackend``,
-  every event consumed; returns the generation record the backend kept.
+- :func:`run_ours`: one ``stream_with_chunking`` run on a fresh, shipped ``ScriptedBackend``
+  (no subclass), every event consumed; returns the generation record the backend kept.
 - :func:`run_floor`: the plain-asyncio throughput floor: the same chunking (our
-  ``Chunker``), the same awaits (one loop turn per delta, the requirements of a chunk
-  run as tasks in parallel, the final ``validate`` calls), the same event objects, no Rx.
+  ``Chunker``), one loop turn per delta, each chunk's checks awaited inline, the final
+  ``validate`` calls, the same event objects, no Rx.
 - :func:`cancel_floor_in_step` and :func:`cancel_floor_task_cancel`: the two cancel
-  floors of issue 12 (see their docstrings).
+  floors (see their docstrings).
 - ``OPS``: what ``_worker.py`` serves for the side-by-side scripts: ``cancel``, ``stream``
   and ``fanout`` built by ``_ops.engine_ops`` (as the Mellea adapter, ``_mellea``, builds
   its own), and the floors' ops.
@@ -92,20 +92,6 @@ class FailOnChunk(NoOpRequirement):
         return _UNKNOWN
 
 
-class _ProbedBackend(ScriptedBackend):
-    """``ScriptedBackend`` that hands each new generation record to a probe."""
-
-    def __init__(self, deltas: Sequence[str], *, delay: float, probe: Probe | None) -> None:
-        super().__init__(deltas, delay=delay)
-        self._probe = probe
-
-    async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
-        result = await super().generate_from_context(action, ctx, **kwargs)
-        if self._probe is not None:
-            self._probe.record = self.generations[-1]
-        return result
-
-
 async def run_ours(
     deltas: Sequence[str],
     requirements: Sequence[Requirement],
@@ -114,8 +100,11 @@ async def run_ours(
     probe: Probe | None = None,
     chunking: str = "sentence",
 ) -> tuple[GenerationInfo, int, bool]:
-    """One full pipeline run; returns ``(generation record, events consumed, completed)``."""
-    backend = _ProbedBackend(deltas, delay=delay, probe=probe)
+    """One full pipeline run over the shipped ``ScriptedBackend`` (the path users run: its producer's
+    own ``finally`` sets ``cancelled_at``); returns ``(generation record, events consumed, completed)``."""
+    backend = ScriptedBackend(deltas, delay=delay)
+    if probe is not None:
+        probe.find_record = lambda: backend.generations[-1]
     result = await stream_with_chunking(
         CBlock("benchmark"), backend, SimpleContext(), requirements=requirements, chunking=chunking
     )
@@ -133,9 +122,13 @@ async def _produce(deltas: Sequence[str], delay: float) -> AsyncIterator[str]:
 
 
 async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], *, delay: float = 0.0) -> int:
-    """The plain-asyncio floor: same chunking, awaits and events as the pipeline, no Rx.
+    """The plain-asyncio floor: the fastest honest plain-asyncio code doing the pipeline's work.
 
-    Returns the number of events produced (all are consumed: appended to a list).
+    The same chunking (our ``Chunker``), one loop turn per delta, every requirement's
+    ``stream_validate`` on every chunk and ``validate`` at the end, the same event objects;
+    no Rx, and the checks awaited inline, one after another: no task and no ``gather`` per
+    chunk (the pipeline starts checks without creating tasks too, so tasks would only slow
+    the floor down). Returns the number of events produced (all kept in a list).
     """
     ctx = SimpleContext()
     chunker = Chunker(SentenceChunking())
@@ -144,9 +137,7 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
 
     async def check(chunks: list[Any]) -> None:
         for c in chunks:
-            results = await asyncio.gather(
-                *(req.stream_validate(c.text, backend=None, ctx=ctx) for req in requirements)  # type: ignore[arg-type]
-            )
+            results = [await req.stream_validate(c.text, backend=None, ctx=ctx) for req in requirements]  # type: ignore[arg-type]
             events.append(QuickCheckEvent(chunk_index=c.index, passed=True, results=tuple(results)))
             events.append(ChunkEvent(text=c.text, chunk_index=c.index))
 
@@ -158,7 +149,7 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
     await check(chunker.flush())
     full_text = "".join(received)
     events.append(StreamingDoneEvent(full_text=full_text))
-    finals = await asyncio.gather(*(req.validate(None, ctx) for req in requirements))  # type: ignore[arg-type]
+    finals = [await req.validate(None, ctx) for req in requirements]  # type: ignore[arg-type]
     events.append(FullValidationEvent(passed=all(finals), results=tuple(finals)))
     events.append(CompletedEvent(success=True, full_text=full_text))
     return len(events)
