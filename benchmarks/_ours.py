@@ -15,11 +15,10 @@ working while the library's internals change.
 - :func:`run_floor`: the plain-asyncio throughput floor: the same chunking (our
   ``Chunker``), one loop turn per delta, each chunk's checks awaited inline, the final
   ``validate`` calls, the same event objects, no Rx.
-- :func:`cancel_floor_in_step` and :func:`cancel_floor_task_cancel`: the two cancel
-  floors (see their docstrings).
+- :func:`cancel_floor_task_cancel`: the cancel floor (see its docstring).
 - ``OPS``: what ``_worker.py`` serves for the side-by-side scripts: ``cancel``, ``stream``
   and ``fanout`` built by ``_ops.engine_ops`` (as the Mellea adapter, ``_mellea``, builds
-  its own), and the floors' ops.
+  its own), and the floors' ops (the throughput floor's and the cancel floor's).
 """
 
 from __future__ import annotations
@@ -159,7 +158,7 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
 
 
 class _FloorCheck:
-    """The floors' validator: the same chunk count, verdict reading and optional await."""
+    """The cancel floor's check: the same chunk count, verdict reading and optional await."""
 
     def __init__(self, fail_on: int, await_once: bool) -> None:
         self.fail_on = fail_on
@@ -185,40 +184,10 @@ class _FloorRecord:
         self.finally_at: float | None = None
 
 
-async def cancel_floor_in_step(
-    deltas: Sequence[str], delay: float, fail_on: int, await_once: bool
-) -> tuple[float, int]:
-    """Floor (a): the producer stops inside its own step.
-
-    One task produces the deltas (``asyncio.sleep(delay)`` each), chunks them with our
-    ``Chunker`` and awaits the check inline; on "fail" it returns, and its ``finally``
-    records the time. Returns ``(verdict -> finally in seconds, deltas after the verdict)``.
-    """
-    record = _FloorRecord()
-    check = _FloorCheck(fail_on, await_once)
-
-    async def producer() -> None:
-        chunker = Chunker(SentenceChunking())
-        try:
-            for delta in deltas:
-                await asyncio.sleep(delay)
-                record.sent += 1
-                for piece in chunker.feed(delta):
-                    if await check(piece.text):
-                        record.sent_at_verdict = record.sent
-                        return
-        finally:
-            record.finally_at = time.perf_counter()
-
-    await asyncio.create_task(producer())
-    assert check.verdict_at is not None and record.finally_at is not None, "the floor never failed"
-    return record.finally_at - check.verdict_at, record.sent - record.sent_at_verdict
-
-
 async def cancel_floor_task_cancel(
     deltas: Sequence[str], delay: float, fail_on: int, await_once: bool
 ) -> tuple[float, int]:
-    """Floor (b): the producer task is cancelled from another task.
+    """The cancel floor: the producer task is cancelled from another task.
 
     The producer task hands each delta to the consumer (a list and a future, the
     cheapest hand-over); the consumer (this coroutine) chunks and checks, and on "fail"
@@ -272,17 +241,10 @@ async def cancel_floor_task_cancel(
 # -- worker ops (cancel, stream and fanout as every engine serves them: _ops.engine_ops) ---------
 
 
-async def op_cancel_floor_in_step(
-    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
-) -> dict[str, list[float]]:
-    """Floor (a), as the ``cancel`` op reports it."""
-    return await cancel_samples(lambda: cancel_floor_in_step(deltas, delay, fail_on, await_once), runs)
-
-
 async def op_cancel_floor_task_cancel(
     deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
 ) -> dict[str, list[float]]:
-    """Floor (b), as the ``cancel`` op reports it."""
+    """The cancel floor, as the ``cancel`` op reports it."""
     return await cancel_samples(lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs)
 
 
@@ -301,7 +263,6 @@ async def op_stream_floor(deltas: list[str], runs: int) -> dict[str, Any]:
 
 OPS: dict[str, Callable[..., Any]] = {
     **engine_ops("rxllm", run_ours, NoOpRequirement, FailOnChunk),
-    "cancel_floor_in_step": op_cancel_floor_in_step,
     "cancel_floor_task_cancel": op_cancel_floor_task_cancel,
     "stream_floor": op_stream_floor,
 }
