@@ -14,6 +14,7 @@ from backends.registry import entry
 from engine.cli.args import parse
 from engine.cli.demo import demo_command
 from engine.cli.errors import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
+from engine.cli.loop import event_loop_factory
 from engine.cli.output import wants_live_view
 from engine.cli.stream import stream_command
 from engine.cli.view import OutputClosed
@@ -69,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream = args.command == "stream"
     _preload(args.backend if stream else "scripted", live=wants_live_view(args, out))
     try:
-        return asyncio.run(stream_command(args, out, err) if stream else demo_command(args, out, err))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(stream_command(args, out, err) if stream else demo_command(args, out, err))
     except KeyboardInterrupt:
         print("rxllm: interrupted", file=err)
         return EXIT_INTERRUPTED
