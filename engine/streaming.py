@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import copy
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -83,6 +83,7 @@ async def stream_with_chunking(
     validation_backend: Backend | None = None,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> StreamChunkingResult:
     """Generate a streaming response with per-chunk validation.
 
@@ -106,9 +107,13 @@ async def stream_with_chunking(
     keep their state as if the delivered text had come from one generation.
     ``full_text`` is the delivered text, and the final validation judges it.
 
+    *model_options* (``ModelOption`` keys or the provider's own option names) go to
+    every generation of the run, retries included, with ``ModelOption.STREAM`` set.
+
     Raises:
         ValueError: *chunking* is an unknown alias.
-        TypeError: a requirement is not a ``Requirement``-like object.
+        TypeError: a requirement is not a ``Requirement``-like object, or
+            *model_options* is not a mapping.
         RuntimeError: the backend returned an already computed thunk (it ignored
             ``ModelOption.STREAM``).
     """
@@ -121,6 +126,7 @@ async def stream_with_chunking(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
     )
 
 
@@ -134,6 +140,7 @@ async def _start_run(
     validation_backend: Backend | None,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> StreamChunkingResult:
     """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
     # Checked (a clear error before any request) and copied: the originals stay untouched.
@@ -142,9 +149,10 @@ async def _start_run(
         raise TypeError(
             f"retry must be a StreamRetry (e.g. StreamRetry(max_attempts=3)) or None, got {retry!r}"
         )
-    mot, gen_ctx = await _start_streaming(backend, action, ctx)
+    options = _streaming_options(model_options)
+    mot, gen_ctx = await _start_streaming(backend, action, ctx, options)
     checker = validation_backend if validation_backend is not None else backend
-    attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)
+    attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx, options)
     # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
     # and three wrappers per run to every stream).
     stop: ReplayLog[None] = ReplayLog()
@@ -154,10 +162,21 @@ async def _start_run(
     return StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts)
 
 
+def _streaming_options(model_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options of every generation of a run: the caller's, with ``ModelOption.STREAM`` on."""
+    if model_options is not None and not isinstance(model_options, Mapping):
+        raise TypeError(
+            f"model_options must be a mapping of option names to values (e.g. "
+            f"{{ModelOption.TEMPERATURE: 0.2}}) or None, got {type(model_options).__name__} {model_options!r}"
+        )
+    return {**(model_options or {}), ModelOption.STREAM: True}
+
+
 async def _start_streaming(
-    backend: Backend, action: Any, ctx: Context
+    backend: Backend, action: Any, ctx: Context, options: dict[str, Any]
 ) -> tuple[ModelOutputThunk[Any], Context]:
-    mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options={ModelOption.STREAM: True})
+    # A copy per generation: a backend that edits the mapping it is given cannot reach the next one.
+    mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options=dict(options))
     if mot.is_computed():
         raise RuntimeError(
             f"{type(backend).__name__}.generate_from_context returned an already computed thunk for a "
@@ -226,8 +245,10 @@ class _Attempts:
         ctx: Context,
         first: ModelOutputThunk[Any],
         first_ctx: Context,
+        options: dict[str, Any],
     ) -> None:
         self.policy = policy
+        self.options = options
         self.action = action
         self.backend = backend
         self.ctx = ctx
@@ -275,7 +296,7 @@ class _Attempts:
         )
 
         async def begin() -> Observable[ChunkVerdict]:
-            mot, gen_ctx = await _start_streaming(self.backend, continuation, self.ctx)
+            mot, gen_ctx = await _start_streaming(self.backend, continuation, self.ctx, self.options)
             self.mots.append(mot)
             self.current, self.gen_ctx = mot, gen_ctx
             return mot.owned_deltas().pipe(
