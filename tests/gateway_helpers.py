@@ -16,6 +16,9 @@ from tests.fake_servers import FakeOpenAIServer, Reply
 MODEL = "m"
 SLOW = Reply(deltas=[f"Sentence {i} is here. " for i in range(200)], delay=0.02)
 """An upstream answer that keeps streaming for seconds: cancellation must end it early."""
+HANGS = Reply(deltas=["Sentence 0 is here. ", "Sentence 1 is here. "], ending="hang")
+"""An upstream that sends one sentence, then nothing until its client leaves: only a disconnect
+that the gateway notices at once (not at its next write) ends it."""
 
 
 @contextlib.asynccontextmanager

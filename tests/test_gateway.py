@@ -16,6 +16,7 @@ from engine.gateway import create_app, load_config
 from tests.fake_servers import Reply
 from tests.gateway_helpers import (
     FACTORY_CALLS,
+    HANGS,
     MODEL,
     SLOW,
     chat_body,
@@ -141,14 +142,14 @@ async def test_curl_streams_sse_frames_then_done() -> None:
 
 @pytest.mark.asyncio
 async def test_a_client_that_disconnects_cancels_the_upstream_generation() -> None:
-    async with gateway(SLOW) as (root, upstream, app):
+    async with gateway(HANGS) as (root, upstream, app):
         reader, writer = await raw_request(root, chat_body(stream=True))
-        head = await reader.readuntil(b"Sentence 1")  # the stream is flowing
+        head = await reader.readuntil(b"Sentence 0 is here.")  # the stream has started
         assert b"200 OK" in head
         await close_writer(writer)
         record = upstream.requests[0]
         await record.wait_disconnected(within=5.0)
-        assert record.completed_at is None and record.frames_written < 100
+        assert record.completed_at is None
         async with asyncio.timeout(5):
             while app.active:
                 await asyncio.sleep(0.01)

@@ -90,6 +90,65 @@ def _header_safe(text: str) -> str:
     return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)[:500]
 
 
+class _ClientGone(Exception):
+    """The client stopped reading (for ``idle_timeout``) or closed the connection mid-stream."""
+
+
+class _SseAnswer:
+    """The server-sent events of one streaming answer; the response starts with its first frame."""
+
+    def __init__(self, request: web.Request, model: str, idle_timeout: float) -> None:
+        self.request = request
+        self.model = model
+        self.idle_timeout = idle_timeout
+        self.ident = completion_id()
+        self.created = now()
+        self.response: web.StreamResponse | None = None
+
+    async def _open(self) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        try:
+            await response.prepare(self.request)
+        except ConnectionError as exc:
+            raise _ClientGone(type(exc).__name__) from None
+        self.response = response
+        await self.frame(delta={"role": "assistant", "content": ""})
+        return response
+
+    async def write(self, data: bytes) -> None:
+        """Write *data*, starting the response first if needed."""
+        response = self.response if self.response is not None else await self._open()
+        try:
+            # A client that stops reading fills the socket's buffer: give up on it after idle_timeout.
+            async with asyncio.timeout(self.idle_timeout):
+                await response.write(data)
+        except (TimeoutError, ConnectionError) as exc:
+            raise _ClientGone(type(exc).__name__) from None
+
+    async def frame(self, **fields: Any) -> None:
+        """One ``chat.completion.chunk`` with *fields* (see :func:`~engine.gateway.wire.chunk_frame`)."""
+        await self.write(chunk_frame(self.ident, self.model, self.created, **fields))
+
+    async def content(self, text: str) -> None:
+        """A validated piece of the answer."""
+        await self.frame(delta={"content": text})
+
+    async def end(self) -> web.StreamResponse:
+        """Finish the body."""
+        response = self.response if self.response is not None else await self._open()
+        try:
+            await response.write_eof()
+        except ConnectionError as exc:
+            raise _ClientGone(type(exc).__name__) from None
+        return response
+
+
 class Gateway:
     """The request handlers of one application (one per worker process), and its upstream backend."""
 
@@ -344,63 +403,28 @@ class Gateway:
         return error.request_error
 
     async def _stream(self, request: web.Request, chat: ChatRequest) -> web.StreamResponse:
-        ident, created, model = completion_id(), now(), chat.model
-        response: web.StreamResponse | None = None
+        sse = _SseAnswer(request, chat.model, self.config.idle_timeout)
         outcome = _Outcome()
-
-        async def write(frame: bytes) -> None:
-            assert response is not None
-            # A client that stops reading fills the socket's buffer: give up on it after idle_timeout.
-            async with asyncio.timeout(self.config.idle_timeout):
-                await response.write(frame)
-
-        async def open_stream() -> web.StreamResponse:
-            nonlocal response
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",
-                }
-            )
-            await response.prepare(request)
-            await write(chunk_frame(ident, model, created, delta={"role": "assistant", "content": ""}))
-            return response
-
-        async def on_chunk(text: str) -> None:
-            if response is None:
-                await open_stream()
-            await write(chunk_frame(ident, model, created, delta={"content": text}))
-
-        result = await self._run(chat, outcome, on_chunk)
-        failed = outcome.timed_out or outcome.error is not None
-        if failed and response is None:
-            return self._json_error(self._error(outcome))
-        if response is None:
-            await open_stream()
-        if failed:
-            error = self._error(outcome)
-            body = error.body()
-            body["error"]["message"] = self.scrub(body["error"]["message"])
-            await write(error_frame(body))
-        else:
-            await write(
-                chunk_frame(
-                    ident,
-                    model,
-                    created,
-                    delta={},
-                    finish_reason=self._finish_reason(result, outcome),
-                    extension=outcome.extension(),
-                )
-            )
-            usage = self._usage(result) if chat.include_usage else None
-            if usage is not None:
-                await write(chunk_frame(ident, model, created, usage=usage))
-        await write(done_frame())
-        assert response is not None
-        await response.write_eof()
-        return response
+        try:
+            result = await self._run(chat, outcome, sse.content)
+            failed = outcome.timed_out or outcome.error is not None
+            if failed and sse.response is None:  # nothing sent yet: an error status and body
+                return self._json_error(self._error(outcome))
+            if failed:
+                body = self._error(outcome).body()
+                body["error"]["message"] = self.scrub(body["error"]["message"])
+                await sse.write(error_frame(body))
+            else:
+                finish = self._finish_reason(result, outcome)
+                await sse.frame(delta={}, finish_reason=finish, extension=outcome.extension())
+                usage = self._usage(result) if chat.include_usage else None
+                if usage is not None:
+                    await sse.write(chunk_frame(sse.ident, sse.model, sse.created, usage=usage))
+            await sse.write(done_frame())
+            return await sse.end()
+        except _ClientGone as gone:  # the run was cancelled on the way out; nobody is left to tell
+            logger.info("client gone mid-stream (%s)", gone)
+            return sse.response if sse.response is not None else web.Response(status=499)
 
     async def _complete(self, chat: ChatRequest) -> web.Response:
         outcome = _Outcome()
