@@ -78,6 +78,7 @@ bench: $(BENCH_STAMP) $(MELLEA_STAMP) $(MELLEA08_STAMP)
 	$(BIN)/python benchmarks/fanout.py
 	$(BIN)/python benchmarks/fanout_paced.py
 	$(BIN)/python benchmarks/scheduling.py
+	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/render.py
 
 clean:
