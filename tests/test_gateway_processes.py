@@ -1,12 +1,14 @@
-"""The gateway under gunicorn with aiohttp's worker, 2 workers, as the deployment guide runs it:
-``gunicorn 'engine.gateway:create_app()' -k aiohttp.GunicornWebWorker -w 2``, configured by
-``$RXLLM_SERVE_CONFIG`` and ``$RXLLM_SERVE_CLIENT_KEY``."""
+"""The gateway in its own processes: under gunicorn with aiohttp's worker, 2 workers, as the
+deployment guide runs it (``gunicorn 'engine.gateway:create_app()' -k aiohttp.GunicornWebWorker
+-w 2``, configured by ``$RXLLM_SERVE_CONFIG`` and ``$RXLLM_SERVE_CLIENT_KEY``), and as
+``rxllm serve`` (one worker, and ``--workers 2``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -116,3 +118,50 @@ async def test_two_gunicorn_workers_serve_validated_streams_and_cancel_the_upstr
             record = upstream.requests[1]
             await record.wait_disconnected(within=10.0)
             assert record.completed_at is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_rxllm_serve_on_the_scripted_backend_answers_at_once(workers: int) -> None:
+    """The command a new user runs first (``--workers 2`` hands the app to gunicorn)."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine",
+        "serve",
+        "--backend",
+        "scripted",
+        "--forbid",
+        "Celsius",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    root = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(120), aiohttp.ClientSession() as http:
+            while True:
+                assert proc.returncode is None
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{root}/healthz") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+        async with openai.AsyncOpenAI(base_url=f"{root}/v1", api_key="unused", max_retries=0) as client:
+            stream = await client.chat.completions.create(
+                model="scripted", messages=[{"role": "user", "content": "Starter tips?"}], stream=True
+            )
+            chunks = [chunk async for chunk in stream]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, raw = await asyncio.wait_for(proc.communicate(), 60)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.startswith("A sourdough starter is a living culture") and "Celsius" not in text
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    stderr = raw.decode()
+    assert f"on http://127.0.0.1:{port}/v1" in stderr and "Traceback" not in stderr, stderr
