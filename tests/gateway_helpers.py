@@ -103,3 +103,11 @@ def counting_requirements() -> list[Any]:
     req = ForbiddenWords(["Celsius"])
     FACTORY_CALLS.append(req)
     return [req]
+
+
+def fails_after_start_up() -> list[Any]:
+    """A ``requirements`` factory that works once (the start-up check), then raises on every request."""
+    FACTORY_CALLS.append(None)
+    if len(FACTORY_CALLS) > 1:
+        raise RuntimeError("the rules file vanished")
+    return []

@@ -411,3 +411,17 @@ async def test_the_requirements_factory_is_called_once_per_request() -> None:
             )
             assert completion.choices[0].finish_reason == "content_filter"
     assert len(FACTORY_CALLS) == 4 and len({id(r) for r in FACTORY_CALLS}) == 4
+
+
+@pytest.mark.asyncio
+async def test_a_factory_failing_at_request_time_is_an_openai_shaped_500() -> None:
+    FACTORY_CALLS.clear()
+    spec = "tests.gateway_helpers:fails_after_start_up"
+    async with gateway(ANSWER, requirements=spec) as (root, upstream, _), aiohttp.ClientSession() as http:
+        for stream in (True, False):
+            async with http.post(f"{root}/v1/chat/completions", json=chat_body(stream=stream)) as response:
+                assert response.status == 500
+                body = await response.json()
+                assert body["error"]["code"] == "internal_error"
+                assert "RuntimeError" in body["error"]["message"]
+        assert upstream.requests == []

@@ -69,7 +69,6 @@ class _Outcome:
     text: list[str] = attrs.field(factory=list)
     failed_check: dict[str, str] | None = None
     attempts: int = 1
-    completed: bool = False
     error: BaseException | None = None
     timed_out: bool = False
 
@@ -326,12 +325,12 @@ class Gateway:
         """Run the request through the engine within its deadline; hand each validated chunk to
         *on_chunk*. Leaving early (deadline, client gone, a failed write) cancels the upstream."""
         result: StreamChunkingResult | None = None
-        reqs = self.requirements()  # fresh for every request: no requirement state is shared
         try:
             async with asyncio.timeout(self.config.request_timeout):
                 try:
+                    reqs = self.requirements()  # fresh for every request: no requirement state is shared
                     result = await self._start(chat, reqs)
-                except Exception as exc:  # the upstream refused to start (a closed backend, bad options)
+                except Exception as exc:  # a custom factory failed, or the upstream refused to start
                     outcome.error = exc
                     return None
                 # The chunks without the whitespace between them: the tracker restores it from the text.
@@ -352,7 +351,6 @@ class Gateway:
                             outcome.failed_check = self._failure(tuple(reqs), event.results, "final")
                         elif isinstance(event, CompletedEvent):
                             outcome.attempts = event.attempts_used
-                            outcome.completed = event.success
                     try:
                         await result.acomplete()
                     except Exception as exc:
