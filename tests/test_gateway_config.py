@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,17 @@ def test_create_app_without_a_config_reads_the_environment(
     from engine.gateway import GATEWAY
 
     assert app[GATEWAY].config.max_streams == 3
+
+
+def test_a_requirements_factory_is_found_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "house_rules_for_gateway_test.py").write_text(
+        "from engine import ForbiddenWords\n\ndef make():\n    return [ForbiddenWords(['secret'])]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    config = load_config(
+        {"backend": "scripted", "requirements": "house_rules_for_gateway_test:make"}, environ={}
+    )
+    assert [type(r).__name__ for r in config.requirement_factory()()] == ["ForbiddenWords"]

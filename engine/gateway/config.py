@@ -12,6 +12,7 @@ import importlib
 import ipaddress
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -194,6 +195,8 @@ class GatewayConfig:
 
 def _load_factory(spec: str) -> Callable[[], Any]:
     module_name, _, name = spec.partition(":")
+    if os.getcwd() not in sys.path:  # as gunicorn and uvicorn find the app: modules in the working directory
+        sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     factory = getattr(module, name)
     if not callable(factory):
