@@ -18,8 +18,6 @@ from engine.cli.errors import EXIT_OK, EXIT_USAGE
 
 __all__ = ["serve_command"]
 
-logger = logging.getLogger("engine.gateway")
-
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration keys the flags set (flags not given are absent, see the serve parser)."""
@@ -39,8 +37,9 @@ def serve_command(args: argparse.Namespace, err: TextIO) -> int:
         return EXIT_USAGE
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("rxllm serve: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    gateway_log = logging.getLogger("engine.gateway")  # the gateway's records: one line per request
+    gateway_log.addHandler(handler)
+    gateway_log.setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     where = f"http://{config.host}:{config.port}/v1"
     print(
         f"rxllm serve: {config.backend} · {config.model_name} on {where} "

@@ -54,7 +54,7 @@ from engine.streaming import StreamChunkingResult, stream_with_chunking
 
 __all__ = ["GATEWAY", "Gateway", "create_app"]
 
-logger = logging.getLogger("engine.gateway")
+logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
 """``Retry-After`` sent with a 503 when the worker's streams are all taken."""
