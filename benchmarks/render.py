@@ -27,6 +27,7 @@ ORDER = (
     "fanout",
     "fanout_paced",
     "scheduling",
+    "gateway",
 )
 PLOT_NAME = "long_output.png"
 MELLEA_CURVES = (("mellea-0.7.0", "Mellea 0.7.0", "C3", "^"), ("mellea-0.8.0", "Mellea 0.8.0", "C4", "D"))
@@ -217,6 +218,23 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 for r in rs
             ),
             None,
+        )
+    served = docs.get("gateway")
+    if served:
+        largest = served["largest_streams_under_target"]
+        scaling = float(served["scaling_two_workers"])
+        add(
+            "gateway: 2 workers ≥ 1.7x the streams of one at p99 < 10 ms, where cores are free",
+            f"one worker {largest['one_worker']:,}, two {largest['two_workers']:,} streams "
+            f"({fmt(scaling)}x; direct {largest['direct']:,}); see the gateway notes for the cores taken "
+            "by the load generator and the upstream",
+            None if math.isnan(scaling) else scaling >= 1.7,
+        )
+        dropped = served["disconnect_to_upstream_close_ms"]
+        add(
+            "gateway: client disconnect → upstream connection closed, measured",
+            f"p50 {fmt(dropped['p50'])} ms, p99 {fmt(dropped['p99'])} ms ({dropped['n']} runs)",
+            dropped["n"] > 0,
         )
     return out
 

@@ -16,7 +16,7 @@ end, ``break``, an exception) cancels the generation and closes the connection.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -46,6 +46,7 @@ async def stream(
     as_events: Literal[False] = ...,
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    model_options: Mapping[str, Any] | None = ...,
 ) -> Streamer: ...
 
 
@@ -61,6 +62,7 @@ async def stream(
     as_events: Literal[True],
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    model_options: Mapping[str, Any] | None = ...,
 ) -> EventStreamer: ...
 
 
@@ -76,6 +78,7 @@ async def stream(
     as_events: bool,
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    model_options: Mapping[str, Any] | None = ...,
 ) -> Streamer | EventStreamer: ...
 
 
@@ -90,6 +93,7 @@ async def stream(
     as_events: bool = False,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> Streamer | EventStreamer:
     """Start a streaming generation (Mellea 0.8's API); consume it inside ``async with``.
 
@@ -102,7 +106,8 @@ async def stream(
     With ``as_events=True`` the handle is an :class:`EventStreamer` over the typed
     events instead. Leaving the ``async with`` block (end, ``break``, exception)
     cancels the generation if it still runs and closes its connection.
-    *validation_timeout* and *retry* are as in :func:`~engine.streaming.stream_with_chunking`.
+    *validation_timeout*, *retry* and *model_options* are as in
+    :func:`~engine.streaming.stream_with_chunking`.
 
     Every argument is checked before the backend is called: a refused call starts no
     generation.
@@ -125,6 +130,7 @@ async def stream(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
     )
     return EventStreamer(result) if as_events else Streamer(result)
 

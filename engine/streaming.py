@@ -28,7 +28,7 @@ import contextlib
 import copy
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -90,6 +90,7 @@ async def stream_with_chunking(
     validation_backend: Backend | None = None,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> StreamChunkingResult:
     """Generate a streaming response with per-chunk validation.
 
@@ -113,12 +114,16 @@ async def stream_with_chunking(
     keep their state as if the delivered text had come from one generation.
     ``full_text`` is the delivered text, and the final validation judges it.
 
+    *model_options* (``ModelOption`` keys or the provider's own option names) go to
+    every generation of the run, retries included, with ``ModelOption.STREAM`` set.
+
     Every argument is checked before the backend is called: a refused call starts no
     generation.
 
     Raises:
         TypeError: an argument of the wrong type (a requirement that is not a
-            ``Requirement``-like object, ``validation_timeout="2"``, ...); the message names it.
+            ``Requirement``-like object, ``validation_timeout="2"``, a *model_options* that is
+            not a mapping, ...); the message names it.
         ValueError: an argument of the wrong value (an unknown *chunking* alias, of the run
             or of a requirement; a *validation_timeout* that is not a finite number > 0).
         RuntimeError: the backend returned an already computed thunk (it ignored
@@ -133,6 +138,7 @@ async def stream_with_chunking(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
     )
 
 
@@ -146,6 +152,7 @@ async def _start_run(
     validation_backend: Backend | None,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
 ) -> StreamChunkingResult:
     """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
     # Every argument checked before the backend is called (a refused call starts nothing);
@@ -158,12 +165,14 @@ async def _start_run(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
     )
     reqs = [copy.copy(req) for req in checked]
+    options = {**(model_options or {}), ModelOption.STREAM: True}
     with telemetry.run_scope(backend, action, reqs) as run:  # the run's span, when telemetry is on
-        mot, gen_ctx = await _start_streaming(backend, action, ctx)
+        mot, gen_ctx = await _start_streaming(backend, action, ctx, options)
     checker = validation_backend if validation_backend is not None else backend
-    attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)
+    attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx, options)
     # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
     # and three wrappers per run to every stream).
     stop: ReplayLog[None] = ReplayLog()
@@ -176,9 +185,10 @@ async def _start_run(
 
 
 async def _start_streaming(
-    backend: Backend, action: Any, ctx: Context
+    backend: Backend, action: Any, ctx: Context, options: dict[str, Any]
 ) -> tuple[ModelOutputThunk[Any], Context]:
-    mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options={ModelOption.STREAM: True})
+    # A copy per generation: a backend that edits the mapping it is given cannot reach the next one.
+    mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options=dict(options))
     if mot.is_computed():
         raise RuntimeError(
             f"{type(backend).__name__}.generate_from_context returned an already computed thunk (in Mellea's "
@@ -256,8 +266,10 @@ class _Attempts:
         ctx: Context,
         first: ModelOutputThunk[Any],
         first_ctx: Context,
+        options: dict[str, Any],
     ) -> None:
         self.policy = policy
+        self.options = options
         self.action = action
         self.backend = backend
         self.ctx = ctx
@@ -312,7 +324,7 @@ class _Attempts:
         )
 
         async def begin() -> Observable[ChunkVerdict]:
-            mot, gen_ctx = await _start_streaming(self.backend, continuation, self.ctx)
+            mot, gen_ctx = await _start_streaming(self.backend, continuation, self.ctx, self.options)
             self.mots.append(mot)
             self.current, self.gen_ctx = mot, gen_ctx
             return mot.owned_deltas().pipe(

@@ -33,6 +33,7 @@ SCRIPTS = (
     "fanout_paced",
     "scheduling",
     "telemetry_overhead",
+    "gateway",
 )
 # Side-by-side scripts run rxllm only here: the Mellea virtualenvs exist only after `make bench`.
 EXTRA_ARGS = {"cancel_latency": ("--engines", "rxllm"), "vs_mellea": ("--engines", "rxllm")}
@@ -208,6 +209,21 @@ def test_fanout_quick_runs_every_stream_without_error(quick_results: dict[str, A
         assert row["traced_kib_per_stream"] > 0
         assert 0 <= row["gc_s"]["median"] <= row["wall_s"]["median"]
     assert doc["scaling"]["floor_wall_ratio"] > 0
+
+
+def test_gateway_quick_measures_every_mode_and_the_disconnect(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["gateway"]
+    modes = ("direct", "gateway, 1 worker", "gateway, 2 workers")
+    assert [(row["mode"], row["streams"]) for row in doc["rows"]] == [(m, n) for m in modes for n in (5, 20)]
+    for row in doc["rows"]:
+        assert row["errors"] == 0, row["first_error"]
+        assert row["chunks"] > 0 and 0 <= row["delay_p50_ms"] <= row["delay_p99_ms"]
+        assert row["cpu_upstream"] >= 0 and row["cpu_loadgen"] > 0
+        if row["mode"] != "direct":
+            assert row["cpu_gateway"] > 0 and math.isfinite(row["added_p50_ms"])
+    disconnect = doc["disconnect_to_upstream_close_ms"]
+    assert disconnect["n"] == 5 and 0 < disconnect["p50"] <= disconnect["p99"]
+    assert set(doc["largest_streams_under_target"]) == {"direct", "one_worker", "two_workers"}
 
 
 def test_render_writes_readme_with_every_table(quick_results: dict[str, Any], tmp_path: Path) -> None:

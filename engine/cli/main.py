@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rxllm`` console script and ``python -m engine``; returns the exit code."""
     args, _ = parse(argv)
     out, err = sys.stdout, sys.stderr
+    if args.command == "serve":
+        from engine.cli.serve import serve_command  # aiohttp's server is loaded only to serve
+
+        return serve_command(args, err)
     if args.verbose:
         _log_to_stderr()
     configure_from_environment()  # OpenTelemetry exporters, only if the environment asks for them
