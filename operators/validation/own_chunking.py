@@ -96,6 +96,7 @@ class OwnChunkingRun:
             self.raw = raw
 
     def dispose(self) -> None:
+        """Stop reading the raw text."""
         raw, self.raw = self.raw, None
         if raw is not None:
             raw.dispose()
@@ -103,6 +104,7 @@ class OwnChunkingRun:
     # -- the text --------------------------------------------------------------
 
     def on_text(self, delta: str) -> None:
+        """A raw delta: feed it to the chunkers, judge the pieces it completed, emit what is due."""
         run = self.run
         if run.stopped or run.upstream_end is not None:
             return

@@ -102,6 +102,7 @@ class ValidationRun:
     # -- upstream --------------------------------------------------------------
 
     def connect(self, source: Observable[Chunk], text: Observable[str] | None) -> None:
+        """Subscribe to the chunks (this run is their observer), then to the raw *text*."""
         self.upstream = observe(source, self)
         if self.stopped:  # it ended while subscribing
             self.upstream.dispose()
@@ -170,6 +171,7 @@ class ValidationRun:
                 self._start(checker, slot)
 
     def take_lane(self) -> Lane:
+        """An idle lane, or a new one (``_start`` inlines this on the hot path)."""
         idle = self.idle
         while idle and idle[-1].closed:  # its task was cancelled from outside (asyncio.run shutting down)
             idle.pop()
@@ -289,6 +291,7 @@ class ValidationRun:
         self.emit_ready()
 
     def pending_at(self, k: int) -> PendingChunk | None:
+        """Chunk *k*, if it is waiting to leave."""
         pending = self.pending
         if not pending:
             return None
@@ -476,6 +479,7 @@ class ValidationRun:
         return own.snaps.get(own.log[0].start, checker.req) if own.log else checker.req
 
     def terminate(self, error: BaseException | None) -> None:
+        """End the verdict stream: dispose, then complete (*error* ``None``) or raise *error*."""
         if self.stopped:
             if isinstance(error, Exception):
                 report_unhandled(error, "validate: an error after the end")
@@ -491,6 +495,7 @@ class ValidationRun:
                 report_unhandled(exc, "validate: the downstream raised when the stream ended")
 
     def dispose(self) -> None:
+        """Stop: close every lane (cancelling the checks in flight) and dispose the upstream."""
         if self.stopped:
             return
         self.stopped = True
