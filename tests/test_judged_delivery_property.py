@@ -11,7 +11,7 @@ the checks' verdicts (answering at once or after a loop turn) and retries:
   final ``validate()`` judged ``full_text``;
 * a run where no check ever fails succeeds.
 
-The test does not look inside the scheduler: recording requirements write each piece
+The test does not look inside validate: recording requirements write each piece
 they judged to a timeline, and a subscriber writes each event there as it is emitted.
 Every letter of every text is unique across the run (its attempts included), so a
 letter names one position of the output: "judged before delivery" is checked letter by
