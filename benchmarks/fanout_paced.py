@@ -1,4 +1,4 @@
-"""Paced fan-out (issue 12): N streams paced like real models on one process, delay from delta to ChunkEvent.
+"""Paced fan-out: N streams paced like real models on one process, delay from delta to ChunkEvent.
 
 Each of N streams is a full ``stream_with_chunking`` run (sentence chunking, three
 no-op requirements, every event read from ``events()``) whose source produces one

@@ -1,4 +1,4 @@
-"""Validators that don't hold the stream back (issue 13 §2): strict order against the engine's own scheduling.
+"""Validators that don't hold the stream back: strict order against the engine's own scheduling.
 
 A scripted model produces one 4-character token every 20 ms (``ScriptedBackend(delay=0.02)``).
 Two requirements check every sentence: a fast check (answers at once; fails a sentence
@@ -16,7 +16,7 @@ Modes, alternated run by run in this process, on the same engine:
   n (a shared per-chunk barrier). On an engine that already works this way the wrapper
   changes nothing.
 - ``engine``: the requirements as they are, scheduled by the engine. With the new
-  scheduling of issue 13 (each requirement sees its chunks in order, requirements do not
+  scheduling (each requirement sees its chunks in order, requirements do not
   wait for each other) the fast check runs ahead of the judge.
 - ``engine, judge concurrency=4``: the judge declared stateless with
   ``Requirement(..., concurrency=4)``, when the engine supports it (else not measured).
@@ -311,7 +311,7 @@ def main(args: argparse.Namespace) -> None:
         )
     write_result(
         "scheduling",
-        title="Slow validators: strict order against the engine's scheduling (issue 13 §2)",
+        title="Slow validators: strict order against the engine's scheduling",
         columns=COLUMNS,
         rows=rows,
         params={

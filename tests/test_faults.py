@@ -1,4 +1,4 @@
-"""Issue 10, "hangs and swallowed errors": an exception raised in any callback of a run ends it.
+"""No hang and no swallowed error: an exception raised in any callback of a run ends it.
 
 Whatever stage raises (the backend's source, a non-text delta, the chunker, a validator,
 cancel_on_fail, final validation, to_events, the result's own bookkeeping, a subscriber

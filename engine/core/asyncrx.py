@@ -1,7 +1,7 @@
 """The two bridges between asyncio and reactivex, and the replay log behind thunks.
 
-reactivex has no built-in bridge between async iterators and observables (RxPY
-issue #422), and the engine needs both directions:
+reactivex has no built-in bridge between async iterators and observables (its users have
+asked for one since 2019), and the engine needs both directions:
 
 * :func:`from_async_iterable`: a cold observable; each subscription starts one task
   that reads a fresh iterator. Disposing cancels the task at once, and the task's
