@@ -25,7 +25,6 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from engine.cli.run import TextTracker
 from engine.core.backend import Backend
 from engine.core.components import Message
 from engine.core.context import ChatContext
@@ -51,6 +50,7 @@ from engine.gateway.wire import (
     parse_chat_request,
 )
 from engine.streaming import StreamChunkingResult, stream_with_chunking
+from engine.text_layout import TextTracker
 
 __all__ = ["GATEWAY", "Gateway", "create_app"]
 
