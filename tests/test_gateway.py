@@ -326,8 +326,9 @@ async def test_bearer_auth_guards_the_api_but_not_health() -> None:
             ) as response:
                 assert response.status == 401
                 assert (await response.json())["error"]["code"] == "invalid_api_key"
-        async with http.get(f"{root}/v1/models") as response:
-            assert response.status == 401
+        for path in ("/v1/models", "/metrics"):
+            async with http.get(f"{root}{path}") as response:
+                assert response.status == 401
         assert upstream.requests == []
         async with http.get(f"{root}/healthz") as response:
             assert response.status == 200

@@ -50,6 +50,7 @@ from engine.gateway.wire import (
     parse_chat_request,
 )
 from engine.streaming import StreamChunkingResult, stream_with_chunking
+from engine.telemetry_export import configure_from_environment, metrics_handler
 from engine.text_layout import TextTracker
 
 __all__ = ["GATEWAY", "Gateway", "create_app"]
@@ -175,7 +176,10 @@ class Gateway:
         return web.json_response(body, status=error.status, headers=headers)
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
-        """``cleanup_ctx``: close the upstream's connections when the application stops."""
+        """``cleanup_ctx``: say which event loop serves (uvloop where installed), and close the
+        upstream's connections when the application stops."""
+        loop = asyncio.get_running_loop()
+        logger.info("worker %d serving on %s.%s", os.getpid(), type(loop).__module__, type(loop).__name__)
         yield
         aclose = getattr(self.backend, "aclose", None)
         if aclose is not None:
@@ -185,9 +189,10 @@ class Gateway:
     async def guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Bearer authentication on ``/v1/`` (constant-time), and OpenAI-shaped errors for aiohttp's own."""
+        """Bearer authentication on ``/v1/`` and ``/metrics`` (constant-time), and OpenAI-shaped errors
+        for aiohttp's own."""
         key = self.config.client_key
-        if key is not None and request.path.startswith("/v1/"):
+        if key is not None and (request.path.startswith("/v1/") or request.path == "/metrics"):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())):
                 return self._json_error(
@@ -245,6 +250,8 @@ class Gateway:
         self.active += 1
         started = time.perf_counter()
         status = "?"
+        chat: ChatRequest | None = None
+        outcome = _Outcome()
         try:
             try:
                 chat = parse_chat_request(
@@ -265,7 +272,9 @@ class Gateway:
                 if error.status in (408, 413):  # the rest of the body is not read: drop the connection
                     refusal.force_close()
                 return refusal
-            response = await (self._stream(request, chat) if chat.stream else self._complete(chat))
+            response = await (
+                self._stream(request, chat, outcome) if chat.stream else self._complete(chat, outcome)
+            )
             status = str(response.status)
             return response
         except asyncio.CancelledError:
@@ -273,9 +282,37 @@ class Gateway:
             raise
         finally:
             self.active -= 1
-            logger.info(
-                "%s %s -> %s in %.3f s", request.method, request.path, status, time.perf_counter() - started
-            )
+            self._log_request(request, status, time.perf_counter() - started, chat, outcome)
+
+    def _log_request(
+        self, request: web.Request, status: str, duration: float, chat: ChatRequest | None, outcome: _Outcome
+    ) -> None:
+        """One INFO record per chat request; its fields are also attributes of the record (for
+        ``rxllm serve --log-format json``): method, path, status, duration, stream, failed_check."""
+        failed = outcome.failed_check
+        check = {key: self.scrub(value) for key, value in failed.items()} if failed is not None else None
+        stream = chat.stream if chat is not None else None
+        notes = [
+            note
+            for note in ("stream" if stream else "", check and f"failed check: {check['requirement']}")
+            if note
+        ]
+        logger.info(
+            "%s %s -> %s in %.3f s%s",
+            request.method,
+            request.path,
+            status,
+            duration,
+            f" ({', '.join(notes)})" if notes else "",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": int(status) if status.isdigit() else status,
+                "duration": round(duration, 6),
+                "stream": stream,
+                "failed_check": check,
+            },
+        )
 
     async def _read_json(self, request: web.Request) -> Any:
         limit = self.config.max_body_bytes
@@ -400,9 +437,8 @@ class Gateway:
         logger.warning("upstream failure: %s", self.scrub(error.log_line))
         return error.request_error
 
-    async def _stream(self, request: web.Request, chat: ChatRequest) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chat: ChatRequest, outcome: _Outcome) -> web.StreamResponse:
         sse = _SseAnswer(request, chat.model, self.config.idle_timeout)
-        outcome = _Outcome()
         try:
             result = await self._run(chat, outcome, sse.content)
             failed = outcome.timed_out or outcome.error is not None
@@ -424,8 +460,7 @@ class Gateway:
             logger.info("client gone mid-stream (%s)", gone)
             return sse.response if sse.response is not None else web.Response(status=499)
 
-    async def _complete(self, chat: ChatRequest) -> web.Response:
-        outcome = _Outcome()
+    async def _complete(self, chat: ChatRequest, outcome: _Outcome) -> web.Response:
 
         async def on_chunk(text: str) -> None:
             return None
@@ -456,13 +491,16 @@ GATEWAY = web.AppKey("gateway", Gateway)
 def create_app(config: GatewayConfig | None = None, *, backend: Backend | None = None) -> web.Application:
     """The gateway as an aiohttp application.
 
-    Without *config* (``gunicorn 'engine.gateway:create_app()'``) the configuration is read
-    from ``$RXLLM_SERVE_CONFIG`` (TOML) and the environment, and a client key is required
-    unless it says ``allow_unauthenticated = true``. *backend* replaces the configured
-    upstream (tests, embedding).
+    Without *config* (``gunicorn 'engine.gateway:create_app()'``, called in each worker) the
+    configuration is read from ``$RXLLM_SERVE_CONFIG`` (TOML) and the environment, a client
+    key is required unless it says ``allow_unauthenticated = true``, and OpenTelemetry's
+    exporters are set up as the environment asks (``RXLLM_METRICS_PROMETHEUS=1`` for
+    ``GET /metrics``; see :func:`~engine.telemetry_export.configure_from_environment`).
+    *backend* replaces the configured upstream (tests, embedding).
     """
     if config is None:
         config = config_from_environment()
+        configure_from_environment()  # this process is the application: it owns the global providers
     gateway = Gateway(config, backend)
     app = web.Application(
         client_max_size=config.max_body_bytes,
@@ -481,4 +519,6 @@ def create_app(config: GatewayConfig | None = None, *, backend: Backend | None =
     app.router.add_post("/v1/chat/completions", gateway.chat)
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/healthz", gateway.health)
+    # Prometheus text where metrics are on, else 404 saying how to switch them on.
+    app.router.add_get("/metrics", metrics_handler())
     return app
