@@ -25,6 +25,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from backends.errors import BackendError
+from backends.model_list import ListedModel
 from engine.core.backend import Backend
 from engine.core.components import Message
 from engine.core.context import ChatContext
@@ -218,9 +220,47 @@ class Gateway:
     # -- GET -----------------------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
-        """``GET /v1/models``: the model this gateway serves."""
-        model = {"id": self.config.model_name, "object": "model", "created": 0, "owned_by": "rxllm"}
+        """``GET /v1/models``: the one model a request may name (the configured one), with the
+        upstream's ``created`` and ``owned_by`` where its backend can list the server's models.
+
+        The upstream's other models are left out: a request naming one is refused (404
+        ``model_not_found``), and clients offer what this list names.
+        """
+        model: dict[str, Any] = {
+            "id": self.config.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "rxllm",
+        }
+        listed = await self._upstream_listing(self.config.model_name)
+        if listed is not None:
+            if listed.created is not None:
+                model["created"] = listed.created
+            if listed.owned_by is not None:
+                model["owned_by"] = listed.owned_by
         return web.json_response({"object": "list", "data": [model]})
+
+    async def _upstream_listing(self, name: str) -> ListedModel | None:
+        """The upstream's entry for *name*, or ``None``: the backend cannot list
+        (the scripted one), the listing failed, or it lacks *name* (both logged at WARNING)."""
+        list_models = getattr(self.backend, "list_models", None)
+        if list_models is None:
+            return None
+        try:
+            listed: list[ListedModel] = await list_models()
+        except BackendError as exc:
+            logger.warning("the upstream's model listing failed: %s", self.scrub(str(exc)))
+            return None
+        for entry in listed:
+            if entry.id == name:
+                return entry
+        logger.warning(
+            "the upstream does not list the model %r that this gateway serves (it lists %d others); "
+            "requests will fail until it has it",
+            name,
+            len(listed),
+        )
+        return None
 
     async def health(self, request: web.Request) -> web.Response:
         """``GET /healthz``: alive, and how many streams this worker runs."""
