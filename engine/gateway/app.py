@@ -332,11 +332,9 @@ class Gateway:
         failed = outcome.failed_check
         check = {key: self.scrub(value) for key, value in failed.items()} if failed is not None else None
         stream = chat.stream if chat is not None else None
-        notes = [
-            note
-            for note in ("stream" if stream else "", check and f"failed check: {check['requirement']}")
-            if note
-        ]
+        notes = ["stream"] if stream else []
+        if check is not None:
+            notes.append(f"failed check: {check['requirement']}")
         logger.info(
             "%s %s -> %s in %.3f s%s",
             request.method,
