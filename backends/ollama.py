@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from urllib.parse import urlsplit
 from backends._chat import json_schema_for
 from backends._http import HttpBackend, HttpOptions
 from backends._parser import StreamParser
-from backends.errors import BackendUnreachableError
+from backends.errors import BackendUnreachableError, MalformedStreamError, redact_url
+from backends.model_list import ListedModel, get_listing
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
 from engine.core.options import ModelOption
@@ -127,6 +129,30 @@ class OllamaBackend(HttpBackend):
     def _parser(self, url: str, generation: GenerationInfo, stream: bool) -> StreamParser:
         return _OllamaParser(self, url, generation, stream)
 
+    async def list_models(self) -> list[ListedModel]:
+        """The models pulled on the server (``GET /api/tags``), in its order; ``created`` is when
+        each was last modified, ``owned_by`` is ``None`` (Ollama does not say).
+
+        Raises a :class:`~backends.errors.BackendError` as a generation does, or
+        :class:`~backends.errors.MalformedStreamError` for an answer that is not
+        ``{"models": [{"name": ...}, ...]}``.
+        """
+        url = f"{self._root}/api/tags"
+        document = await get_listing(self, url)
+        items = document.get("models") if isinstance(document, dict) else None
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("name"), str) for item in items
+        ):
+            quoted = self.shown_text(json.dumps(document)[:1000])
+            raise MalformedStreamError(
+                f"Ollama at {redact_url(url)} answered a model listing without a list of "
+                f'{{"name": ...}} objects under "models": {quoted!r}.',
+                line=quoted,
+                url=url,
+                provider=self.provider,
+            )
+        return [ListedModel(item["name"], created=_unix_seconds(item.get("modified_at"))) for item in items]
+
     def hint_unreachable(self) -> str:
         """Tell the user to start Ollama or point the backend elsewhere."""
         return (
@@ -177,6 +203,14 @@ class OllamaBackend(HttpBackend):
         """Ollama answers 404 ``model "x" not found, try pulling it first``."""
         lowered = server_message.lower()
         return status == 404 and "model" in lowered and "not found" in lowered
+
+
+def _unix_seconds(stamp: Any) -> int | None:
+    """Ollama's RFC 3339 time (with nanoseconds) in whole Unix seconds; ``None`` if unreadable."""
+    try:
+        return int(datetime.datetime.fromisoformat(stamp).timestamp()) if isinstance(stamp, str) else None
+    except ValueError:
+        return None
 
 
 class _OllamaParser(StreamParser):

@@ -30,7 +30,8 @@ from backends._failures import Secrets
 from backends._http import HttpBackend, HttpOptions
 from backends._parser import StreamParser
 from backends.credentials import clean_api_key
-from backends.errors import BackendError, BadRequestError, ServerError
+from backends.errors import BackendError, BadRequestError, MalformedStreamError, ServerError, redact_url
+from backends.model_list import ListedModel, get_listing
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
@@ -193,6 +194,32 @@ class OpenAIBackend(HttpBackend):
         schema = response_format["json_schema"]["schema"]
         return {**body, "response_format": {"type": "json_object", "schema": schema}}
 
+    async def list_models(self) -> list[ListedModel]:
+        """The models the server lists (``GET {base_url}/models``), in its order.
+
+        Raises a :class:`~backends.errors.BackendError` as a generation does (unreachable, an
+        error status, a timeout), or :class:`~backends.errors.MalformedStreamError` for an
+        answer that is not OpenAI's ``{"object": "list", "data": [...]}``.
+        """
+        url = f"{self._root}/models"
+        document = await get_listing(self, url)
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, list):
+            raise _not_a_listing(self, url, document)
+        models = []
+        for item in data:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                raise _not_a_listing(self, url, document)
+            created, owner = item.get("created"), item.get("owned_by")
+            models.append(
+                ListedModel(
+                    item["id"],
+                    created=created if isinstance(created, int) and not isinstance(created, bool) else None,
+                    owned_by=owner if isinstance(owner, str) else None,
+                )
+            )
+        return models
+
     def hint_unreachable(self) -> str:
         """Tell the user to start the server or fix base_url."""
         return (
@@ -310,6 +337,17 @@ class _OpenAIParser(StreamParser):
                     self.generation.usage[key] = usage[key]
         if isinstance(obj.get("model"), str):
             self.generation.extra["response_model"] = obj["model"]
+
+
+def _not_a_listing(backend: OpenAIBackend, url: str, document: Any) -> MalformedStreamError:
+    quoted = backend.shown_text(json.dumps(document)[:1000])
+    return MalformedStreamError(
+        f"{backend.provider_name} at {redact_url(url)} answered a model listing without a list of "
+        f'{{"id": ...}} objects under "data": {quoted!r}. {backend.hint_wire_format()}',
+        line=quoted,
+        url=url,
+        provider=backend.provider,
+    )
 
 
 def _error_message(data: str) -> str:

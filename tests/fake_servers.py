@@ -15,6 +15,9 @@ async with FakeOllamaServer(Reply(deltas=["Hel", "lo"], delay=0.01)) as server:
     record.frames_written_after(verdict_time)                 # frames written after a perf_counter() reading
 ```
 
+* The model listing (``GET /v1/models``, Ollama's ``GET /api/tags``) names ``server.models``
+  (``["fake-a", "fake-b"]`` unless given); a ``models_reply`` with a ``status`` other than
+  200 answers it with that error instead. Each listing request is recorded in ``listings``.
 * ``server.reply`` answers every request; ``server.enqueue(reply, ...)`` queues one-shot
   replies used first, in order.
 * A :class:`Reply` scripts the deltas, pacing (``delay`` before each frame,
@@ -153,12 +156,25 @@ class FakeServer:
 
     path = ""
     prefix = ""
+    models_path = ""
 
-    def __init__(self, reply: Reply | None = None, *, model: str | None = None) -> None:
+    def __init__(
+        self,
+        reply: Reply | None = None,
+        *,
+        model: str | None = None,
+        models: Sequence[str] = ("fake-a", "fake-b"),
+    ) -> None:
         self.reply = reply if reply is not None else Reply()
         """The default reply for every request."""
         self.model = model
         """Model name echoed in frames (default: the requested one)."""
+        self.models = list(models)
+        """The names the model listing gives, in order."""
+        self.models_reply: Reply | None = None
+        """An error (``status``, ``error``) to answer the model listing with, instead of the list."""
+        self.listings: list[dict[str, str]] = []
+        """The headers of each model-listing request."""
         self.queue: deque[Reply] = deque()
         self.requests: list[RequestRecord] = []
         self._runner: web.AppRunner | None = None
@@ -191,6 +207,7 @@ class FakeServer:
         """Listen on 127.0.0.1, an ephemeral port."""
         app = web.Application()
         app.router.add_post(self.path, self._handle)
+        app.router.add_get(self.models_path, self._list_models)
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await runner.setup()
         self._runner = runner
@@ -236,6 +253,21 @@ class FakeServer:
         except (asyncio.CancelledError, ConnectionError):
             record._client_left()
             raise
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        self.listings.append(dict(request.headers))
+        reply = self.models_reply
+        if reply is not None and reply.status != 200:
+            return web.Response(
+                status=reply.status,
+                body=self.error_body(reply.error or "error", reply.status),
+                content_type="application/json",
+            )
+        return web.json_response(self.listing())
+
+    def listing(self) -> dict[str, Any]:
+        """The body of the model listing."""
+        raise NotImplementedError
 
     async def _serve(
         self, request: web.Request, record: RequestRecord, reply: Reply, body: dict[str, Any]
@@ -357,8 +389,23 @@ class FakeOllamaServer(FakeServer):
     """Ollama's ``POST /api/chat`` (NDJSON when streaming, the default as in Ollama)."""
 
     path = "/api/chat"
+    models_path = "/api/tags"
     content_type = "application/x-ndjson"
     stream_default = True
+
+    def listing(self) -> dict[str, Any]:
+        models = [
+            {
+                "name": name,
+                "model": name,
+                "modified_at": f"2024-05-0{i % 9 + 1}T10:00:00.123456789-07:00",
+                "size": 1_000_000 * (i + 1),
+                "digest": f"{i:064x}",
+                "details": {"format": "gguf", "family": "llama"},
+            }
+            for i, name in enumerate(self.models)
+        ]
+        return {"models": models}
 
     def delta_frame(
         self, reply: Reply, model: str, delta: str, body: dict[str, Any], *, first: bool
@@ -408,13 +455,27 @@ class FakeOpenAIServer(FakeServer):
     """An OpenAI-compatible ``POST /v1/chat/completions`` (SSE when ``stream`` is true)."""
 
     path = "/v1/chat/completions"
+    models_path = "/v1/models"
     prefix = "/v1"
     content_type = "text/event-stream"
     stream_default = False
 
-    def __init__(self, reply: Reply | None = None, *, model: str | None = None) -> None:
-        super().__init__(reply, model=model)
+    def __init__(
+        self,
+        reply: Reply | None = None,
+        *,
+        model: str | None = None,
+        models: Sequence[str] = ("fake-a", "fake-b"),
+    ) -> None:
+        super().__init__(reply, model=model, models=models)
         self._ids = 0
+
+    def listing(self) -> dict[str, Any]:
+        data = [
+            {"id": name, "object": "model", "created": 1_700_000_000 + i, "owned_by": "fake-org"}
+            for i, name in enumerate(self.models)
+        ]
+        return {"object": "list", "data": data}
 
     def _event(self, reply: Reply, data: str) -> bytes:
         eol = "\r\n" if reply.sse_crlf else "\n"

@@ -326,8 +326,9 @@ async def test_bearer_auth_guards_the_api_but_not_health() -> None:
             ) as response:
                 assert response.status == 401
                 assert (await response.json())["error"]["code"] == "invalid_api_key"
-        async with http.get(f"{root}/v1/models") as response:
-            assert response.status == 401
+        for path in ("/v1/models", "/metrics"):
+            async with http.get(f"{root}{path}") as response:
+                assert response.status == 401
         assert upstream.requests == []
         async with http.get(f"{root}/healthz") as response:
             assert response.status == 200
@@ -353,12 +354,51 @@ async def test_streams_beyond_the_limit_get_503_with_retry_after() -> None:
 
 
 @pytest.mark.asyncio
-async def test_models_and_health() -> None:
-    async with gateway(ANSWER) as (root, _, _), sdk(root) as client:
-        models = await client.models.list()
-        assert [m.id for m in models.data] == [MODEL]
-        async with aiohttp.ClientSession() as http, http.get(f"{root}/healthz") as response:
-            health = await response.json()
+async def test_models_lists_the_served_model_as_the_upstream_lists_it_and_never_another() -> None:
+    async with gateway(ANSWER, api_key="sk-upstream") as (root, upstream, _), sdk(root) as client:
+        upstream.models = ["other-model", MODEL, "third"]
+        listed = (await client.models.list()).data
+        assert [(m.id, m.created, m.owned_by) for m in listed] == [(MODEL, 1_700_000_001, "fake-org")]
+        assert upstream.listings[0]["Authorization"] == "Bearer sk-upstream"
+        # The upstream's other models are not offered: a request naming one is refused.
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(
+                model="other-model", messages=[{"role": "user", "content": "Hi"}]
+            )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("upstream_state", ["lacks the model", "fails to list"])
+async def test_models_falls_back_to_the_configured_model_and_warns(
+    upstream_state: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with gateway(ANSWER, api_key="sk-upstream-key") as (root, upstream, _), sdk(root) as client:
+        if upstream_state == "lacks the model":
+            upstream.models = ["other-model"]
+        else:
+            upstream.models_reply = Reply(status=500, error="listing broke for sk-upstream-key")
+        listed = (await client.models.list()).data
+    assert [(m.id, m.created, m.owned_by) for m in listed] == [(MODEL, 0, "rxllm")]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "sk-upstream-key" not in warnings[0], warnings
+
+
+@pytest.mark.asyncio
+async def test_models_on_a_backend_that_cannot_list_is_the_configured_model() -> None:
+    app = create_app(load_config({"backend": "scripted", "model": "demo"}, environ={}))
+    async with running(app) as root, sdk(root) as client:
+        listed = (await client.models.list()).data
+    assert [(m.id, m.owned_by) for m in listed] == [("demo", "rxllm")]
+
+
+@pytest.mark.asyncio
+async def test_health() -> None:
+    async with (
+        gateway(ANSWER) as (root, _, _),
+        aiohttp.ClientSession() as http,
+        http.get(f"{root}/healthz") as response,
+    ):
+        health = await response.json()
     assert health["status"] == "ok" and health["active_streams"] == 0
 
 

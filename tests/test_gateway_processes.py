@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -36,7 +37,12 @@ def free_port() -> int:
 async def gunicorn(config: Path, workers: int = 2) -> AsyncIterator[str]:
     """Gunicorn serving the gateway on a loopback port; yield its root URL once it answers."""
     port = free_port()
-    env = {**os.environ, "RXLLM_SERVE_CONFIG": str(config), "RXLLM_SERVE_CLIENT_KEY": KEY}
+    env = {
+        **os.environ,
+        "RXLLM_SERVE_CONFIG": str(config),
+        "RXLLM_SERVE_CLIENT_KEY": KEY,
+        "RXLLM_METRICS_PROMETHEUS": "1",  # each worker sets up its own exporter in create_app()
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -105,6 +111,17 @@ async def test_two_gunicorn_workers_serve_validated_streams_and_cancel_the_upstr
             assert chunks[-1].choices[0].finish_reason == "content_filter"
             await upstream.requests[0].wait_disconnected(within=10.0)
 
+            # Each worker serves its own metrics, behind the client key.
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+                for _ in range(4):
+                    async with http.get(f"{root}/metrics") as response:
+                        assert response.status == 401
+                    async with http.get(
+                        f"{root}/metrics", headers={"Authorization": f"Bearer {KEY}"}
+                    ) as response:
+                        assert response.status == 200, await response.text()
+                        assert response.headers["Content-Type"].startswith("text/plain; version=")
+
             # A client that disconnects mid-stream cancels the upstream generation in the worker, while
             # the upstream sends nothing (no write to the client could have noticed it).
             upstream.enqueue(HANGS)
@@ -123,8 +140,10 @@ async def test_two_gunicorn_workers_serve_validated_streams_and_cancel_the_upstr
 @pytest.mark.asyncio
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_rxllm_serve_on_the_scripted_backend_answers_at_once(workers: int) -> None:
-    """The command a new user runs first (``--workers 2`` hands the app to gunicorn)."""
+    """The command a new user runs first (``--workers 2`` hands the app to gunicorn, here with its log
+    lines as JSON: each worker says it serves on uvloop, installed with the dev extra)."""
     port = free_port()
+    log_format = ["--log-format", "json"] if workers > 1 else []
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -138,6 +157,7 @@ async def test_rxllm_serve_on_the_scripted_backend_answers_at_once(workers: int)
         str(port),
         "--workers",
         str(workers),
+        *log_format,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -165,3 +185,7 @@ async def test_rxllm_serve_on_the_scripted_backend_answers_at_once(workers: int)
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     stderr = raw.decode()
     assert f"on http://127.0.0.1:{port}/v1" in stderr and "Traceback" not in stderr, stderr
+    if workers > 1:
+        messages = [json.loads(line)["message"] for line in stderr.splitlines()]
+        loops = [m.split(" serving on ")[1] for m in messages if " serving on " in m]
+        assert loops == ["uvloop.Loop"] * workers, messages

@@ -96,3 +96,15 @@ def test_the_checker_catches_an_upward_import(tmp_path: Path) -> None:
 def test_every_layer_has_modules() -> None:
     layers = {_layer(module) for module, _ in _modules()}
     assert layers == set(ALLOWED)
+
+
+def test_the_gateway_imports_nothing_of_the_command_line_package() -> None:
+    """The gateway is a service: it must not depend on the ``rxllm`` command's views and texts."""
+    wrong = [
+        f"{path.name}:{line} imports {name}"
+        for module, path in _modules()
+        if module == "engine.gateway" or module.startswith("engine.gateway.")
+        for line, name in _imports(module, path)
+        if name == "engine.cli" or name.startswith("engine.cli.")
+    ]
+    assert not wrong, wrong

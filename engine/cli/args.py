@@ -320,7 +320,8 @@ def _serve_parser(commands: Any) -> argparse.ArgumentParser:
         description="Serve OpenAI's chat-completions API in front of a model server, validating each "
         "chunk before it reaches the client: a failing check ends the answer with finish_reason "
         "content_filter; a client that disconnects cancels the upstream generation.",
-        epilog="Every flag can also be a key of --config (the long name with _ for -); flags win. "
+        epilog="Every flag but --verbose and --log-format can also be a key of --config (the long name "
+        "with _ for -); flags win. "
         "exit codes: 2 bad command line or configuration",
         argument_default=argparse.SUPPRESS,
         conflict_handler="resolve",
@@ -382,6 +383,11 @@ def _serve_parser(commands: Any) -> argparse.ArgumentParser:
     )
     service.add_argument(
         "--verbose", action="store_true", help="log every request and the backends' actions on stderr"
+    )
+    service.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines on stderr as text (default) or one JSON object per line",
     )
     return serve
 

@@ -21,6 +21,7 @@ from engine.core.events import (
     RetryEvent,
 )
 from engine.core.requirements import Requirement
+from engine.text_layout import TextTracker
 
 if TYPE_CHECKING:
     from engine.core.backend import Backend
@@ -28,31 +29,6 @@ if TYPE_CHECKING:
     from engine.streaming import StreamChunkingResult
 
 __all__ = ["TextTracker", "instruction", "run_once"]
-
-
-class TextTracker:
-    """Recovers the whitespace a chunker dropped, so printed text keeps the model's layout."""
-
-    def __init__(self, mot: Any, separator: str) -> None:
-        self.mot = mot
-        self.separator = separator
-        self.pos = 0
-        self.count = 0
-
-    def follow(self, mot: Any) -> None:
-        """Go on in *mot*, a retry's generation, which continues the text shown so far."""
-        self.mot, self.pos = mot, 0
-
-    def piece(self, chunk: str) -> str:
-        """*chunk* with the whitespace that preceded it in the model's text."""
-        self.count += 1
-        text: str = self.mot.text
-        at = text.find(chunk, self.pos)
-        if at >= 0:
-            gap = text[self.pos : at] if self.count > 1 else ""
-            self.pos = at + len(chunk)
-            return gap + chunk
-        return (self.separator if self.count > 1 else "") + chunk
 
 
 def instruction(prompt: str, requirements: Sequence[Requirement]) -> Instruction:

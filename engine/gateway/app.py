@@ -25,7 +25,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from engine.cli.run import TextTracker
+from backends.errors import BackendError
+from backends.model_list import ListedModel
 from engine.core.backend import Backend
 from engine.core.components import Message
 from engine.core.context import ChatContext
@@ -51,6 +52,8 @@ from engine.gateway.wire import (
     parse_chat_request,
 )
 from engine.streaming import StreamChunkingResult, stream_with_chunking
+from engine.telemetry_export import configure_from_environment, metrics_handler
+from engine.text_layout import TextTracker
 
 __all__ = ["GATEWAY", "Gateway", "create_app"]
 
@@ -175,7 +178,10 @@ class Gateway:
         return web.json_response(body, status=error.status, headers=headers)
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
-        """``cleanup_ctx``: close the upstream's connections when the application stops."""
+        """``cleanup_ctx``: say which event loop serves (uvloop where installed), and close the
+        upstream's connections when the application stops."""
+        loop = asyncio.get_running_loop()
+        logger.info("worker %d serving on %s.%s", os.getpid(), type(loop).__module__, type(loop).__name__)
         yield
         aclose = getattr(self.backend, "aclose", None)
         if aclose is not None:
@@ -185,9 +191,10 @@ class Gateway:
     async def guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        """Bearer authentication on ``/v1/`` (constant-time), and OpenAI-shaped errors for aiohttp's own."""
+        """Bearer authentication on ``/v1/`` and ``/metrics`` (constant-time), and OpenAI-shaped errors
+        for aiohttp's own."""
         key = self.config.client_key
-        if key is not None and request.path.startswith("/v1/"):
+        if key is not None and (request.path.startswith("/v1/") or request.path == "/metrics"):
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if not (scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())):
                 return self._json_error(
@@ -213,9 +220,47 @@ class Gateway:
     # -- GET -----------------------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
-        """``GET /v1/models``: the model this gateway serves."""
-        model = {"id": self.config.model_name, "object": "model", "created": 0, "owned_by": "rxllm"}
+        """``GET /v1/models``: the one model a request may name (the configured one), with the
+        upstream's ``created`` and ``owned_by`` where its backend can list the server's models.
+
+        The upstream's other models are left out: a request naming one is refused (404
+        ``model_not_found``), and clients offer what this list names.
+        """
+        model: dict[str, Any] = {
+            "id": self.config.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "rxllm",
+        }
+        listed = await self._upstream_listing(self.config.model_name)
+        if listed is not None:
+            if listed.created is not None:
+                model["created"] = listed.created
+            if listed.owned_by is not None:
+                model["owned_by"] = listed.owned_by
         return web.json_response({"object": "list", "data": [model]})
+
+    async def _upstream_listing(self, name: str) -> ListedModel | None:
+        """The upstream's entry for *name*, or ``None``: the backend cannot list
+        (the scripted one), the listing failed, or it lacks *name* (both logged at WARNING)."""
+        list_models = getattr(self.backend, "list_models", None)
+        if list_models is None:
+            return None
+        try:
+            listed: list[ListedModel] = await list_models()
+        except BackendError as exc:
+            logger.warning("the upstream's model listing failed: %s", self.scrub(str(exc)))
+            return None
+        for entry in listed:
+            if entry.id == name:
+                return entry
+        logger.warning(
+            "the upstream does not list the model %r that this gateway serves (it lists %d others); "
+            "requests will fail until it has it",
+            name,
+            len(listed),
+        )
+        return None
 
     async def health(self, request: web.Request) -> web.Response:
         """``GET /healthz``: alive, and how many streams this worker runs."""
@@ -245,6 +290,8 @@ class Gateway:
         self.active += 1
         started = time.perf_counter()
         status = "?"
+        chat: ChatRequest | None = None
+        outcome = _Outcome()
         try:
             try:
                 chat = parse_chat_request(
@@ -265,7 +312,9 @@ class Gateway:
                 if error.status in (408, 413):  # the rest of the body is not read: drop the connection
                     refusal.force_close()
                 return refusal
-            response = await (self._stream(request, chat) if chat.stream else self._complete(chat))
+            response = await (
+                self._stream(request, chat, outcome) if chat.stream else self._complete(chat, outcome)
+            )
             status = str(response.status)
             return response
         except asyncio.CancelledError:
@@ -273,9 +322,35 @@ class Gateway:
             raise
         finally:
             self.active -= 1
-            logger.info(
-                "%s %s -> %s in %.3f s", request.method, request.path, status, time.perf_counter() - started
-            )
+            self._log_request(request, status, time.perf_counter() - started, chat, outcome)
+
+    def _log_request(
+        self, request: web.Request, status: str, duration: float, chat: ChatRequest | None, outcome: _Outcome
+    ) -> None:
+        """One INFO record per chat request; its fields are also attributes of the record (for
+        ``rxllm serve --log-format json``): method, path, status, duration, stream, failed_check."""
+        failed = outcome.failed_check
+        check = {key: self.scrub(value) for key, value in failed.items()} if failed is not None else None
+        stream = chat.stream if chat is not None else None
+        notes = ["stream"] if stream else []
+        if check is not None:
+            notes.append(f"failed check: {check['requirement']}")
+        logger.info(
+            "%s %s -> %s in %.3f s%s",
+            request.method,
+            request.path,
+            status,
+            duration,
+            f" ({', '.join(notes)})" if notes else "",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": int(status) if status.isdigit() else status,
+                "duration": round(duration, 6),
+                "stream": stream,
+                "failed_check": check,
+            },
+        )
 
     async def _read_json(self, request: web.Request) -> Any:
         limit = self.config.max_body_bytes
@@ -400,9 +475,8 @@ class Gateway:
         logger.warning("upstream failure: %s", self.scrub(error.log_line))
         return error.request_error
 
-    async def _stream(self, request: web.Request, chat: ChatRequest) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chat: ChatRequest, outcome: _Outcome) -> web.StreamResponse:
         sse = _SseAnswer(request, chat.model, self.config.idle_timeout)
-        outcome = _Outcome()
         try:
             result = await self._run(chat, outcome, sse.content)
             failed = outcome.timed_out or outcome.error is not None
@@ -424,8 +498,7 @@ class Gateway:
             logger.info("client gone mid-stream (%s)", gone)
             return sse.response if sse.response is not None else web.Response(status=499)
 
-    async def _complete(self, chat: ChatRequest) -> web.Response:
-        outcome = _Outcome()
+    async def _complete(self, chat: ChatRequest, outcome: _Outcome) -> web.Response:
 
         async def on_chunk(text: str) -> None:
             return None
@@ -456,13 +529,16 @@ GATEWAY = web.AppKey("gateway", Gateway)
 def create_app(config: GatewayConfig | None = None, *, backend: Backend | None = None) -> web.Application:
     """The gateway as an aiohttp application.
 
-    Without *config* (``gunicorn 'engine.gateway:create_app()'``) the configuration is read
-    from ``$RXLLM_SERVE_CONFIG`` (TOML) and the environment, and a client key is required
-    unless it says ``allow_unauthenticated = true``. *backend* replaces the configured
-    upstream (tests, embedding).
+    Without *config* (``gunicorn 'engine.gateway:create_app()'``, called in each worker) the
+    configuration is read from ``$RXLLM_SERVE_CONFIG`` (TOML) and the environment, a client
+    key is required unless it says ``allow_unauthenticated = true``, and OpenTelemetry's
+    exporters are set up as the environment asks (``RXLLM_METRICS_PROMETHEUS=1`` for
+    ``GET /metrics``; see :func:`~engine.telemetry_export.configure_from_environment`).
+    *backend* replaces the configured upstream (tests, embedding).
     """
     if config is None:
         config = config_from_environment()
+        configure_from_environment()  # this process is the application: it owns the global providers
     gateway = Gateway(config, backend)
     app = web.Application(
         client_max_size=config.max_body_bytes,
@@ -481,4 +557,6 @@ def create_app(config: GatewayConfig | None = None, *, backend: Backend | None =
     app.router.add_post("/v1/chat/completions", gateway.chat)
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/healthz", gateway.health)
+    # Prometheus text where metrics are on, else 404 saying how to switch them on.
+    app.router.add_get("/metrics", metrics_handler())
     return app

@@ -141,7 +141,7 @@ class GatewayConfig:
         if self.model_options():
             arguments["model_options"] = self.model_options()
         if chosen.accepts("deltas"):  # the simulator replays the script (as `rxllm stream` does)
-            from engine.cli.demo import DEMO_ANSWER, tokenize
+            from backends.demo_answer import DEMO_ANSWER, tokenize
 
             text = DEMO_ANSWER
             if self.script is not None:
