@@ -167,7 +167,7 @@ def bad_format() -> st.SearchStrategy[BadValue]:
     return _typed(st.one_of(st.integers(), st.floats(), st.lists(st.integers(), max_size=2), no_types))
 
 
-CHUNKING_ALIASES = ("sentence", "word", "paragraph")
+CHUNKING_ALIASES = ("sentence", "word", "paragraph", "json")
 
 
 def bad_chunking(*, optional: bool = False) -> st.SearchStrategy[BadValue]:

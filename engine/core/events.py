@@ -17,7 +17,7 @@ delivered before is taken back.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -47,11 +47,19 @@ class StreamEvent:
 
 @attrs.frozen
 class ChunkEvent(StreamEvent):
-    """A validated chunk was delivered to the consumer."""
+    """A validated chunk was delivered to the consumer.
+
+    With JSON chunking, ``path`` is the place of the JSON value the chunk is
+    (``"$.products[3]"``) and ``value`` that value parsed (JSON ``null``: ``None`` with a
+    path); with text chunking both are ``None``.
+    """
 
     text: str
     chunk_index: int
     attempt: int = 1
+    path: str | None = None
+    # A parsed value may be a dict or a list: left out of the hash, so events stay hashable.
+    value: Any = attrs.field(default=None, hash=False)
 
 
 @attrs.frozen
