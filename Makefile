@@ -4,17 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo bench test-integration clean
+.PHONY: test lint typecheck unit docs demo bench test-integration clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
 	touch $(STAMP)
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint typecheck unit docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,6 +26,11 @@ typecheck: $(STAMP)
 # -W error: a ResourceWarning or "Task was destroyed but it is pending" fails the run.
 unit: $(STAMP)
 	$(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m "not integration"
+
+# The manual (docs/, mkdocs.yml) into site/; strict: a warning (a broken link, a page missing
+# from the navigation) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 demo: $(STAMP)
 	$(BIN)/python -m engine demo
@@ -52,7 +57,7 @@ MELLEA_STAMP := $(MELLEA_VENV)/.installed
 MELLEA08_STAMP := $(MELLEA08_VENV)/.installed
 
 $(BENCH_STAMP): pyproject.toml | $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,bench]"
 	touch $(BENCH_STAMP)
 
 $(MELLEA_STAMP): pyproject.toml
@@ -82,4 +87,4 @@ bench: $(BENCH_STAMP) $(MELLEA_STAMP) $(MELLEA08_STAMP)
 	$(BIN)/python benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -110,14 +110,19 @@ class TextCheck(Requirement):
 
 
 class _CountingCheck(TextCheck):
-    """Shared shape of the "at most *limit* units" checks."""
+    """Shared shape of the "at most *limit* units" checks.
+
+    They count words of their own (``chunking="word"``), whatever the stream's chunking:
+    the run stops at the word that crosses the limit, not at the end of its sentence or
+    paragraph.
+    """
 
     unit: str = "unit"
     """The singular name of what is counted; ``_n`` makes the plural."""
 
     def __init__(self, limit: int, rule: str) -> None:
         self.limit = _require_limit(type(self).__name__, limit)
-        super().__init__(rule.format(self._n(limit)))
+        super().__init__(rule.format(self._n(limit)), chunking="word")
 
     def _verdict(self, count: int) -> PartialValidationResult:
         if count > self.limit:

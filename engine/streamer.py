@@ -144,7 +144,8 @@ class _Handle:
 
     @property
     def failed_early(self) -> bool:
-        """True if a requirement returned "fail" and the stream stopped before its end."""
+        """True if a requirement returned "fail" and the stream stopped before its end (a
+        failure that a retry repaired does not count: see :attr:`retried_failures`)."""
         return bool(self._result.streaming_failures)
 
     @property
@@ -154,7 +155,7 @@ class _Handle:
 
     @property
     def failure_reason(self) -> str | None:
-        """Why the stream failed early, if it did."""
+        """Why the stream failed early, if it did (``None`` after a retry repaired it)."""
         failures = self._result.streaming_failures
         if not failures:
             return None
@@ -162,8 +163,15 @@ class _Handle:
 
     @property
     def streaming_failures(self) -> list[tuple[Requirement, PartialValidationResult]]:
-        """``(requirement, result)`` for every requirement that failed the offending chunk."""
+        """``(requirement, result)`` for every requirement that failed the chunk the stream
+        ended on; empty unless :attr:`failed_early`."""
         return self._result.streaming_failures
+
+    @property
+    def retried_failures(self) -> list[tuple[Requirement, PartialValidationResult]]:
+        """``(requirement, result)`` for the failures that a retry repaired (with
+        ``retry=StreamRetry(...)``); each is also in the events (``RetryEvent``)."""
+        return self._result.retried_failures
 
     @property
     def full_text(self) -> str:

@@ -53,6 +53,7 @@ from engine.core.events import (
     CompletedEvent,
     FullValidationEvent,
     QuickCheckEvent,
+    RetryEvent,
     StreamEvent,
     StreamingDoneEvent,
 )
@@ -207,7 +208,7 @@ def _assemble(
     if attempts is None:
         return mot.owned_deltas().pipe(
             chunk(strategy),
-            validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout),
+            validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, text=mot.deltas),
             cancel_on_fail(),
             final_validation(reqs, backend=checker, ctx=gen_ctx, timeout=timeout),
             stop_when(stop),
@@ -219,7 +220,15 @@ def _assemble(
 
     return mot.owned_deltas().pipe(
         chunk(strategy),
-        validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, snapshots=True),
+        validate(
+            reqs,
+            backend=checker,
+            ctx=gen_ctx,
+            stop=mot.cancel,
+            timeout=timeout,
+            snapshots=True,
+            text=mot.deltas,
+        ),
         retry_on_fail(start_attempt, max_attempts=attempts.policy.max_attempts),
         cancel_on_fail(),
         final_validation(reqs, backend=checker, ctx=attempts.final_ctx, timeout=timeout),
@@ -298,7 +307,14 @@ class _Attempts:
             return mot.owned_deltas().pipe(
                 chunk(strategy, start_index=request.next_index, start_offset=request.delivered_end),
                 validate(
-                    reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, snapshots=True
+                    reqs,
+                    backend=checker,
+                    ctx=gen_ctx,
+                    stop=mot.cancel,
+                    timeout=timeout,
+                    snapshots=True,
+                    text=mot.deltas,
+                    carry=request.failed.carry,
                 ),
             )
 
@@ -399,8 +415,10 @@ class StreamChunkingResult:
         full_text: the whole output on a natural end; after a "fail" or a cancel,
             the span of the emitted chunks; after an exception, everything received.
         final_validations: the final ``validate()`` results (empty after an early exit).
-        streaming_failures: ``(requirement, result)`` for every "fail" (with retries,
-            the retried ones too).
+        streaming_failures: ``(requirement, result)`` for every requirement that failed the
+            chunk the run ended on (as in Mellea); empty when the run did not end on a "fail".
+        retried_failures: ``(requirement, result)`` for the failures that a retry repaired
+            (each also shown by its ``QuickCheckEvent`` and ``RetryEvent``).
         mot: the thunk of the run's generation; in a run with retries, of the latest
             attempt (its value is only what that generation received, after the
             delivered text it continued). ``mots`` lists every attempt's thunk.
@@ -427,6 +445,7 @@ class StreamChunkingResult:
         self.full_text = ""
         self.final_validations: list[ValidationResult] = []
         self.streaming_failures: list[tuple[Requirement, PartialValidationResult]] = []
+        self.retried_failures: list[tuple[Requirement, PartialValidationResult]] = []
         self._streamed_to_end = False  # a StreamingDoneEvent was seen (Mellea 0.8's completed_normally)
         # Held weakly: the log must not keep its result alive (a finished run is freed by
         # reference counting).
@@ -586,6 +605,9 @@ class StreamChunkingResult:
                 for req, res in zip(event.requirements, event.results, strict=True)
                 if res.success == "fail"
             )
+        elif isinstance(event, RetryEvent):  # the failure just recorded did not end the run
+            self.retried_failures.extend(self.streaming_failures)
+            self.streaming_failures.clear()
         elif isinstance(event, FullValidationEvent):
             self.final_validations = list(event.results)
         elif isinstance(event, StreamingDoneEvent):

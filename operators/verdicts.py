@@ -26,13 +26,18 @@ CANCELLED = PartialValidationResult("unknown", reason="cancelled")
 class ChunkVerdict:
     """A chunk and the ``stream_validate`` results of *requirements* on it, in order.
 
-    ``flush`` marks the verdict on the fragments that requirements with their own
-    chunking withheld until the natural end: it carries no chunk text to deliver.
+    ``flush`` marks a verdict on text the stream's chunking did not cut into a chunk
+    (requirements with their own chunking judged pieces there: after the last chunk, at
+    the natural end or when one of them fails): it is never delivered.
     ``restore`` is set only on a failing verdict of ``validate(..., snapshots=True)``:
-    every requirement as it was right after the last chunk before this one (a
-    ``copy.copy`` taken before it checked this chunk; a requirement that never reached
-    this chunk: itself), in requirement order. A retry puts that state back so the
-    failing chunk is not counted. ``None`` otherwise.
+    every requirement as it was when the delivered text ended (a ``copy.copy``; a
+    requirement that never judged anything after it: itself), in requirement order.
+    ``carry`` goes with it: for each requirement with its own chunking, the state of its
+    chunker at the end of the delivered text, ``(offset, pending fragment)`` (``None``
+    for the others). A retry puts both back, so the failing text is not counted and a
+    fragment withheld at the end of the delivered text is judged with what follows it.
+    ``on_delivered`` says a failing piece overlaps text delivered by an earlier attempt:
+    that text cannot be retracted, so the failure is not retryable.
     """
 
     chunk: Chunk
@@ -40,6 +45,8 @@ class ChunkVerdict:
     requirements: tuple[Requirement, ...]
     restore: tuple[Requirement, ...] | None = attrs.field(default=None, eq=False, repr=False)
     flush: bool = False
+    carry: tuple[tuple[int, str] | None, ...] | None = attrs.field(default=None, eq=False, repr=False)
+    on_delivered: bool = False
 
     @property
     def passed(self) -> bool:
@@ -48,7 +55,10 @@ class ChunkVerdict:
 
     @property
     def retryable(self) -> bool:
-        """True when it failed and every failure may be fixed by a new attempt."""
+        """True when it failed, on text not yet delivered, and every failure may be fixed by a
+        new attempt."""
+        if self.on_delivered:
+            return False
         failures = self.failures
         return bool(failures) and all(r.retryable for _, r in failures)
 

@@ -130,8 +130,9 @@ def test_demo_shows_three_runs_and_exits_0() -> None:
     run3, closing = rest.split("What happened:")
     assert "final validation: passed" in run1
     assert "completed: success=True" in run1
-    # The siblings answer without waiting, so their real answers are reported beside the failure.
-    assert "quick check  chunk 4: FAILED  [fail, pass, pass]" in run2
+    # The sentence count fails at the fifth sentence's first word, before the stream has cut
+    # that sentence: the siblings, which check the stream's sentences, never saw it.
+    assert "quick check  chunk 4: FAILED  [fail, unknown, unknown]" in run2
     assert "max 4 sentences: FAIL (5 sentences so far, more than the limit of 4)" in run2
     assert "-> chunk 4 is withheld and the generation is cancelled now" in run2
     assert "generation: cancelled after" in run2

@@ -19,7 +19,6 @@ from reactivex.subject import Subject
 from backends import ScriptedBackend
 from engine import (
     ChunkEvent,
-    CompletedEvent,
     ErrorEvent,
     FullValidationEvent,
     PartialValidationResult,
@@ -515,6 +514,8 @@ async def test_a_word_level_check_beside_a_sentence_stream_checks_words_and_stop
     words = NoWord("three", chunking="word")
     sentences = Check("sentences")
     result, events, backend = await run([words, sentences], delay=0.001)
+    # It fails at the word, before the stream has cut the sentence around it: the failing
+    # verdict is on the text after the last chunk, which is never delivered.
     assert kinds(events) == ["Q0", "C0", "Q1", "C1", "Q2!", "CompletedEvent"]
     assert results_of(events, 2)[0][0] == "fail"
     # The stream's chunks stay sentences; the word check saw words (its copy's record).
@@ -525,43 +526,28 @@ async def test_a_word_level_check_beside_a_sentence_stream_checks_words_and_stop
 
 
 @pytest.mark.asyncio
-async def test_an_own_chunking_check_sees_its_withheld_fragment_at_the_natural_end() -> None:
+async def test_a_coarser_own_chunking_holds_delivery_until_its_piece_is_judged() -> None:
     paragraphs = NoWord("five", chunking="paragraph")  # the whole text is one paragraph
     result, events, _ = await run([paragraphs])
-    # No paragraph completes while streaming ("unknown"); at the end the withheld paragraph
-    # is checked in a verdict of its own (no ChunkEvent), and it fails.
-    assert kinds(events) == [
-        "Q0",
-        "C0",
-        "Q1",
-        "C1",
-        "Q2",
-        "C2",
-        "Q3",
-        "C3",
-        "Q4",
-        "C4",
-        "Q5!",
-        "CompletedEvent",
-    ]
-    assert results_of(events, 0) == [("unknown", None)]
-    assert not result.completed and result.full_text == "".join(SENTENCES)
+    # The paragraph covers every sentence: none leaves before it is judged, at the natural
+    # end; it fails, which fails the first sentence it covers. Nothing unjudged was delivered.
+    assert kinds(events) == ["Q0!", "CompletedEvent"]
+    assert results_of(events, 0) == [("fail", None)]
+    assert not result.completed and result.full_text == ""
 
 
 @pytest.mark.asyncio
-async def test_an_own_chunking_check_that_passes_its_fragment_lets_the_run_complete() -> None:
+async def test_an_own_chunking_check_that_passes_its_piece_releases_the_held_chunks() -> None:
     paragraphs = NoWord("seven", chunking="paragraph")
     result, events, _ = await run([paragraphs, Check("plain")])
-    assert kinds(events)[-6:] == [
-        "Q4",
-        "C4",
-        "Q5",
+    assert kinds(events) == [
+        *(f"{kind}{i}" for i in range(5) for kind in "QC"),
         "StreamingDoneEvent",
         "FullValidationEvent",
         "CompletedEvent",
     ]
-    assert results_of(events, 5) == [("pass", None), ("unknown", None)]
-    assert result.completed and isinstance(events[-1], CompletedEvent)
+    assert results_of(events, 4) == [("pass", None), ("pass", "plain says pass")]
+    assert result.completed and result.full_text == "".join(SENTENCES)
 
 
 def test_an_unknown_own_chunking_alias_is_a_clear_error_at_assembly() -> None:

@@ -122,10 +122,12 @@ class Requirement:
     Scheduling (keyword arguments, also class attributes a subclass may set):
 
     * ``chunking``: this requirement's own chunking (``"word"``, ``"sentence"``,
-      ``"paragraph"`` or a strategy). The stream's chunks are re-cut with it, and
-      each of its own chunks goes to ``stream_validate`` (or, as in Mellea 0.8, to
-      ``_stream_validate``); at the natural end its withheld fragment is checked too.
-      ``None`` (default): it checks the stream's chunks.
+      ``"paragraph"`` or a strategy). The output is cut with it as it streams, and
+      each of its own pieces goes to ``stream_validate`` (or, as in Mellea 0.8, to
+      ``_stream_validate``), in order, one at a time; at the end its withheld fragment
+      is checked too. A chunk of the stream is delivered only after every piece
+      overlapping it was judged, so a chunking coarser than the stream's holds delivery
+      until its piece is complete. ``None`` (default): it checks the stream's chunks.
     * ``concurrency``: how many chunks it may check at once. ``1`` (default) keeps
       its chunks strictly in order, one at a time, so state on ``self`` is safe; a
       stateless check may declare more. Requirements never wait for each other.
