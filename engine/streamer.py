@@ -27,6 +27,7 @@ from engine.core.continuation import StreamRetry
 from engine.core.events import StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
+from engine.core.typed_output import OutputFormat
 from engine.stream_arguments import chunking_strategy
 from engine.streaming import StreamChunkingResult, _start_run
 from operators.chunking import ChunkingStrategy, RawDeltas
@@ -46,6 +47,7 @@ async def stream(
     as_events: Literal[False] = ...,
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    format: OutputFormat = ...,
 ) -> Streamer: ...
 
 
@@ -61,6 +63,7 @@ async def stream(
     as_events: Literal[True],
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    format: OutputFormat = ...,
 ) -> EventStreamer: ...
 
 
@@ -76,6 +79,7 @@ async def stream(
     as_events: bool,
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    format: OutputFormat = ...,
 ) -> Streamer | EventStreamer: ...
 
 
@@ -90,6 +94,7 @@ async def stream(
     as_events: bool = False,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    format: OutputFormat = None,
 ) -> Streamer | EventStreamer:
     """Start a streaming generation (Mellea 0.8's API); consume it inside ``async with``.
 
@@ -102,7 +107,9 @@ async def stream(
     With ``as_events=True`` the handle is an :class:`EventStreamer` over the typed
     events instead. Leaving the ``async with`` block (end, ``break``, exception)
     cancels the generation if it still runs and closes its connection.
-    *validation_timeout* and *retry* are as in :func:`~engine.streaming.stream_with_chunking`.
+    *validation_timeout*, *retry* and *format* are as in
+    :func:`~engine.streaming.stream_with_chunking` (``s.result.partial`` and
+    ``s.result.parsed`` hold the typed values).
 
     Every argument is checked before the backend is called: a refused call starts no
     generation.
@@ -125,6 +132,7 @@ async def stream(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        format=format,
     )
     return EventStreamer(result) if as_events else Streamer(result)
 

@@ -292,7 +292,7 @@ async def test_validate_alone_holds_a_chunk_until_the_next_chunk_completes_its_l
     subject.on_next(Chunk("Sky is blue.", 0, 0, 12))
     assert got == []  # "blue." may still grow: not judged, not delivered
     subject.on_next(Chunk("Sky is purple.", 1, 13, 27, gap=" "))
-    assert [v.chunk.index for v in got] == [0]
+    assert [v.chunk.chunk_index for v in got] == [0]
     subject.on_next(Chunk("Grass.", 2, 28, 34, gap=" "))
     await asyncio.wait_for(done.wait(), 5)
-    assert [(v.chunk.index, v.passed) for v in got] == [(0, True), (1, False)]
+    assert [(v.chunk.chunk_index, v.passed) for v in got] == [(0, True), (1, False)]

@@ -31,6 +31,7 @@ __all__ = [
     "CompletedEvent",
     "ErrorEvent",
     "FullValidationEvent",
+    "PartialObjectEvent",
     "QuickCheckEvent",
     "RetryEvent",
     "StreamEvent",
@@ -60,6 +61,20 @@ class ChunkEvent(StreamEvent):
     path: str | None = None
     # A parsed value may be a dict or a list: left out of the hash, so events stay hashable.
     value: Any = attrs.field(default=None, hash=False)
+
+
+@attrs.frozen
+class PartialObjectEvent(StreamEvent):
+    """With ``format=``: the typed object built from the records delivered so far changed.
+
+    It follows the :class:`ChunkEvent` of the record that changed it (``chunk_index``);
+    ``partial`` is what ``result.partial`` holds from then on.
+    """
+
+    # A partial object may be a list or an unhashable model: left out of the hash.
+    partial: Any = attrs.field(hash=False)
+    chunk_index: int
+    attempt: int = 1
 
 
 @attrs.frozen

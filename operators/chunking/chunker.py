@@ -126,6 +126,13 @@ class Chunker:
         return self._pending
 
     @property
+    def settled(self) -> int:
+        """The offset before which no chunk not yet released can start: the start of the
+        withheld text, or for a scanning strategy what its scanner has read past."""
+        scanner = self._scanner
+        return self._offset if scanner is None else scanner.settled
+
+    @property
     def chunks_released(self) -> int:
         """The index of the next chunk: how many have been released, counting from ``start_index``."""
         return self._count

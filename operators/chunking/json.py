@@ -70,6 +70,11 @@ class JsonChunking(ScanningStrategy):
     top-level object, the elements of its first array-valued field, and every other field
     as a whole (each top-level field, when there is no array).
 
+    *wrapper* names the field a server-bound schema wrapped the user's value in (a list
+    type is sent as ``{"result": [...]}``, since servers want an object at the root):
+    when the document is an object, paths address the value of that field (``$[*]`` is
+    an element of the list, and chunks carry ``$[3]``); a bare document is read as it is.
+
     What real models emit around JSON is tolerated: text before the document (prose, the
     opening of a Markdown code fence) is skipped up to the first ``{`` or ``[``, and text
     after the document is ignored. Text that is not JSON where JSON is expected raises
@@ -90,16 +95,22 @@ class JsonChunking(ScanningStrategy):
     separator: ClassVar[str] = "\n"
     """Records shown joined stand one a line."""
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, *, wrapper: str | None = None) -> None:
+        if wrapper is not None and not isinstance(wrapper, str):
+            raise TypeError(f"JsonChunking(wrapper=...) takes a field name (str) or None, got {wrapper!r}")
         self.path = path
+        self.wrapper = wrapper
         self._pattern: tuple[Step, ...] | None = None if path is None else parse_path(path)
 
     def scanner(self, start_offset: int = 0) -> JsonScanner:
         """A new scanner for one stream whose first character is at *start_offset*."""
-        return JsonScanner(self._pattern, start_offset)
+        return JsonScanner(self._pattern, start_offset, wrapper=self.wrapper)
 
     def __repr__(self) -> str:
-        return f"JsonChunking(path={self.path!r})" if self.path is not None else "JsonChunking()"
+        args = [] if self.path is None else [f"path={self.path!r}"]
+        if self.wrapper is not None:
+            args.append(f"wrapper={self.wrapper!r}")
+        return f"JsonChunking({', '.join(args)})"
 
 
 class JsonScanner:
@@ -116,16 +127,22 @@ class JsonScanner:
         "_open_depth",
         "_open_path",
         "_pattern",
+        "_root",
         "_spans",
         "_steps",
         "_text",
         "_token",
         "_token_at",
         "_where",
+        "_wrapper",
     )
 
-    def __init__(self, pattern: tuple[Step, ...] | None, start_offset: int = 0) -> None:
+    def __init__(
+        self, pattern: tuple[Step, ...] | None, start_offset: int = 0, *, wrapper: str | None = None
+    ) -> None:
         self._pattern = pattern
+        self._wrapper = wrapper
+        self._root = 0  # 1 when the document is the wrapper object: paths start inside it
         self._text = ""  # the text from stream offset _base on that may still be needed
         self._base = start_offset
         self._i = 0  # the scan position in _text
@@ -160,6 +177,12 @@ class JsonScanner:
             self._base = keep
             self._i -= cut
         return spans
+
+    @property
+    def settled(self) -> int:
+        """The offset before which no chunk not yet released can start: the start of the value
+        being delivered, else the end of the text read (what lies before it is structure)."""
+        return self._open_at if self._open_at >= 0 else self._base + len(self._text)
 
     def finish(self) -> list[Span]:
         """The stream has ended: nothing is withheld in a complete document; raise otherwise."""
@@ -292,17 +315,24 @@ class JsonScanner:
             return
         self._open_at = self._base + i
         self._open_depth = len(steps)
-        self._open_path = format_path(steps)
+        self._open_path = format_path(steps[self._root :])
 
     def _delivers(self, c: str) -> bool:
         """Whether the value starting here (with *c*) is delivered as a chunk."""
         steps = self._steps
+        root = self._root
+        if not steps and self._wrapper is not None and c == "{":
+            self._root = 1  # the wrapper object: the user's value is its field
+            return False
+        if root and steps[0] != self._wrapper:
+            return False  # outside the user's value
+        relative = steps[root:] if root else steps
         pattern = self._pattern
         if pattern is not None:
-            return matches(pattern, steps)
-        depth = len(steps)
+            return matches(pattern, relative)
+        depth = len(relative)
         if depth == 1:
-            if not self._kinds[0]:
+            if not self._kinds[root]:
                 return True  # an element of a top-level array
             if c == "[" and not self._carrier_taken:
                 self._carrier = self._carrier_taken = True  # the first array-valued field
@@ -314,7 +344,7 @@ class JsonScanner:
         """The innermost container closed; the value ended at *end* (in _text)."""
         self._kinds.pop()
         self._steps.pop()
-        if len(self._kinds) == 1 and self._carrier:
+        if len(self._kinds) == 1 + self._root and self._carrier:
             self._carrier = False
         self._value_end(end)
 

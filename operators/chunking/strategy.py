@@ -69,6 +69,12 @@ class Scanner(Protocol):
         """The stream has ended: the chunks still withheld, in order."""
         ...
 
+    @property
+    def settled(self) -> int:
+        """The offset before which no chunk not yet released can start (text before it that
+        is in no chunk has been read and is in none)."""
+        ...
+
 
 class ScanningStrategy(ChunkingStrategy):
     """A strategy that carries scanner state across chunk ends (it is not restartable there).
