@@ -17,6 +17,7 @@ from engine import (
     FieldCheck,
     Instruction,
     PartialValidationResult,
+    Session,
     SimpleContext,
     StreamRetry,
     stream,
@@ -318,3 +319,33 @@ async def test_a_check_returning_something_else_names_it() -> None:
     (piece,) = __import__("operators").Chunker(__import__("operators").JsonChunking("$.a")).feed('{"a": 5}')
     with pytest.raises(TypeError, match="returned 3; return True"):
         await FieldCheck("$.a", lambda v: 3).stream_validate(piece, backend=None, ctx=None)  # type: ignore[arg-type]
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_session_with_strategy_none_and_a_field_check_streams_and_stops_at_the_bad_item() -> None:
+    items = products(30, **{"9": {"currency": "GBP"}})
+    text = json.dumps({"products": items})
+    backend = ScriptedBackend(sliced(text), delay=0.001)
+    m = Session(backend)
+    thunk = await m.ainstruct(
+        "List products", format=ProductList, requirements=example_requirements(), strategy=None
+    )
+    assert json.loads(thunk.value + "]}") == {"products": items[:9]}  # the delivered records
+    assert thunk.parsed_repr.products == [Product(**p) for p in items[:9]]  # the partial object
+    received = backend.generations[0]
+    assert received.extra["streaming"] is True
+    closes = text.index('"GBP"') + len('"GBP"')
+    assert len(m.ctx.last_output().value) < closes + 4  # the generation stopped there  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_session_with_strategy_none_and_a_field_check_returns_the_parsed_answer() -> None:
+    items = products(3)
+    m = Session(ScriptedBackend(sliced(json.dumps({"products": items}))))
+    thunk = await m.ainstruct(
+        "List products", format=ProductList, requirements=example_requirements(), strategy=None
+    )
+    assert thunk.parsed_repr == ProductList(products=[Product(**p) for p in items])
