@@ -84,6 +84,7 @@ bench: $(BENCH_STAMP) $(MELLEA_STAMP) $(MELLEA08_STAMP)
 	$(BIN)/python benchmarks/fanout_paced.py
 	$(BIN)/python benchmarks/scheduling.py
 	$(BIN)/python benchmarks/telemetry_overhead.py
+	$(BIN)/python benchmarks/structured.py
 	$(BIN)/python benchmarks/render.py
 
 clean:
