@@ -449,7 +449,14 @@ class _Scheduler:
             own = worker.own
             assert own is not None
             if own.chunker is not None:
-                pieces = own.chunker.flush()
+                try:
+                    pieces = own.chunker.flush()
+                except ValueError:
+                    if tail_slot:
+                        raise
+                    # The upstream's error ends the run: an own chunker's complaint about the
+                    # text it cut short (an unfinished JSON document) must not replace it.
+                    pieces = []
                 own.queue.extend(pieces)
                 if self.snapshots:
                     own.log.extend(pieces)

@@ -242,6 +242,7 @@ _RUN_ARGUMENTS: dict[str, st.SearchStrategy[BadValue]] = {
     "validation_backend": bad_object(optional=True),
     "validation_timeout": bad_seconds(),
     "retry": bad_object(optional=True),
+    "format": bad_format(),
 }
 if "model_options" in inspect.signature(stream_with_chunking).parameters:  # options for the backend
     _RUN_ARGUMENTS["model_options"] = bad_mapping()

@@ -169,6 +169,33 @@ async def test_text_outside_a_checks_path_is_judged_once_read_and_delivered_with
         assert seen_at[i] < ends[i + 1], (i, seen_at, ends)
 
 
+@pytest.mark.asyncio
+async def test_an_error_mid_document_is_the_runs_error_not_a_complaint_about_the_cut_json() -> None:
+    backend = ScriptedBackend(['[{"n": 1}, {"n": '], error=RuntimeError("server died"))
+    result = await stream_with_chunking(
+        "x", backend, SimpleContext(), chunking="json", requirements=[FieldCheck("$[*].n", lambda n: n > 0)]
+    )
+    events = [e async for e in result.events()]
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert (error.exception_type, error.detail) == ("RuntimeError", "server died")
+    assert [e.value for e in events if isinstance(e, ChunkEvent)] == [{"n": 1}]
+
+
+@pytest.mark.asyncio
+async def test_an_unfinished_document_at_the_natural_end_fails_naming_the_offset() -> None:
+    result = await stream_with_chunking(
+        "x",
+        ScriptedBackend(['[{"n": 1}, {"n": 2']),
+        SimpleContext(),
+        chunking="json",
+        requirements=[FieldCheck("$[*].n", lambda n: n > 0)],
+    )
+    events = [e async for e in result.events()]
+    (error,) = [e for e in events if isinstance(e, ErrorEvent)]
+    assert error.exception_type == "JsonChunkingError" and "offset 18" in error.detail
+    assert not result.completed
+
+
 # -- paths into the user's type -------------------------------------------------------------
 
 
