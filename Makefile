@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit docs demo bench test-integration clean
+.PHONY: test lint typecheck unit unit-uvloop docs demo bench bench-quick test-integration clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ unit: $(STAMP)
 # from the navigation) fails the build.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The same suite on uvloop (extra "speed", installed by dev): the engine and both HTTP backends
+# must run on either loop. tests/conftest.py installs uvloop's policy for the test run only.
+unit-uvloop: $(STAMP)
+	RXLLM_TEST_LOOP=uvloop $(BIN)/python -X dev -W error::ResourceWarning -m pytest -q -m "not integration"
 
 demo: $(STAMP)
 	$(BIN)/python -m engine demo
@@ -72,20 +77,24 @@ $(MELLEA08_STAMP): pyproject.toml
 	$(MELLEA08_VENV)/bin/python -m pip install --quiet "mellea==0.8.0" -e .
 	touch $(MELLEA08_STAMP)
 
-# Each script prints its table and writes benchmarks/results/<name>.json; render.py writes
-# benchmarks/results/README.md and long_output.png from them. Run it on a quiet machine.
+# Each script prints its table and writes benchmarks/results/<name>.json, recording the commit (and
+# whether the tree was clean), the time and every engine's version; render.py writes
+# benchmarks/results/README.md and long_output.png from them and refuses files from different commits.
+# Run it on a quiet machine, on a committed tree: about 20 minutes on 2 cores (the README lists each
+# script's run time; the whole must stay under 60). bench-quick runs every script's --quick mode
+# (a few minutes) into .bench-quick/, leaving the committed results alone.
+BENCH_SCRIPTS := cancel_latency http_cancel throughput long_output vs_mellea fanout fanout_paced scheduling telemetry_overhead gateway structured
+QUICK_DIR := .bench-quick
+
 bench: $(BENCH_STAMP) $(MELLEA_STAMP) $(MELLEA08_STAMP)
-	$(BIN)/python benchmarks/cancel_latency.py
-	$(BIN)/python benchmarks/http_cancel.py
-	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/long_output.py
-	$(BIN)/python benchmarks/vs_mellea.py
-	$(BIN)/python benchmarks/fanout.py
-	$(BIN)/python benchmarks/fanout_paced.py
-	$(BIN)/python benchmarks/scheduling.py
-	$(BIN)/python benchmarks/telemetry_overhead.py
-	$(BIN)/python benchmarks/structured.py
+	for name in $(BENCH_SCRIPTS); do $(BIN)/python benchmarks/$$name.py || exit 1; done
 	$(BIN)/python benchmarks/render.py
 
+bench-quick: $(BENCH_STAMP) $(MELLEA_STAMP) $(MELLEA08_STAMP)
+	rm -rf $(QUICK_DIR) && mkdir -p $(QUICK_DIR)
+	for name in $(BENCH_SCRIPTS); do \
+		$(BIN)/python benchmarks/$$name.py --quick --out $(QUICK_DIR)/$$name.json || exit 1; done
+	$(BIN)/python benchmarks/render.py --results $(QUICK_DIR)
+
 clean:
-	rm -rf $(VENV) site .mypy_cache .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) site $(QUICK_DIR) .mypy_cache .pytest_cache .ruff_cache *.egg-info

@@ -585,7 +585,9 @@ class _Connection:
     def close_now(self) -> None:
         """Close the connection (once) unless the stream ended normally; record when."""
         response = self.response
-        if response is None or self.finished or self.generation.connection_closed_at is not None:
+        # response.closed, not generation.connection_closed_at: a refused attempt before a
+        # retry set that field, and this response must close all the same.
+        if response is None or self.finished or response.closed:
             return
         response.close()
         self.generation.connection_closed_at = time.perf_counter()

@@ -39,6 +39,9 @@ class ScriptedBackend:
     ``extra["attempt"]``, ``extra["continuation_prefix"]`` and ``extra["repair"]``.
     """
 
+    provider = "scripted"
+    """The name its generations and telemetry give the provider, as the HTTP backends' ``provider``."""
+
     def __init__(
         self,
         deltas: Sequence[str],
@@ -78,7 +81,7 @@ class ScriptedBackend:
     ) -> tuple[ModelOutputThunk[str], Context]:
         """Start replaying the script now; return the lazy thunk and the new context."""
         stream = bool((model_options or {}).get(ModelOption.STREAM, False))
-        generation = GenerationInfo(model=self.model_id, provider="scripted")
+        generation = GenerationInfo(model=self.model_id, provider=self.provider)
         generation.extra["streaming"] = stream
         deltas = self.deltas
         if isinstance(action, Continuation):

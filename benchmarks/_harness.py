@@ -245,6 +245,7 @@ class Worker:
         if serves != engine:
             self.close()
             raise RuntimeError(f"the {engine} worker runs {serves}: rebuild its virtualenv (`make bench`)")
+        ENGINE_VERSIONS[engine] = self.call("versions")
 
     def call(self, op: str, **args: Any) -> Any:
         """Run *op* in the child and return its result; a failure there is raised here."""
@@ -284,24 +285,58 @@ class Worker:
 # ---------------------------------------------------------------------------
 
 
-def environment() -> dict[str, Any]:
-    """Where the figures were measured."""
-    versions: dict[str, str] = {}
-    for name in ("reactivex", "aiohttp", "mellea"):
-        try:
-            from importlib.metadata import version
+_STARTED = time.time()
+_RESULTS_PATHSPEC = ":(exclude)benchmarks/results"
+ENGINE_VERSIONS: dict[str, dict[str, str]] = {}
+"""Engine -> the versions its own worker reported (:class:`Worker` fills it as it starts one)."""
 
+
+def package_versions() -> dict[str, str]:
+    """The versions of this interpreter's engine packages (the ``versions`` op of every worker)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("rxllm", "mellea", "reactivex", "aiohttp", "uvloop"):
+        try:
             versions[name] = version(name)
-        except Exception:
+        except PackageNotFoundError:
             continue
+    return versions
+
+
+def source_revision() -> dict[str, Any]:
+    """The commit measured and whether the tree held changes beyond it (results files excepted:
+    the scripts of one ``make bench`` write them one after another)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", _RESULTS_PATHSPEC)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "tree_clean": None}
+    return {"commit": commit, "tree_clean": not changed}
+
+
+def environment() -> dict[str, Any]:
+    """Where, when and on what the figures were measured: the commit (and whether the tree was
+    clean), the start and end of the run, and every engine's versions (Mellea's from its worker)."""
+    engines = {"rxllm": package_versions(), **ENGINE_VERSIONS}
     return {
+        **source_revision(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "packages": versions,
+        "packages": engines["rxllm"],
+        "engines": engines,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(_STARTED)),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "duration_s": round(time.time() - _STARTED, 1),
     }
 
 

@@ -9,7 +9,7 @@ where the two differ, marked ``_V08``:
   ``async with await stream(..., as_events=True)``), both with sentence chunking and every
   ``StreamEvent`` consumed, as ours consumes ``events()``;
 - the backend's feeder: Mellea's ``send_to_queue`` takes the thunk's queue in 0.7.0, the
-  thunk itself in 0.8.0;
+  thunk itself in 0.8.0; both with its default per-chunk timer, as Mellea's shipped backends;
 - the requirements' per-chunk hook: ``stream_validate`` in 0.7.0; ``_stream_validate`` in
   0.8.0, whose ``stream_validate`` is final (it re-chunks for requirements that carry their
   own ``chunking``; these carry none, so each stream chunk reaches ``_stream_validate`` as is).
@@ -99,10 +99,10 @@ class ReplayBackend(Backend):
 
     async def _feed(self, record: Record, mot: ModelOutputThunk[Any]) -> None:
         try:
-            if _V08:
-                await send_to_queue(self._deltas(record), mot, chunk_timeout=None)
-            else:
-                await send_to_queue(self._deltas(record), mot._gen.queue)
+            # Both versions keep send_to_queue's default per-chunk timer (an asyncio.timeout around
+            # every chunk), as Mellea's own OpenAI, Ollama-compatible and watsonx backends do unless
+            # the caller sets ModelOption.STREAM_TIMEOUT: the path Mellea's users run.
+            await send_to_queue(self._deltas(record), mot if _V08 else mot._gen.queue)
             record.finished = True
         finally:
             if not record.finished:

@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _harness import package_versions
+
 __all__ = ["Probe", "cancel_samples", "engine_ops"]
 
 
@@ -27,15 +29,19 @@ class Probe:
 
     def __init__(self) -> None:
         self.record: Any = None
-        """The generation's record (``deltas_sent``); set by the backend when generation starts."""
+        """The generation's record (``deltas_sent``): set by the backend when generation starts, or
+        found through :attr:`find_record` (a shipped backend, which knows nothing of probes)."""
+        self.find_record: Callable[[], Any] | None = None
         self.verdict_at: float | None = None
         self.sent_at_verdict = 0
 
     def verdict(self) -> None:
         """Note, inside the validator, the moment it answers "fail" and the deltas sent by then."""
+        if self.record is None and self.find_record is not None:
+            self.record = self.find_record()
         assert self.record is not None, "the backend did not hand its record to the probe"
         self.sent_at_verdict = self.record.deltas_sent
-        self.verdict_at = time.perf_counter()
+        self.verdict_at = time.perf_counter()  # last: the bookkeeping above is not the engine's time
 
 
 async def cancel_samples(
@@ -114,4 +120,14 @@ def engine_ops(
         """The engine this worker runs (the harness checks it: a venv with the wrong version fails)."""
         return engine
 
-    return {"cancel": op_cancel, "stream": op_stream, "fanout": op_fanout, "engine": op_engine}
+    async def op_versions() -> dict[str, str]:
+        """The versions installed where this worker runs (its engine's own, read in its own venv)."""
+        return package_versions()
+
+    return {
+        "cancel": op_cancel,
+        "stream": op_stream,
+        "fanout": op_fanout,
+        "engine": op_engine,
+        "versions": op_versions,
+    }

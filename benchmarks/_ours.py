@@ -10,16 +10,15 @@ working while the library's internals change.
   deltas the source had produced by then, in a :class:`_ops.Probe` shared by its copies.
   With ``await_once`` it suspends once (``await asyncio.sleep(0)``) on every chunk
   before answering, as a validator doing I/O would.
-- :func:`run_ours`: one ``stream_with_chunking`` run on a fresh ``ScriptedBackend``,
-  every event consumed; returns the generation record the backend kept.
+- :func:`run_ours`: one ``stream_with_chunking`` run on a fresh, shipped ``ScriptedBackend``
+  (no subclass), every event consumed; returns the generation record the backend kept.
 - :func:`run_floor`: the plain-asyncio throughput floor: the same chunking (our
-  ``Chunker``), the same awaits (one loop turn per delta, the requirements of a chunk
-  run as tasks in parallel, the final ``validate`` calls), the same event objects, no Rx.
-- :func:`cancel_floor_in_step` and :func:`cancel_floor_task_cancel`: the two cancel
-  floors of issue 12 (see their docstrings).
+  ``Chunker``), one loop turn per delta, each chunk's checks awaited inline, the final
+  ``validate`` calls, the same event objects, no Rx.
+- :func:`cancel_floor_task_cancel`: the cancel floor (see its docstring).
 - ``OPS``: what ``_worker.py`` serves for the side-by-side scripts: ``cancel``, ``stream``
   and ``fanout`` built by ``_ops.engine_ops`` (as the Mellea adapter, ``_mellea``, builds
-  its own), and the floors' ops.
+  its own), and the floors' ops (the throughput floor's and the cancel floor's).
 """
 
 from __future__ import annotations
@@ -92,20 +91,6 @@ class FailOnChunk(NoOpRequirement):
         return _UNKNOWN
 
 
-class _ProbedBackend(ScriptedBackend):
-    """``ScriptedBackend`` that hands each new generation record to a probe."""
-
-    def __init__(self, deltas: Sequence[str], *, delay: float, probe: Probe | None) -> None:
-        super().__init__(deltas, delay=delay)
-        self._probe = probe
-
-    async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
-        result = await super().generate_from_context(action, ctx, **kwargs)
-        if self._probe is not None:
-            self._probe.record = self.generations[-1]
-        return result
-
-
 async def run_ours(
     deltas: Sequence[str],
     requirements: Sequence[Requirement],
@@ -114,8 +99,11 @@ async def run_ours(
     probe: Probe | None = None,
     chunking: str = "sentence",
 ) -> tuple[GenerationInfo, int, bool]:
-    """One full pipeline run; returns ``(generation record, events consumed, completed)``."""
-    backend = _ProbedBackend(deltas, delay=delay, probe=probe)
+    """One full pipeline run over the shipped ``ScriptedBackend`` (the path users run: its producer's
+    own ``finally`` sets ``cancelled_at``); returns ``(generation record, events consumed, completed)``."""
+    backend = ScriptedBackend(deltas, delay=delay)
+    if probe is not None:
+        probe.find_record = lambda: backend.generations[-1]
     result = await stream_with_chunking(
         CBlock("benchmark"), backend, SimpleContext(), requirements=requirements, chunking=chunking
     )
@@ -133,9 +121,13 @@ async def _produce(deltas: Sequence[str], delay: float) -> AsyncIterator[str]:
 
 
 async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], *, delay: float = 0.0) -> int:
-    """The plain-asyncio floor: same chunking, awaits and events as the pipeline, no Rx.
+    """The plain-asyncio floor: the fastest honest plain-asyncio code doing the pipeline's work.
 
-    Returns the number of events produced (all are consumed: appended to a list).
+    The same chunking (our ``Chunker``), one loop turn per delta, every requirement's
+    ``stream_validate`` on every chunk and ``validate`` at the end, the same event objects;
+    no Rx, and the checks awaited inline, one after another: no task and no ``gather`` per
+    chunk (the pipeline starts checks without creating tasks too, so tasks would only slow
+    the floor down). Returns the number of events produced (all kept in a list).
     """
     ctx = SimpleContext()
     chunker = Chunker(SentenceChunking())
@@ -144,9 +136,7 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
 
     async def check(chunks: list[Any]) -> None:
         for c in chunks:
-            results = await asyncio.gather(
-                *(req.stream_validate(c.text, backend=None, ctx=ctx) for req in requirements)  # type: ignore[arg-type]
-            )
+            results = [await req.stream_validate(c.text, backend=None, ctx=ctx) for req in requirements]  # type: ignore[arg-type]
             events.append(QuickCheckEvent(chunk_index=c.chunk_index, passed=True, results=tuple(results)))
             events.append(ChunkEvent(text=c.text, chunk_index=c.chunk_index))
 
@@ -158,7 +148,7 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
     await check(chunker.flush())
     full_text = "".join(received)
     events.append(StreamingDoneEvent(full_text=full_text))
-    finals = await asyncio.gather(*(req.validate(None, ctx) for req in requirements))  # type: ignore[arg-type]
+    finals = [await req.validate(None, ctx) for req in requirements]  # type: ignore[arg-type]
     events.append(FullValidationEvent(passed=all(finals), results=tuple(finals)))
     events.append(CompletedEvent(success=True, full_text=full_text))
     return len(events)
@@ -168,7 +158,7 @@ async def run_floor(deltas: Sequence[str], requirements: Sequence[Requirement], 
 
 
 class _FloorCheck:
-    """The floors' validator: the same chunk count, verdict reading and optional await."""
+    """The cancel floor's check: the same chunk count, verdict reading and optional await."""
 
     def __init__(self, fail_on: int, await_once: bool) -> None:
         self.fail_on = fail_on
@@ -194,40 +184,10 @@ class _FloorRecord:
         self.finally_at: float | None = None
 
 
-async def cancel_floor_in_step(
-    deltas: Sequence[str], delay: float, fail_on: int, await_once: bool
-) -> tuple[float, int]:
-    """Floor (a): the producer stops inside its own step.
-
-    One task produces the deltas (``asyncio.sleep(delay)`` each), chunks them with our
-    ``Chunker`` and awaits the check inline; on "fail" it returns, and its ``finally``
-    records the time. Returns ``(verdict -> finally in seconds, deltas after the verdict)``.
-    """
-    record = _FloorRecord()
-    check = _FloorCheck(fail_on, await_once)
-
-    async def producer() -> None:
-        chunker = Chunker(SentenceChunking())
-        try:
-            for delta in deltas:
-                await asyncio.sleep(delay)
-                record.sent += 1
-                for piece in chunker.feed(delta):
-                    if await check(piece.text):
-                        record.sent_at_verdict = record.sent
-                        return
-        finally:
-            record.finally_at = time.perf_counter()
-
-    await asyncio.create_task(producer())
-    assert check.verdict_at is not None and record.finally_at is not None, "the floor never failed"
-    return record.finally_at - check.verdict_at, record.sent - record.sent_at_verdict
-
-
 async def cancel_floor_task_cancel(
     deltas: Sequence[str], delay: float, fail_on: int, await_once: bool
 ) -> tuple[float, int]:
-    """Floor (b): the producer task is cancelled from another task.
+    """The cancel floor: the producer task is cancelled from another task.
 
     The producer task hands each delta to the consumer (a list and a future, the
     cheapest hand-over); the consumer (this coroutine) chunks and checks, and on "fail"
@@ -281,17 +241,10 @@ async def cancel_floor_task_cancel(
 # -- worker ops (cancel, stream and fanout as every engine serves them: _ops.engine_ops) ---------
 
 
-async def op_cancel_floor_in_step(
-    deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
-) -> dict[str, list[float]]:
-    """Floor (a), as the ``cancel`` op reports it."""
-    return await cancel_samples(lambda: cancel_floor_in_step(deltas, delay, fail_on, await_once), runs)
-
-
 async def op_cancel_floor_task_cancel(
     deltas: list[str], delay: float, fail_on: int, await_once: bool, runs: int
 ) -> dict[str, list[float]]:
-    """Floor (b), as the ``cancel`` op reports it."""
+    """The cancel floor, as the ``cancel`` op reports it."""
     return await cancel_samples(lambda: cancel_floor_task_cancel(deltas, delay, fail_on, await_once), runs)
 
 
@@ -310,7 +263,6 @@ async def op_stream_floor(deltas: list[str], runs: int) -> dict[str, Any]:
 
 OPS: dict[str, Callable[..., Any]] = {
     **engine_ops("rxllm", run_ours, NoOpRequirement, FailOnChunk),
-    "cancel_floor_in_step": op_cancel_floor_in_step,
     "cancel_floor_task_cancel": op_cancel_floor_task_cancel,
     "stream_floor": op_stream_floor,
 }

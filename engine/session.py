@@ -201,7 +201,7 @@ class Session:
         await self._ready()
         options = self._options(model_options)
         if strategy is None and _streams_structured(reqs, format):
-            return await self._stream_structured(action, reqs, format)
+            return await self._stream_structured(action, reqs, format, options)
         if strategy is None:
             if reqs:
                 logger.debug("strategy=None: %d requirement(s) are rendered but not validated", len(reqs))
@@ -228,7 +228,7 @@ class Session:
         return result if return_sampling_results else result.result
 
     async def _stream_structured(
-        self, action: Any, reqs: list[Requirement], format: OutputFormat
+        self, action: Any, reqs: list[Requirement], format: OutputFormat, options: Mapping[str, Any]
     ) -> ModelOutputThunk[Any]:
         """``strategy=None`` with a format and a ``FieldCheck``: one streaming run that checks
         each record as it closes (see :func:`_streams_structured`)."""
@@ -242,6 +242,7 @@ class Session:
             chunking="json",
             validation_backend=self.validation_backend,
             format=format,
+            model_options=options,
         )
         await result.acomplete()
         thunk = result.as_thunk()

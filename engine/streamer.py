@@ -16,7 +16,7 @@ end, ``break``, an exception) cancels the generation and closes the connection.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -47,6 +47,7 @@ async def stream(
     as_events: Literal[False] = ...,
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    model_options: Mapping[str, Any] | None = ...,
     format: OutputFormat = ...,
 ) -> Streamer: ...
 
@@ -63,6 +64,7 @@ async def stream(
     as_events: Literal[True],
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    model_options: Mapping[str, Any] | None = ...,
     format: OutputFormat = ...,
 ) -> EventStreamer: ...
 
@@ -79,6 +81,7 @@ async def stream(
     as_events: bool,
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
+    model_options: Mapping[str, Any] | None = ...,
     format: OutputFormat = ...,
 ) -> Streamer | EventStreamer: ...
 
@@ -94,6 +97,7 @@ async def stream(
     as_events: bool = False,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
     format: OutputFormat = None,
 ) -> Streamer | EventStreamer:
     """Start a streaming generation (Mellea 0.8's API); consume it inside ``async with``.
@@ -107,7 +111,7 @@ async def stream(
     With ``as_events=True`` the handle is an :class:`EventStreamer` over the typed
     events instead. Leaving the ``async with`` block (end, ``break``, exception)
     cancels the generation if it still runs and closes its connection.
-    *validation_timeout*, *retry* and *format* are as in
+    *validation_timeout*, *retry*, *model_options* and *format* are as in
     :func:`~engine.streaming.stream_with_chunking` (``s.result.partial`` and
     ``s.result.parsed`` hold the typed values).
 
@@ -132,6 +136,7 @@ async def stream(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
         format=format,
     )
     return EventStreamer(result) if as_events else Streamer(result)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -60,6 +61,7 @@ from engine.core.events import (
     StreamingDoneEvent,
 )
 from engine.core.options import ModelOption
+from engine.core.redaction import redact
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
@@ -76,6 +78,8 @@ from operators.verdicts import ChunkVerdict, RetryRequest
 
 __all__ = ["StreamChunkingResult", "StreamRetry", "stream_with_chunking"]
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
@@ -89,6 +93,7 @@ async def stream_with_chunking(
     validation_backend: Backend | None = None,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
     format: OutputFormat = None,
 ) -> StreamChunkingResult:
     """Generate a streaming response with per-chunk validation.
@@ -113,6 +118,9 @@ async def stream_with_chunking(
     keep their state as if the delivered text had come from one generation.
     ``full_text`` is the delivered text, and the final validation judges it.
 
+    *model_options* (``ModelOption`` keys or the provider's own option names) go to
+    every generation of the run, retries included, with ``ModelOption.STREAM`` set.
+
     With *format* (a pydantic model, an attrs class, a ``TypeAdapter``-able type or a
     JSON schema ``dict``), the schema is sent to the server as ``ainstruct(format=...)``
     sends it, and with ``chunking="json"`` each record of the answer is a chunk (the
@@ -128,7 +136,8 @@ async def stream_with_chunking(
 
     Raises:
         TypeError: an argument of the wrong type (a requirement that is not a
-            ``Requirement``-like object, ``validation_timeout="2"``, ...); the message names it.
+            ``Requirement``-like object, ``validation_timeout="2"``, a *model_options* that is
+            not a mapping, ...); the message names it.
         ValueError: an argument of the wrong value (an unknown *chunking* alias, of the run
             or of a requirement; a *validation_timeout* that is not a finite number > 0).
         RuntimeError: the backend returned an already computed thunk (it ignored
@@ -143,6 +152,7 @@ async def stream_with_chunking(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
         format=format,
     )
 
@@ -157,6 +167,7 @@ async def _start_run(
     validation_backend: Backend | None,
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
+    model_options: Mapping[str, Any] | None = None,
     format: OutputFormat = None,
 ) -> StreamChunkingResult:
     """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
@@ -170,8 +181,10 @@ async def _start_run(
         validation_backend=validation_backend,
         validation_timeout=validation_timeout,
         retry=retry,
+        model_options=model_options,
     )
     reqs = [copy.copy(req) for req in checked]
+    options = {**(model_options or {}), ModelOption.STREAM: True}
     if typed_output.is_free_text(format):
         format = None
     else:
@@ -180,9 +193,9 @@ async def _start_run(
         structured.bind_format(reqs, format)
     _refuse_structured_retry(retry, strategy, reqs)
     with telemetry.run_scope(backend, action, reqs) as run:  # the run's span, when telemetry is on
-        mot, gen_ctx = await _start_streaming(backend, action, ctx, format)
+        mot, gen_ctx = await _start_streaming(backend, action, ctx, options, format)
     checker = validation_backend if validation_backend is not None else backend
-    attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx)
+    attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx, options)
     # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
     # and three wrappers per run to every stream).
     stop: ReplayLog[None] = ReplayLog()
@@ -212,10 +225,11 @@ def _refuse_structured_retry(
 
 
 async def _start_streaming(
-    backend: Backend, action: Any, ctx: Context, format: OutputFormat = None
+    backend: Backend, action: Any, ctx: Context, options: dict[str, Any], format: OutputFormat = None
 ) -> tuple[ModelOutputThunk[Any], Context]:
+    # A copy per generation: a backend that edits the mapping it is given cannot reach the next one.
     mot, gen_ctx = await backend.generate_from_context(
-        action, ctx, format=format, model_options={ModelOption.STREAM: True}
+        action, ctx, format=format, model_options=dict(options)
     )
     if mot.is_computed():
         raise RuntimeError(
@@ -294,8 +308,10 @@ class _Attempts:
         ctx: Context,
         first: ModelOutputThunk[Any],
         first_ctx: Context,
+        options: dict[str, Any],
     ) -> None:
         self.policy = policy
+        self.options = options
         self.action = action
         self.backend = backend
         self.ctx = ctx
@@ -330,6 +346,13 @@ class _Attempts:
     ) -> Observable[ChunkVerdict]:
         """Start attempt ``request.attempt``: a generation continuing the delivered text, chunked
         and validated from where the delivered text ends."""
+        logger.info(
+            "retrying the stream (attempt %d of %d): chunk %d failed: %s",
+            request.attempt,
+            self.policy.max_attempts,
+            request.failed.chunk.chunk_index,
+            redact(request.reason),
+        )
         self.prefix = self.received_text()[: request.delivered_end]
         self.current = None
         # The failing chunk is not counted: every requirement continues from its state
@@ -343,7 +366,7 @@ class _Attempts:
         )
 
         async def begin() -> Observable[ChunkVerdict]:
-            mot, gen_ctx = await _start_streaming(self.backend, continuation, self.ctx)
+            mot, gen_ctx = await _start_streaming(self.backend, continuation, self.ctx, self.options)
             self.mots.append(mot)
             self.current, self.gen_ctx = mot, gen_ctx
             return mot.owned_deltas().pipe(

@@ -193,12 +193,16 @@ class FakeServer:
         app.router.add_post(self.path, self._handle)
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
         self._runner = runner
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self._port = server.sockets[0].getsockname()[1]
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        except BaseException:
+            # A half-started server left listening makes the loop's close() fail or, on uvloop
+            # with ResourceWarning as an error, never return.
+            await self.close()
+            raise
+        # The runner's public address list: any loop's server (uvloop's is no asyncio.Server).
+        self._port = runner.addresses[0][1]
 
     async def close(self) -> None:
         """Stop listening and drop open connections."""

@@ -33,6 +33,7 @@ SCRIPTS = (
     "fanout_paced",
     "scheduling",
     "telemetry_overhead",
+    "gateway",
     "structured",
 )
 # Side-by-side scripts run rxllm only here: the Mellea virtualenvs exist only after `make bench`.
@@ -101,14 +102,38 @@ def test_cancel_latency_quick_measures_every_side_at_every_interval(quick_result
         for interval in (0.0, 1.0, 20.0)
     ]
     for row in doc["rows"]:
-        for side in ("rxllm", "floor: in-step", "floor: task cancel"):
+        for side in ("rxllm", "floor: task cancel"):
             latency = row[side]
             assert _is_summary(latency) and 0 < latency["min"] <= latency["median"] <= latency["max"], side
-        assert row["vs_in_step"] > 0 and row["vs_task_cancel"] > 0
+        assert row["vs_task_cancel"] > 0
+        # Every row warms up at its own pacing before it is timed.
+        assert row["warm_up_runs"] == doc["params"]["warm_up_runs"] > 0
         # Mellea was not asked for: its cells are empty, its ratios NaN, never zeros.
         assert row["mellea-0.7.0"]["n"] == 0 and math.isnan(row["vs_mellea_07"])
         assert _is_summary(row["rxllm_deltas_after"]) and row["rxllm_deltas_after"]["min"] >= 0
     assert doc["params"]["engines"] == ["rxllm"]
+    # One process per side: the floor does not share rxllm's worker.
+    assert doc["params"]["sides"] == ["rxllm", "floor: task cancel"]
+
+
+def test_cancel_latency_full_plan_warms_up_at_every_pacing_and_takes_fifty_samples() -> None:
+    import cancel_latency
+
+    warm_up, plan = cancel_latency.plan(quick=False)
+    assert warm_up >= 10
+    assert set(plan) == set(cancel_latency.INTERVALS_MS)
+    assert all(rounds * batch >= 50 for rounds, batch in plan.values())
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_result_records_commit_time_and_engine_versions(
+    name: str, quick_results: dict[str, Any]
+) -> None:
+    doc, _ = quick_results[name]
+    env = doc["environment"]
+    assert len(env["commit"]) == 40 and isinstance(env["tree_clean"], bool)
+    assert env["started_utc"] <= env["date_utc"] and env["duration_s"] >= 0
+    assert env["engines"]["rxllm"]["rxllm"] == _harness.package_versions()["rxllm"]
 
 
 def test_vs_mellea_quick_runs_every_workload(quick_results: dict[str, Any]) -> None:
@@ -179,10 +204,27 @@ def test_fanout_quick_runs_every_stream_without_error(quick_results: dict[str, A
     ]
     for row in doc["rows"]:
         assert row["errors"] == 0, row["first_error"]
-        assert row["rss_kib_per_stream"]["n"] == 1
+        assert row["rss_kib_per_stream"]["n"] == 2
+        # Pipeline and floor take turns, the order flipping each repeat: neither always runs first.
+        assert row["run_order"] == ["rxllm", "plain asyncio", "plain asyncio", "rxllm"]
         assert row["traced_kib_per_stream"] > 0
         assert 0 <= row["gc_s"]["median"] <= row["wall_s"]["median"]
     assert doc["scaling"]["floor_wall_ratio"] > 0
+
+
+def test_gateway_quick_measures_every_mode_and_the_disconnect(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["gateway"]
+    modes = ("direct", "gateway, 1 worker", "gateway, 2 workers")
+    assert [(row["mode"], row["streams"]) for row in doc["rows"]] == [(m, n) for m in modes for n in (5, 20)]
+    for row in doc["rows"]:
+        assert row["errors"] == 0, row["first_error"]
+        assert row["chunks"] > 0 and 0 <= row["delay_p50_ms"] <= row["delay_p99_ms"]
+        assert row["cpu_upstream"] >= 0 and row["cpu_loadgen"] > 0
+        if row["mode"] != "direct":
+            assert row["cpu_gateway"] > 0 and math.isfinite(row["added_p50_ms"])
+    disconnect = doc["disconnect_to_upstream_close_ms"]
+    assert disconnect["n"] == 5 and 0 < disconnect["p50"] <= disconnect["p99"]
+    assert set(doc["largest_streams_under_target"]) == {"direct", "one_worker", "two_workers"}
 
 
 def test_render_writes_readme_with_every_table(quick_results: dict[str, Any], tmp_path: Path) -> None:
@@ -201,7 +243,28 @@ def test_render_writes_readme_with_every_table(quick_results: dict[str, Any], tm
         assert f"## {doc['title']}" in readme
     assert "Quick (smoke) runs" in readme
     assert "## Targets" in readme
-    assert "cancel: verdict → producer's finally ≤ 1.5x the in-step floor" in readme
+    assert "cancel, a check that awaits once: ≤ 1.0x the task-cancel floor" in readme
+    commit = next(iter(quick_results.values()))[0]["environment"]["commit"]
+    assert f"Commit `{commit}`" in readme and "Run time per script" in readme
+
+
+def test_render_refuses_results_from_different_commits(quick_results: dict[str, Any], tmp_path: Path) -> None:
+    docs = {name: json.loads(json.dumps(doc)) for name, (doc, _) in quick_results.items()}
+    docs["fanout"]["environment"]["commit"] = "0" * 40  # as a file left from an older run
+    del docs["throughput"]["environment"]["commit"]  # as a file from before commits were recorded
+    for name, doc in docs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "render.py"), "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "different commits" in proc.stderr
+    assert f"fanout.json: {'0' * 40}" in proc.stderr and "throughput.json: no commit recorded" in proc.stderr
+    assert not (tmp_path / "README.md").exists()
 
 
 # -- harness helpers --------------------------------------------------------------------
@@ -265,6 +328,34 @@ def test_select_engines_rejects_unknown_names() -> None:
     assert _harness.select_engines("rxllm") == (["rxllm"], [])
     with pytest.raises(SystemExit, match="unknown engine"):
         _harness.select_engines("rxllm,mellea-9")
+
+
+@pytest.mark.asyncio
+async def test_the_throughput_floor_awaits_each_check_inline() -> None:
+    # The tightest honest floor: no task (and no gather) per check, every check on every chunk.
+    import asyncio
+
+    import _ours
+
+    tasks: list[object] = []
+
+    class Where(_ours.NoOpRequirement):
+        async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> Any:
+            tasks.append(asyncio.current_task())
+            return await super().stream_validate(chunk, backend=backend, ctx=ctx)
+
+    deltas = _harness.split_deltas(_harness.make_text(600), 4)
+    events = await _ours.run_floor(deltas, [Where("a"), Where("b"), Where("c")])
+    assert tasks and set(tasks) == {asyncio.current_task()}
+    chunks = (events - 3) // 2  # a QuickCheckEvent and a ChunkEvent per chunk, three final events
+    assert len(tasks) == 3 * chunks
+
+
+def test_a_worker_reports_its_engines_versions() -> None:
+    with _harness.Worker("rxllm"):
+        pass
+    assert _harness.ENGINE_VERSIONS["rxllm"] == _harness.package_versions()
+    assert "rxllm" in _harness.ENGINE_VERSIONS["rxllm"]
 
 
 def test_worker_answers_commands_and_reports_failures() -> None:
@@ -340,7 +431,7 @@ def test_the_mellea_adapter_imports_and_follows_the_installed_version(
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     assert found["engine"] == f"mellea-{version}"
-    assert found["ops"] == ["cancel", "engine", "fanout", "stream"]
+    assert found["ops"] == ["cancel", "engine", "fanout", "stream", "versions"]
     assert set(found["ops"]) <= set(found["rxllm_ops"])  # the same ops as rxllm's worker serves
     assert found["api"] == [api]
     assert found["hooks"] == [[hook], [hook]]  # the per-chunk hook this version calls, and only it

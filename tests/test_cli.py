@@ -721,6 +721,25 @@ async def test_verbose_logs_what_the_backend_does() -> None:
     assert "POST" not in quiet.err
 
 
+@pytest.mark.asyncio
+async def test_verbose_shows_the_requests_the_retry_and_its_reason_the_cancel_and_the_close() -> None:
+    repaired = " They carry mud to the sea.\n\nDeltas form where they slow. That is all."
+    async with FakeOllamaServer() as server:
+        server.enqueue(Reply(deltas=tokenize(TEXT), delay=0.01), Reply(deltas=tokenize(repaired)))
+        ran = await arxllm(
+            "stream", "x", "--base-url", server.url, "--forbid", "silt", "--retries", "1", "--verbose"
+        )
+    assert ran.code == EXIT_OK, ran.err
+    lines = ran.err.splitlines()
+    assert len([line for line in lines if line.startswith("rxllm: backends.") and ": POST " in line]) == 2
+    [retry] = [line for line in lines if line.startswith("rxllm: engine.streaming: retrying the stream")]
+    assert "(attempt 2 of 2): chunk 1 failed: " in retry and retry.endswith("forbidden word 'silt'"), retry
+    [cancel] = [line for line in lines if "cancelled the generation" in line]
+    assert "connection closed" in cancel, cancel
+    help_text = rxllm("stream", "--help").out
+    assert "requests, retries with reasons, the cancel, the connection" in " ".join(help_text.split())
+
+
 def test_an_unreachable_server_is_reported_once_with_flags_to_use() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     ran = rxllm("stream", "x", "--base-url", url)

@@ -26,6 +26,7 @@ from engine import (
 )
 from engine.core.backend import Backend
 from engine.core.context import Context
+from engine.streaming import StreamRetry
 from tests.fake_servers import FakeOpenAIServer, Reply
 
 PACKAGES = (engine, operators, backends)
@@ -89,18 +90,52 @@ async def test_debug_records_tell_the_request_retry_cancel_and_close_and_never_t
         FakeOpenAIServer() as server,
         OpenAIBackend("m", base_url=server.url, api_key=secret, retries=1, retry_backoff=0.01) as backend,
     ):
-        # A retried request, then a run a failing check cancels (each on its own: the two in
-        # one run leave the response unclosed under a log handler, a backend defect of its own).
-        server.enqueue(busy, Reply(deltas=["Fine."]), answer)
-        for requirements in ([], [NoWord("BAD")]):
-            result = await stream_with_chunking(
-                Instruction("hi"), backend, SimpleContext(), requirements=requirements
-            )
-            await result.acomplete()
+        # One run: a retried request, then a failing check cancels the generation.
+        server.enqueue(busy, answer)
+        result = await stream_with_chunking(
+            Instruction("hi"), backend, SimpleContext(), requirements=[NoWord("BAD")]
+        )
+        await result.acomplete()
     messages = [r.getMessage() for r in caplog.records]
     assert all(secret not in m for m in messages)
-    assert len([m for m in messages if m.startswith("POST ")]) == 2, messages
+    assert len([m for m in messages if m.startswith("POST ")]) == 1, messages
     assert any("429" in m and "Retrying" in m for m in messages), messages
     [cancel] = [m for m in messages if m.startswith("cancelled the generation")]
     assert "connection closed" in cancel
+    assert "closed -" not in cancel  # closed after the cancel: not the refused attempt's close
     assert {r.name for r in caplog.records} <= {"backends._http", "engine.core.thunk"}
+
+
+@pytest.mark.asyncio
+async def test_an_in_stream_retry_is_logged_at_info_with_its_attempt_and_redacted_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "sk-live-0123456789abcdef"
+
+    class Leaky(Requirement):
+        """Fails the shouted chunk with a reason that quotes a credential."""
+
+        async def stream_validate(
+            self, chunk: str, *, backend: Backend, ctx: Context
+        ) -> PartialValidationResult:
+            if chunk.isupper():
+                return PartialValidationResult("fail", reason=f"shouting (api_key={secret})")
+            return PartialValidationResult("pass")
+
+    caplog.set_level(logging.INFO)
+    backend = ScriptedBackend(["One. ", "TWO. ", "Three."], continuations=[[" two. ", "Three."]])
+    result = await stream_with_chunking(
+        Instruction("count"),
+        backend,
+        SimpleContext(),
+        requirements=[Leaky("calm")],
+        retry=StreamRetry(max_attempts=3),
+    )
+    await result.acomplete()
+    assert result.completed and result.attempts_used == 2
+    [retry] = [r for r in caplog.records if r.name == "engine.streaming"]
+    assert retry.levelno == logging.INFO
+    message = retry.getMessage()
+    assert message.startswith("retrying the stream (attempt 2 of 3): chunk 1 failed: "), message
+    assert "shouting" in message and secret not in message and "***" in message
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

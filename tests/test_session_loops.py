@@ -1,8 +1,8 @@
-"""One session across event loops, on the HTTP backends (issue 9 §5, session level).
+"""One session across event loops, on the HTTP backends (one connection pool per loop, at the session level).
 
 A session made by ``start_session`` is used by a sync twin (the session's private loop),
 then by two ``asyncio.run`` calls, then by a sync twin called inside a running loop (a
-helper thread's loop), then by the sync twin again, and by the README's ``@generative``
+helper thread's loop), then by the sync twin again, and by the manual's ``@generative``
 example unchanged. Each scenario runs in a fresh interpreter (``python -X dev -W error``)
 so interpreter shutdown is part of the test: "Unclosed client session", "Task was
 destroyed", a ResourceWarning or a shutdown traceback would show on its stderr, which

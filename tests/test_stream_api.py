@@ -1,4 +1,4 @@
-"""A run's lifetime: Mellea 0.8's ``stream()`` and the ``StreamChunkingResult`` it shares (issue 9 §6).
+"""A run's lifetime: Mellea 0.8's ``stream()`` and the ``StreamChunkingResult`` it shares.
 
 Leaving ``async with`` (end, ``break``, exception), ``cancel()``/``aclose()``, leaving
 ``astream()``/``events()`` early, or cancelling the thunk ends the run with

@@ -1,4 +1,5 @@
-"""stream_with_chunking: every rule of the README's "The order of events" and "A run is owned by its readers", on ScriptedBackend."""
+"""stream_with_chunking: every rule of the manual's docs/streaming.md, "The order of events" and "A run
+is owned by its readers", on ScriptedBackend."""
 
 from __future__ import annotations
 

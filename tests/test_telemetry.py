@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,13 +192,61 @@ async def test_a_passing_run_is_one_run_span_over_its_request_span_with_counts_a
     assert (
         total(found["rxllm.verdicts"], **{"rxllm.verdict.status": "pass", "rxllm.requirement": "no zzz"}) == 3
     )
-    assert total(found["rxllm.validation.duration"], **{"rxllm.requirement": "no zzz"}) == 3
+    checks = {"rxllm.requirement": "no zzz"}  # each check timed, or counted as fast
+    assert (
+        total(found.get("rxllm.validation.duration", []), **checks)
+        + total(found["rxllm.validation.fast"], **checks)
+        == 3
+    )
     assert total(found["rxllm.time_to_first_chunk"]) == 1
     assert total(found["rxllm.time_per_chunk"]) == 2
     assert total(found["rxllm.request.duration"]) == 1
     assert total(found["rxllm.time_to_first_token"]) == 1
     assert total(found["rxllm.streams.active"]) == 0  # +1 then -1
     assert "rxllm.verdict_to_stop.duration" not in found
+
+
+class Slow(Words):
+    """Passes after *pause* seconds, awaited (as a check doing I/O) or spent on the CPU."""
+
+    def __init__(self, word: str, pause: float, awaits: bool) -> None:
+        super().__init__(word)
+        self.pause = pause
+        self.awaits = awaits
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        if self.awaits:
+            await asyncio.sleep(self.pause)
+        else:
+            until = time.perf_counter() + self.pause
+            while time.perf_counter() < until:
+                pass
+        return PartialValidationResult("pass")
+
+
+@pytest.mark.asyncio
+async def test_checks_of_100_us_or_more_are_timed_and_faster_ones_counted(otel: Otel) -> None:
+    backend = ScriptedBackend(["One. ", "Two. ", "Three. ", "Four."], model_id="tiny")
+    requirements = [Slow("io", 0.002, awaits=True), Slow("cpu", 0.0005, awaits=False), Words("zzz")]
+    result = await stream_with_chunking(
+        Instruction("hi"), backend, SimpleContext(), requirements=requirements
+    )
+    await result.acomplete()
+    assert result.completed
+    found = collect(otel)
+    durations, fast = found["rxllm.validation.duration"], found["rxllm.validation.fast"]
+    for label, least in (("no io", 0.002), ("no cpu", 0.0005)):
+        [point] = [p for p in durations if p.attributes["rxllm.requirement"] == label]
+        assert point.count == 4 and point.sum >= 4 * least
+        assert dict(point.attributes) == {
+            "gen_ai.provider.name": "scripted",
+            "gen_ai.request.model": "tiny",
+            "rxllm.requirement": label,
+        }
+        assert total(fast, **{"rxllm.requirement": label}) == 0
+    quick = {"rxllm.requirement": "no zzz"}
+    assert total(fast, **quick) >= 1  # a few µs each; one may still be preempted past 100 µs
+    assert total(fast, **quick) + total(durations, **quick) == 4 == total(found["rxllm.verdicts"], **quick)
 
 
 @pytest.mark.asyncio
@@ -490,6 +539,61 @@ def test_on_adds_no_call_per_delta_either() -> None:
     assert int(extra_per_delta) == 0
 
 
+COUNT_CALLS_PER_CHUNK = r"""
+import asyncio, sys
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from backends import ScriptedBackend
+from engine import Instruction, PartialValidationResult, Requirement, SimpleContext, stream_with_chunking
+from engine.core import telemetry
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+trace.set_tracer_provider(provider)
+metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+class Quick(Requirement):
+    async def stream_validate(self, chunk, *, backend, ctx):
+        return PartialValidationResult("unknown")
+
+def calls(chunks):
+    count = [0]
+    def profile(frame, event, arg):
+        if event == "call":
+            count[0] += 1
+    async def run():
+        backend = ScriptedBackend([f"Sentence {i}. " for i in range(chunks)])
+        result = await stream_with_chunking(
+            Instruction("hi"), backend, SimpleContext(), requirements=[Quick("a"), Quick("b"), Quick("c")]
+        )
+        sys.setprofile(profile)
+        await result.acomplete()
+        sys.setprofile(None)
+    asyncio.run(run())
+    return count[0]
+
+def per_chunk():
+    calls(10)  # warm-up
+    return (calls(120) - calls(20)) / 100
+
+off = per_chunk()
+telemetry.enable(traces=True, metrics=True)
+on = per_chunk()
+print(off, on)
+"""
+
+
+def test_on_a_chunk_of_quick_checks_costs_one_histogram_record() -> None:
+    """Traces and metrics on, each chunk with three quick checks costs about one histogram record
+    (the time per chunk, ~50 calls in the SDK) more than off, not one per check as well."""
+    off, on = map(float, run_isolated(COUNT_CALLS_PER_CHUNK).split())
+    assert on - off <= 90, (off, on)  # four records per chunk would be over 200
+
+
 def test_the_switch_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RXLLM_METRICS_ENABLED", "true")
     out = run_isolated(
@@ -519,6 +623,53 @@ async def test_each_session_call_is_a_span_over_its_generations(otel: Otel) -> N
     call_ids = {s.context.span_id for s in calls}
     assert all(r.parent is not None and r.parent.span_id in call_ids for r in requests)
     assert otel.open.open == {}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "options", [{}, {"strategy": None, "await_result": True}], ids=["sampled", "single-generation"]
+)
+async def test_a_session_call_that_fails_counts_its_error_once(otel: Otel, options: dict[str, Any]) -> None:
+    from engine import start_session
+
+    secret = "sk-abcdefghijklmnop1234"
+    backend = ScriptedBackend(
+        ["cut"], error=ConnectionError(f"server went away (key {secret})"), model_id="tiny"
+    )
+    m = start_session(backend)
+    with pytest.raises(ConnectionError):
+        await m.ainstruct("Say something", **options)
+    call = one(otel.finished(), "rxllm.session")
+    assert dict(call.attributes or {})["error.type"] == "ConnectionError"
+    assert all(secret not in e["exception.message"] for e in events(call, "exception"))
+    found = collect(otel)
+    [error] = found["rxllm.errors"]
+    assert error.value == 1
+    assert dict(error.attributes) == {
+        "error.type": "ConnectionError",
+        "gen_ai.provider.name": "scripted",
+        "gen_ai.request.model": "tiny",
+    }
+    assert total(found["rxllm.request.duration"], **{"error.type": "ConnectionError"}) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_error_passing_out_of_nested_session_calls_counts_once(otel: Otel) -> None:
+    from engine import start_session
+    from engine.sampling import SamplingStrategy
+
+    inner = start_session(ScriptedBackend(["cut"], error=ConnectionError("gone"), model_id="judge"))
+
+    class AsksAnotherSession(SamplingStrategy):
+        async def sample(self, action: Any, **_: Any) -> Any:
+            return await inner.ainstruct("judge this", strategy=None, await_result=True)  # raises
+
+    outer = start_session(ScriptedBackend(["Fine."], model_id="writer"))
+    with pytest.raises(ConnectionError):
+        await outer.ainstruct("Say something", strategy=AsksAnotherSession())
+    calls = [s for s in otel.finished() if s.name.startswith("rxllm.session")]
+    assert len(calls) == 2 and all(dict(s.attributes or {})["error.type"] == "ConnectionError" for s in calls)
+    assert total(collect(otel)["rxllm.errors"], **{"error.type": "ConnectionError"}) == 1
 
 
 @pytest.mark.asyncio

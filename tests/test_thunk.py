@@ -310,7 +310,7 @@ async def test_disposing_owned_deltas_cancels_the_generation_without_completing_
     assert thunk.generation.cancelled_at is not None
 
 
-# -- failed and cancelled generations (issue 9 §2), non-text deltas (issue 10) ----------
+# -- failed and cancelled generations, non-text deltas -------------------------------
 
 
 class OddBackend:

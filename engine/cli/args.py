@@ -199,7 +199,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "141 standard output closed",
     )
     stream.add_argument("prompt", type=_prompt, metavar="PROMPT", help="what to ask the model")
+    add_model_flags(stream)
+    _add_output_flags(stream)
+    return parser, {"demo": demo, "stream": stream, "serve": _serve_parser(commands)}
 
+
+def add_model_flags(stream: argparse.ArgumentParser) -> None:
+    """The flags ``rxllm stream`` shares with ``rxllm serve``: model server, generation, checks, simulator."""
     server = stream.add_argument_group("model server")
     default = next(iter(BACKENDS))
     server.add_argument(
@@ -287,8 +293,6 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         metavar="SECONDS",
         help=f"seconds between tokens (default {SCRIPT_DELAY})",
     )
-    _add_output_flags(stream)
-    return parser, {"demo": demo, "stream": stream}
 
 
 def _add_output_flags(command: argparse.ArgumentParser) -> None:
@@ -298,8 +302,88 @@ def _add_output_flags(command: argparse.ArgumentParser) -> None:
     style.add_argument("--json", action="store_true", help="print one JSON object per event, one per line")
     style.add_argument("--plain", action="store_true", help="plain output even on a terminal")
     output.add_argument(
-        "--verbose", action="store_true", help="log what the backend does (requests, cancels) on stderr"
+        "--verbose",
+        action="store_true",
+        help="log on stderr: requests, retries with reasons, the cancel, the connection close",
     )
+
+
+def _serve_parser(commands: Any) -> argparse.ArgumentParser:
+    """``rxllm serve``: the flags of ``stream`` (upstream, generation, checks), then the service's own.
+
+    Flags not given are absent from the parsed arguments (not defaulted), so that the values
+    of ``--config`` stand unless a flag overrides them.
+    """
+    serve: argparse.ArgumentParser = commands.add_parser(
+        "serve",
+        help="run an OpenAI-compatible gateway that validates every stream (POST /v1/chat/completions)",
+        description="Serve OpenAI's chat-completions API in front of a model server, validating each "
+        "chunk before it reaches the client: a failing check ends the answer with finish_reason "
+        "content_filter; a client that disconnects cancels the upstream generation.",
+        epilog="Every flag can also be a key of --config (the long name with _ for -); flags win. "
+        "exit codes: 2 bad command line or configuration",
+        argument_default=argparse.SUPPRESS,
+        conflict_handler="resolve",
+    )
+    add_model_flags(serve)
+    for action in serve._actions:  # stream's flags default for stream; here a flag not given is absent
+        action.default = argparse.SUPPRESS
+    service = serve.add_argument_group("service")
+    service.add_argument(
+        "--config", metavar="FILE", help="a TOML file of settings (keys: the long flag names)"
+    )
+    service.add_argument("--host", metavar="ADDRESS", help="address to listen on (default 127.0.0.1)")
+    service.add_argument("--port", type=COUNT, metavar="N", help="port to listen on (default 8000)")
+    service.add_argument(
+        "--client-key",
+        metavar="KEY",
+        help="the key clients must send as 'Authorization: Bearer KEY' (default: $RXLLM_SERVE_CLIENT_KEY; "
+        "required to listen on a non-loopback address); --api-key is the upstream's",
+    )
+    service.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen on a non-loopback address without a client key (something in front authenticates)",
+    )
+    service.add_argument(
+        "--requirements",
+        metavar="MODULE:FACTORY",
+        help="custom checks: a callable returning a list of Requirement objects, called once per request",
+    )
+    service.add_argument(
+        "--request-timeout",
+        type=DEADLINE,
+        metavar="SECONDS",
+        help="cancel a request's generation after this long (default 600)",
+    )
+    service.add_argument(
+        "--max-streams",
+        type=POSITIVE_COUNT,
+        metavar="N",
+        help="concurrent requests per worker; beyond, 503 with Retry-After (default 1000)",
+    )
+    service.add_argument(
+        "--max-body-bytes", type=POSITIVE_COUNT, metavar="N", help="largest request body (default 1048576)"
+    )
+    service.add_argument(
+        "--max-messages", type=POSITIVE_COUNT, metavar="N", help="most messages (default 256)"
+    )
+    service.add_argument(
+        "--idle-timeout",
+        type=DEADLINE,
+        metavar="SECONDS",
+        help="drop a client that sends or reads nothing for this long (default 60)",
+    )
+    service.add_argument(
+        "--workers",
+        type=POSITIVE_COUNT,
+        metavar="N",
+        help="worker processes, run by gunicorn with aiohttp's worker (default 1: no gunicorn)",
+    )
+    service.add_argument(
+        "--verbose", action="store_true", help="log every request and the backends' actions on stderr"
+    )
+    return serve
 
 
 def build_parser() -> argparse.ArgumentParser:

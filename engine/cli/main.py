@@ -14,6 +14,7 @@ from backends.registry import entry
 from engine.cli.args import parse
 from engine.cli.demo import demo_command
 from engine.cli.errors import EXIT_CLOSED_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
+from engine.cli.loop import event_loop_factory
 from engine.cli.output import wants_live_view
 from engine.cli.stream import stream_command
 from engine.cli.view import OutputClosed
@@ -42,7 +43,7 @@ class _StderrHandler(logging.Handler):
 
 
 def _log_to_stderr() -> None:
-    """``--verbose``: the backends' log records (requests, cancels, closes) on standard error."""
+    """``--verbose``: the log records (requests, retries and their reasons, cancels, closes) on stderr."""
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("rxllm: %(name)s: %(message)s"))
     for name in ("backends", "engine", "operators"):
@@ -63,13 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rxllm`` console script and ``python -m engine``; returns the exit code."""
     args, _ = parse(argv)
     out, err = sys.stdout, sys.stderr
+    if args.command == "serve":
+        from engine.cli.serve import serve_command  # aiohttp's server is loaded only to serve
+
+        return serve_command(args, err)
     if args.verbose:
         _log_to_stderr()
     configure_from_environment()  # OpenTelemetry exporters, only if the environment asks for them
     stream = args.command == "stream"
     _preload(args.backend if stream else "scripted", live=wants_live_view(args, out))
     try:
-        return asyncio.run(stream_command(args, out, err) if stream else demo_command(args, out, err))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(stream_command(args, out, err) if stream else demo_command(args, out, err))
     except KeyboardInterrupt:
         print("rxllm: interrupted", file=err)
         return EXIT_INTERRUPTED

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from engine.core.events import (
     RetryEvent,
     StreamEvent,
 )
+from engine.core.redaction import redact
 
 if TYPE_CHECKING:  # not imported: the thunk imports this module's switch while it loads
     from engine.core.thunk import GenerationInfo
@@ -56,6 +56,10 @@ DURATION_SECONDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 # The GenAI conventions' advice for time to first token (and per output token).
 LATENCY_SECONDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 DELTA_COUNTS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
+# A check that finishes faster than this is counted (rxllm.validation.fast), not timed: one
+# histogram record costs the SDK about 50 Python calls, as much as such a check itself,
+# and a run checks every chunk against every requirement.
+FAST_CHECK_SECONDS = 1e-4
 
 METRIC_NAMES = (
     "rxllm.request.duration",
@@ -66,6 +70,7 @@ METRIC_NAMES = (
     "rxllm.tokens.output",
     "rxllm.run.duration",
     "rxllm.validation.duration",
+    "rxllm.validation.fast",
     "rxllm.verdicts",
     "rxllm.validation.timeouts",
     "rxllm.verdict_to_stop.duration",
@@ -74,23 +79,6 @@ METRIC_NAMES = (
     "rxllm.errors",
     "rxllm.streams.active",
 )
-
-_SECRETS = re.compile(
-    r"(?i)(bearer\s+)[^\s\"',]+|\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}|"
-    r"((?:api[_-]?key|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&]+"
-)
-MAX_MESSAGE = 500
-
-
-def redact(text: str) -> str:
-    """*text* with anything that looks like a credential replaced by ``***``, cut to 500 characters."""
-
-    def hide(match: re.Match[str]) -> str:
-        keep = match.group(1) or match.group(3) or ""
-        return f"{keep}***"
-
-    cleaned = _SECRETS.sub(hide, text)
-    return cleaned if len(cleaned) <= MAX_MESSAGE else cleaned[: MAX_MESSAGE - 1] + "…"
 
 
 class _Instruments:
@@ -145,8 +133,14 @@ class _Instruments:
         self.validation_duration = meter.create_histogram(
             "rxllm.validation.duration",
             unit=seconds,
-            description="Duration of one requirement's check of one chunk.",
+            description="Duration of one requirement's check of one chunk, for checks that took "
+            "100 µs or longer (faster ones are counted in rxllm.validation.fast).",
             explicit_bucket_boundaries_advisory=FINE_SECONDS,
+        )
+        self.fast_checks = meter.create_counter(
+            "rxllm.validation.fast",
+            unit="{check}",
+            description="Checks of one chunk that took under 100 µs: counted, not timed.",
         )
         self.verdicts = meter.create_counter(
             "rxllm.verdicts", unit="{verdict}", description="Chunk verdicts, by requirement and status."
@@ -173,7 +167,11 @@ class _Instruments:
             unit="{retry}",
             description="Retries: of a stream after a failed chunk, or of an HTTP request.",
         )
-        self.errors = meter.create_counter("rxllm.errors", unit="{error}", description="Errors, by type.")
+        self.errors = meter.create_counter(
+            "rxllm.errors",
+            unit="{error}",
+            description="Exceptions that ended a run or a session call, by type (each counted once).",
+        )
         self.active_streams = meter.create_up_down_counter(
             "rxllm.streams.active", unit="{stream}", description="Streaming runs in progress."
         )
@@ -277,10 +275,25 @@ def call_scope(call: str, backend: Any) -> Iterator[None]:
         span.add_event("exception", {"exception.type": error_type, "exception.message": redact(str(exc))})
         span.set_attribute("error.type", error_type)
         span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(exc))}"))
+        _count_error(inst, exc, attributes)
         raise
     finally:
         otel_context.detach(token)
         span.end()
+
+
+_COUNTED = "_rxllm_error_counted"  # set on an exception rxllm.errors has counted
+
+
+def _count_error(inst: _Instruments, error: BaseException, attributes: dict[str, Any]) -> None:
+    """Add *error* to ``rxllm.errors`` once, however many scopes (nested session calls, a run
+    in a call) it passes out of. A cancellation is not an error."""
+    if not isinstance(error, Exception) or getattr(error, _COUNTED, False):
+        return
+    with contextlib.suppress(AttributeError):  # an exception type without __dict__ is counted each time
+        setattr(error, _COUNTED, True)
+    labels = {k: v for k, v in attributes.items() if k in ("gen_ai.provider.name", "gen_ai.request.model")}
+    inst.errors.add(1, {**labels, "error.type": type(error).__name__})
 
 
 def _messages(role: str, text: str) -> str:
@@ -301,6 +314,9 @@ class _Run:
         self.last_chunk: float | None = None
         self.chunks = 0
         self.labels: list[str] = []
+        # Per requirement (by position): the attributes of its checks, and how many were fast.
+        self.check_attributes: list[dict[str, Any]] = []
+        self.fast_checks: list[int] = []
         # (requirement's position, status) -> count; added to rxllm.verdicts when the run ends:
         # one measurement per requirement and status per run, not one per check.
         self.verdicts_by_requirement: dict[tuple[int, str], int] = {}
@@ -311,7 +327,8 @@ class _Run:
         inst.active_streams.add(1, self.stream_attributes)
 
     def wrap_checks(self, requirements: Sequence[Any]) -> None:
-        """Time each check (``rxllm.validation.duration``).
+        """Time each check: ``rxllm.validation.duration`` if it took ``FAST_CHECK_SECONDS`` or
+        longer, else one more for ``rxllm.validation.fast`` (added once per run, at its end).
 
         Only the run's own copies of the requirements are touched (``stream_with_chunking``
         copies them), through their instance ``__dict__``; a requirement without one is
@@ -320,27 +337,35 @@ class _Run:
         while the run's span was current (so a judge's own request is the run's child).
         """
         self.labels = [_label(req) for req in requirements]
-        for req in requirements:
+        self.check_attributes = [
+            {**self.metric_attributes, "rxllm.requirement": label} for label in self.labels
+        ]
+        self.fast_checks = [0] * len(requirements)
+        for position, req in enumerate(requirements):
             own = getattr(req, "__dict__", None)
             if own is None:
                 continue
-            attributes = {**self.metric_attributes, "rxllm.requirement": _label(req)}
-            own["stream_validate"] = self._timed_check(req.stream_validate, attributes)
+            own["stream_validate"] = self._timed_check(req.stream_validate, position)
 
-    def _timed_check(self, check: Callable[..., Any], attributes: dict[str, Any]) -> Callable[..., Any]:
+    def _timed_check(self, check: Callable[..., Any], position: int) -> Callable[..., Any]:
         record = self.inst.validation_duration.record
+        attributes = self.check_attributes[position]
+        fast = self.fast_checks
+        clock = time.perf_counter
 
-        async def run_check(step: Any) -> Any:
-            started = time.perf_counter()
-            result = await step
-            record(time.perf_counter() - started, attributes)
+        # stream_validate is an `async def` (the engine refuses a requirement whose isn't, at
+        # the call): the wrapper is one too, and costs one call per check.
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            result = await check(*args, **kwargs)
+            elapsed = clock() - started
+            if elapsed >= FAST_CHECK_SECONDS:
+                record(elapsed, attributes)
+            elif self.ended:  # a check the run's end did not wait for
+                self.inst.fast_checks.add(1, attributes)
+            else:
+                fast[position] += 1
             return result
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            step = check(*args, **kwargs)
-            if not hasattr(step, "send"):
-                return step  # not a coroutine: the validate operator reports it as it is
-            return run_check(step)
 
         return timed
 
@@ -354,6 +379,8 @@ class _Run:
             provider = generation.provider.lower()
             self.span.set_attribute("gen_ai.provider.name", provider)
             self.metric_attributes = {**self.metric_attributes, "gen_ai.provider.name": provider}
+            for attributes in self.check_attributes:  # the timed checks' own, shared with them
+                attributes["gen_ai.provider.name"] = provider
         self.subscription = subscribe(result.observable, self._on_event, self._on_error, self._on_completed)
         if self.ended and self.subscription is not None:
             self.subscription.dispose()
@@ -361,8 +388,24 @@ class _Run:
     def _on_event(self, event: StreamEvent) -> None:
         if self.ended:
             return
-        try:
-            self._take(event)
+        try:  # a chunk's two events are handled here, without a call more: they come per chunk
+            if isinstance(event, ChunkEvent):
+                self.chunks += 1
+                if self.inst.metrics:
+                    now, last = event.timestamp, self.last_chunk
+                    if last is None:
+                        self.inst.time_to_first_chunk.record(
+                            max(0.0, now - self.started), self.metric_attributes, self.context
+                        )
+                    else:
+                        self.inst.time_per_chunk.record(
+                            max(0.0, now - last), self.metric_attributes, self.context
+                        )
+                    self.last_chunk = now
+            elif isinstance(event, QuickCheckEvent):
+                self._verdicts(event)
+            else:
+                self._take(event)
         except Exception as exc:  # a bug here must neither end the run nor vanish
             report_unhandled(exc, "rxllm telemetry failed to record a run event")
 
@@ -373,20 +416,9 @@ class _Run:
         self._end(None)
 
     def _take(self, event: StreamEvent) -> None:
+        """The run's other events (a chunk's are taken in :meth:`_on_event`)."""
         inst, span = self.inst, self.span
-        if isinstance(event, ChunkEvent):
-            self.chunks += 1
-            if not inst.metrics:
-                return
-            now = event.timestamp
-            if self.last_chunk is None:
-                inst.time_to_first_chunk.record(max(0.0, now - self.started), self.metric_attributes)
-            else:
-                inst.time_per_chunk.record(max(0.0, now - self.last_chunk), self.metric_attributes)
-            self.last_chunk = now
-        elif isinstance(event, QuickCheckEvent):
-            self._verdicts(event)
-        elif isinstance(event, RetryEvent):
+        if isinstance(event, RetryEvent):
             span.add_event(
                 "rxllm.retry",
                 {"rxllm.retry.attempt": event.attempt, "rxllm.retry.reason": redact(event.reason)},
@@ -496,6 +528,9 @@ class _Run:
             inst.verdicts.add(
                 count, {**self.metric_attributes, "rxllm.requirement": label, "rxllm.verdict.status": status}
             )
+        for position, count in enumerate(self.fast_checks):
+            if count:
+                inst.fast_checks.add(count, self.check_attributes[position])
         inst.run_duration.record(max(0.0, time.time() - self.started), self.metric_attributes)
         inst.active_streams.add(-1, self.stream_attributes)
         span.end()
@@ -514,7 +549,7 @@ class _Run:
         )
         self.span.set_attribute("error.type", error_type)
         self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(error))}"))
-        self.inst.errors.add(1, {**self.metric_attributes, "error.type": error_type})
+        _count_error(self.inst, error, self.metric_attributes)
         self._end(None)
 
 
