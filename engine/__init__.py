@@ -13,7 +13,7 @@ import logging
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from engine.checks import ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
+from engine.checks import FieldCheck, ForbiddenWords, MaxCharacters, MaxSentences, MaxWords, MustNotMatch, req
 from engine.core.backend import Backend
 from engine.core.components import CBlock, Component, Instruction, Message
 from engine.core.context import ChatContext, Context, SimpleContext
@@ -23,6 +23,7 @@ from engine.core.events import (
     CompletedEvent,
     ErrorEvent,
     FullValidationEvent,
+    PartialObjectEvent,
     QuickCheckEvent,
     RetryEvent,
     StreamEvent,
@@ -101,6 +102,7 @@ __all__ = [
     "ModelOutputThunk",
     "OutputParseError",
     "PartialValidationResult",
+    "PartialObjectEvent",
     "QuickCheckEvent",
     "RejectionSamplingStrategy",
     "RepairTemplateStrategy",
@@ -123,6 +125,7 @@ __all__ = [
     "stream_with_chunking",
     "wait_for_all_mots",
     # Ready-made requirements (engine.checks).
+    "FieldCheck",
     "ForbiddenWords",
     "MaxCharacters",
     "MaxSentences",

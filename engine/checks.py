@@ -28,12 +28,15 @@ never shares state with its original.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from engine.core import arguments
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
+from operators.chunking import Chunker, JsonChunking, JsonChunkingError
+from operators.json_path import parse_path
 
 if TYPE_CHECKING:
     from engine.core.backend import Backend
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChunkCheck",
+    "FieldCheck",
     "ForbiddenWords",
     "MaxCharacters",
     "MaxSentences",
@@ -439,3 +443,91 @@ def req(description: str, fn: CheckFn, *, check_whole_output: bool = True) -> Ch
     >>> no_todo = req("No TODO markers", lambda chunk: "TODO" not in chunk)
     """
     return ChunkCheck(description, fn, check_whole_output=check_whole_output)
+
+
+FieldFn: TypeAlias = Callable[[Any], "bool | str | PartialValidationResult | Awaitable[Any]"]
+"""A check of one JSON value: ``True`` passes, ``False`` fails, a ``str`` fails with that reason,
+or a :class:`~engine.core.requirements.PartialValidationResult`; it may be ``async``."""
+
+
+class FieldCheck(Requirement):
+    """A check on the JSON values at *path*, run as each value closes while the output streams.
+
+    *path* is a small JSONPath (``$``, ``.name``, ``["key"]``, ``[n]``, ``[*]``, ``.*``;
+    see :mod:`operators.json_path`) into the user's type, e.g. ``"$.products[*].price"``;
+    in a run with ``format=`` whose schema the server gets wrapped (a list type is sent
+    as ``{"result": [...]}``) it still addresses the user's value. *check* receives the
+    parsed value and returns ``True`` (pass), ``False`` (fail), a ``str`` (fail, with that
+    reason) or a :class:`~engine.core.requirements.PartialValidationResult`; it may be
+    ``async``. *description* is what the model is told (default: the path and the
+    check's name).
+
+    It is a requirement with its own chunking (:class:`~operators.chunking.JsonChunking`
+    at *path*): a check on ``$.products[*].currency`` runs when the currency string
+    closes, before the product around it is delivered, in parallel with the other
+    checks. Text outside *path* counts as judged ("unknown") once it has been read.
+    Its ``validate()`` checks every value at *path* in the final output.
+    """
+
+    def __init__(self, path: str, check: FieldFn, description: str | None = None) -> None:
+        parse_path(path)  # TypeError / ValueError naming the path
+        if not callable(check):
+            raise TypeError(
+                f"FieldCheck check (its second argument) must be a function of the value at {path}; "
+                f"got {arguments.shown(check)}"
+            )
+        arguments.text("FieldCheck description", description, optional=True)
+        super().__init__(
+            description or f"the value at {path} passes {getattr(check, '__name__', None) or repr(check)}",
+            chunking=JsonChunking(path),
+        )
+        self.path = path
+        self.check = check
+
+    async def _judge(self, value: Any, where: str | None) -> PartialValidationResult:
+        outcome = self.check(value)
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if isinstance(outcome, PartialValidationResult):
+            return outcome
+        if isinstance(outcome, bool):
+            if outcome:
+                return PartialValidationResult("pass")
+            return PartialValidationResult("fail", reason=f"{where or self.path} failed: {self.description}")
+        if isinstance(outcome, str):
+            return PartialValidationResult("fail", reason=f"{where or self.path}: {outcome}")
+        raise TypeError(
+            f"the FieldCheck function {_fn_name(self.check)} returned {outcome!r}; return True (pass), "
+            "False (fail), a reason str (fail) or a PartialValidationResult"
+        )
+
+    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
+        """Judge the value the chunk is (its ``value``; a chunk without one is parsed)."""
+        path = getattr(chunk, "path", None)
+        value = getattr(chunk, "value", None) if path is not None else json.loads(chunk)
+        return await self._judge(value, path)
+
+    async def validate(
+        self,
+        backend: Backend,
+        ctx: Context,
+        *,
+        format: type | None = None,
+        model_options: dict[str, Any] | None = None,
+    ) -> ValidationResult:
+        """Judge every value at the path in the newest output of *ctx* (fails on the first
+        that fails, or when the output is not a whole JSON document)."""
+        text = await self._output_text(ctx)
+        chunker = Chunker(self.chunking)
+        try:
+            values = chunker.feed(text) + chunker.flush()
+        except JsonChunkingError as exc:
+            return ValidationResult(False, reason=str(exc))
+        for value in values:
+            verdict = await self._judge(value.value, value.path)
+            if verdict.failed:
+                return ValidationResult(False, reason=verdict.reason, score=verdict.score)
+        return ValidationResult(True, reason=f"{len(values)} values at {self.path} passed")
+
+    def __repr__(self) -> str:
+        return f"FieldCheck({self.path!r}, {_fn_name(self.check)})"

@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
+from engine.checks import FieldCheck
 from engine.core import arguments, telemetry, typed_output
 from engine.core.components import (
     CBlock,
@@ -199,6 +200,8 @@ class Session:
             )
         await self._ready()
         options = self._options(model_options)
+        if strategy is None and _streams_structured(reqs, format):
+            return await self._stream_structured(action, reqs, format, options)
         if strategy is None:
             if reqs:
                 logger.debug("strategy=None: %d requirement(s) are rendered but not validated", len(reqs))
@@ -223,6 +226,29 @@ class Session:
         _parse_into(result.result, format)
         self.ctx = result.result_ctx
         return result if return_sampling_results else result.result
+
+    async def _stream_structured(
+        self, action: Any, reqs: list[Requirement], format: OutputFormat, options: Mapping[str, Any]
+    ) -> ModelOutputThunk[Any]:
+        """``strategy=None`` with a format and a ``FieldCheck``: one streaming run that checks
+        each record as it closes (see :func:`_streams_structured`)."""
+        from engine.streaming import stream_with_chunking  # the session is loaded before the pipeline
+
+        result = await stream_with_chunking(
+            action,
+            self.backend,
+            self.ctx,
+            requirements=reqs,
+            chunking="json",
+            validation_backend=self.validation_backend,
+            format=format,
+            model_options=options,
+        )
+        await result.acomplete()
+        thunk = result.as_thunk()
+        thunk.parsed_repr = result.parsed if result.completed else result.partial
+        self.ctx = result.ctx
+        return thunk
 
     # -- instruct --------------------------------------------------------------------
 
@@ -750,6 +776,15 @@ async def _resolved(thunk: ModelOutputThunk[Any]) -> None:
     except BaseException:
         thunk.cancel()
         raise
+
+
+def _streams_structured(reqs: Sequence[Requirement], format: OutputFormat) -> bool:
+    """``strategy=None`` streams with structured checks when a format is given and a
+    requirement is a ``FieldCheck``: its values are checked as they close, the generation
+    stops at the first that fails. The returned thunk holds the delivered text, and its
+    ``parsed_repr`` the typed answer (the partial object of the records delivered before a
+    failure). Without a ``FieldCheck``, ``strategy=None`` validates nothing, as in Mellea."""
+    return not typed_output.is_free_text(format) and any(isinstance(req, FieldCheck) for req in reqs)
 
 
 def _parse_into(thunk: ModelOutputThunk[Any], format: OutputFormat) -> None:

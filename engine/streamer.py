@@ -27,6 +27,7 @@ from engine.core.continuation import StreamRetry
 from engine.core.events import StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
+from engine.core.typed_output import OutputFormat
 from engine.stream_arguments import chunking_strategy
 from engine.streaming import StreamChunkingResult, _start_run
 from operators.chunking import ChunkingStrategy, RawDeltas
@@ -47,6 +48,7 @@ async def stream(
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
     model_options: Mapping[str, Any] | None = ...,
+    format: OutputFormat = ...,
 ) -> Streamer: ...
 
 
@@ -63,6 +65,7 @@ async def stream(
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
     model_options: Mapping[str, Any] | None = ...,
+    format: OutputFormat = ...,
 ) -> EventStreamer: ...
 
 
@@ -79,6 +82,7 @@ async def stream(
     validation_timeout: float | None = ...,
     retry: StreamRetry | None = ...,
     model_options: Mapping[str, Any] | None = ...,
+    format: OutputFormat = ...,
 ) -> Streamer | EventStreamer: ...
 
 
@@ -94,6 +98,7 @@ async def stream(
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
     model_options: Mapping[str, Any] | None = None,
+    format: OutputFormat = None,
 ) -> Streamer | EventStreamer:
     """Start a streaming generation (Mellea 0.8's API); consume it inside ``async with``.
 
@@ -106,8 +111,9 @@ async def stream(
     With ``as_events=True`` the handle is an :class:`EventStreamer` over the typed
     events instead. Leaving the ``async with`` block (end, ``break``, exception)
     cancels the generation if it still runs and closes its connection.
-    *validation_timeout*, *retry* and *model_options* are as in
-    :func:`~engine.streaming.stream_with_chunking`.
+    *validation_timeout*, *retry*, *model_options* and *format* are as in
+    :func:`~engine.streaming.stream_with_chunking` (``s.result.partial`` and
+    ``s.result.parsed`` hold the typed values).
 
     Every argument is checked before the backend is called: a refused call starts no
     generation.
@@ -131,6 +137,7 @@ async def stream(
         validation_timeout=validation_timeout,
         retry=retry,
         model_options=model_options,
+        format=format,
     )
     return EventStreamer(result) if as_events else Streamer(result)
 

@@ -36,7 +36,8 @@ import attrs
 import reactivex
 from reactivex import Observable, abc
 
-from engine.core import telemetry
+from engine import structured
+from engine.core import telemetry, typed_output
 from engine.core.asyncrx import (
     LoopObservable,
     ReplayLog,
@@ -53,6 +54,7 @@ from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
     FullValidationEvent,
+    PartialObjectEvent,
     QuickCheckEvent,
     RetryEvent,
     StreamEvent,
@@ -62,10 +64,11 @@ from engine.core.options import ModelOption
 from engine.core.redaction import redact
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
+from engine.core.typed_output import OutputFormat
 from engine.stream_arguments import check_stream_arguments, chunking_strategy
 from operators.cancel_on_fail import cancel_on_fail
 from operators.chunk import chunk
-from operators.chunking import ChunkingStrategy
+from operators.chunking import ChunkingStrategy, JsonChunking, ScanningStrategy
 from operators.final_validation import final_validation
 from operators.retry_on_fail import retry_on_fail
 from operators.stop_when import stop_when
@@ -91,6 +94,7 @@ async def stream_with_chunking(
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
     model_options: Mapping[str, Any] | None = None,
+    format: OutputFormat = None,
 ) -> StreamChunkingResult:
     """Generate a streaming response with per-chunk validation.
 
@@ -117,6 +121,16 @@ async def stream_with_chunking(
     *model_options* (``ModelOption`` keys or the provider's own option names) go to
     every generation of the run, retries included, with ``ModelOption.STREAM`` set.
 
+    With *format* (a pydantic model, an attrs class, a ``TypeAdapter``-able type or a
+    JSON schema ``dict``), the schema is sent to the server as ``ainstruct(format=...)``
+    sends it, and with ``chunking="json"`` each record of the answer is a chunk (the
+    items of the type's first list-typed field, the items of a list type, else each
+    field: see :func:`engine.structured.record_path`); ``ChunkEvent.path``/``.value``
+    say which and what. After each record a ``PartialObjectEvent`` carries
+    ``result.partial``, the typed object of the records so far; after a successful run
+    ``result.parsed`` is the whole answer as the type (``None`` otherwise; an answer that
+    does not fit fails the run with an ``OutputParseError`` naming where).
+
     Every argument is checked before the backend is called: a refused call starts no
     generation.
 
@@ -139,6 +153,7 @@ async def stream_with_chunking(
         validation_timeout=validation_timeout,
         retry=retry,
         model_options=model_options,
+        format=format,
     )
 
 
@@ -153,6 +168,7 @@ async def _start_run(
     validation_timeout: float | None = None,
     retry: StreamRetry | None = None,
     model_options: Mapping[str, Any] | None = None,
+    format: OutputFormat = None,
 ) -> StreamChunkingResult:
     """Start a streaming generation and the pipeline over it (``stream_with_chunking`` and ``stream()``)."""
     # Every argument checked before the backend is called (a refused call starts nothing);
@@ -169,8 +185,15 @@ async def _start_run(
     )
     reqs = [copy.copy(req) for req in checked]
     options = {**(model_options or {}), ModelOption.STREAM: True}
+    if typed_output.is_free_text(format):
+        format = None
+    else:
+        typed_output.json_schema(format)  # a TypeError naming a format that is no output type
+        strategy = structured.structured_chunking(format, strategy)
+        structured.bind_format(reqs, format)
+    _refuse_structured_retry(retry, strategy, reqs)
     with telemetry.run_scope(backend, action, reqs) as run:  # the run's span, when telemetry is on
-        mot, gen_ctx = await _start_streaming(backend, action, ctx, options)
+        mot, gen_ctx = await _start_streaming(backend, action, ctx, options, format)
     checker = validation_backend if validation_backend is not None else backend
     attempts = None if retry is None else _Attempts(retry, action, backend, ctx, mot, gen_ctx, options)
     # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
@@ -179,16 +202,35 @@ async def _start_run(
     events = _assemble(
         mot, gen_ctx, reqs, strategy, checker, stop.observable, attempts=attempts, timeout=validation_timeout
     )
-    result = StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts)
+    if format is not None and isinstance(strategy, JsonChunking):
+        events = events.pipe(structured.partial_objects(format))
+    result = StreamChunkingResult(mot, gen_ctx, events, stop, attempts=attempts, format=format)
     run.watch(result)
     return result
 
 
+def _refuse_structured_retry(
+    retry: StreamRetry | None, strategy: ChunkingStrategy, reqs: Sequence[Requirement]
+) -> None:
+    """In-stream retries continue the delivered text, which a JSON scanner cannot resume from
+    (a schema-constrained server starts a new document): refused until retries splice records."""
+    if retry is None:
+        return
+    owns = [getattr(req, "chunking", None) for req in reqs]
+    if isinstance(strategy, ScanningStrategy) or any(isinstance(own, ScanningStrategy) for own in owns):
+        raise ValueError(
+            "retry= is not supported with JSON chunking (chunking='json' or a FieldCheck) yet: a retry "
+            "continues the delivered text, and a JSON document cannot be resumed mid-way; pass retry=None"
+        )
+
+
 async def _start_streaming(
-    backend: Backend, action: Any, ctx: Context, options: dict[str, Any]
+    backend: Backend, action: Any, ctx: Context, options: dict[str, Any], format: OutputFormat = None
 ) -> tuple[ModelOutputThunk[Any], Context]:
     # A copy per generation: a backend that edits the mapping it is given cannot reach the next one.
-    mot, gen_ctx = await backend.generate_from_context(action, ctx, model_options=dict(options))
+    mot, gen_ctx = await backend.generate_from_context(
+        action, ctx, format=format, model_options=dict(options)
+    )
     if mot.is_computed():
         raise RuntimeError(
             f"{type(backend).__name__}.generate_from_context returned an already computed thunk (in Mellea's "
@@ -448,6 +490,10 @@ class StreamChunkingResult:
         ctx: the context after the run: the action, then the output. After a retry, once
             the run has ended, it ends with a computed thunk of ``full_text``.
         attempts_used: how many generations the run took (1 without a retry).
+        partial: with ``format=`` and JSON chunking, the typed object built from the
+            records delivered so far (``None`` before the first).
+        parsed: with ``format=``, the whole answer as that type after a successful run;
+            ``None`` otherwise.
     """
 
     def __init__(
@@ -458,8 +504,12 @@ class StreamChunkingResult:
         stop: ReplayLog[None],
         *,
         attempts: _Attempts | None = None,
+        format: OutputFormat = None,
     ) -> None:
         self.mot = mot
+        self.format = format
+        self.partial: Any = None
+        self.parsed: Any = None
         self.ctx = ctx
         self.mots = attempts.mots if attempts is not None else [mot]
         self.attempts_used = 1
@@ -635,7 +685,12 @@ class StreamChunkingResult:
             self.final_validations = list(event.results)
         elif isinstance(event, StreamingDoneEvent):
             self._streamed_to_end = True
+        elif isinstance(event, PartialObjectEvent):
+            self.partial = event.partial
         elif isinstance(event, CompletedEvent):
+            if event.success and self.format is not None:
+                # An answer that does not fit fails the run (OutputParseError naming where).
+                self.parsed = typed_output.parse(event.full_text, self.format)
             self.completed = event.success
             self.full_text = event.full_text
             self.attempts_used = event.attempts_used

@@ -85,7 +85,13 @@ class _ToEvents(Relay[StreamEvent]):
                 self.failed = True
             elif not item.flush:
                 observer.on_next(
-                    ChunkEvent(text=item.chunk.text, chunk_index=item.chunk.chunk_index, attempt=self.attempt)
+                    ChunkEvent(
+                        text=item.chunk.text,
+                        chunk_index=item.chunk.chunk_index,
+                        attempt=self.attempt,
+                        path=item.chunk.path,
+                        value=item.chunk.value,
+                    )
                 )
                 self.emitted_end = item.chunk.end
         elif isinstance(item, Retrying):

@@ -167,7 +167,7 @@ def bad_format() -> st.SearchStrategy[BadValue]:
     return _typed(st.one_of(st.integers(), st.floats(), st.lists(st.integers(), max_size=2), no_types))
 
 
-CHUNKING_ALIASES = ("sentence", "word", "paragraph")
+CHUNKING_ALIASES = ("sentence", "word", "paragraph", "json")
 
 
 def bad_chunking(*, optional: bool = False) -> st.SearchStrategy[BadValue]:
@@ -242,6 +242,7 @@ _RUN_ARGUMENTS: dict[str, st.SearchStrategy[BadValue]] = {
     "validation_backend": bad_object(optional=True),
     "validation_timeout": bad_seconds(),
     "retry": bad_object(optional=True),
+    "format": bad_format(),
 }
 if "model_options" in inspect.signature(stream_with_chunking).parameters:  # options for the backend
     _RUN_ARGUMENTS["model_options"] = bad_mapping()

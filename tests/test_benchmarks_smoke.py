@@ -34,6 +34,7 @@ SCRIPTS = (
     "scheduling",
     "telemetry_overhead",
     "gateway",
+    "structured",
 )
 # Side-by-side scripts run rxllm only here: the Mellea virtualenvs exist only after `make bench`.
 EXTRA_ARGS = {"cancel_latency": ("--engines", "rxllm"), "vs_mellea": ("--engines", "rxllm")}
@@ -469,3 +470,12 @@ async def test_strict_order_wrapper_holds_a_fast_check_behind_the_slow_one() -> 
     # The fast check never finishes chunk n+1 before the slow one finished chunk n.
     for n in range(2):
         assert log.index(("slow", n)) < log.index(("fast", n + 1))
+
+
+def test_structured_quick_stops_at_the_bad_item_and_measures_cpu(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["structured"]
+    after, seconds, cpu = doc["rows"]
+    assert _is_summary(after["ours"]) and after["ours"]["max"] <= 1  # the delta in flight at most
+    assert after["reference"]["min"] > 100  # the reference generates the rest of the answer
+    assert _is_summary(seconds["ours"]) and _is_summary(seconds["reference"])
+    assert _is_summary(cpu["ours"]) and cpu["ours"]["min"] > 0 and cpu["ratio"]["median"] > 0

@@ -22,6 +22,7 @@ from operators import (
     CHUNKING_ALIASES,
     Chunk,
     ChunkingStrategy,
+    JsonChunking,
     ParagraphChunking,
     RawDeltas,
     SentenceChunking,
@@ -30,7 +31,13 @@ from operators import (
     register_chunking,
     resolve_chunking_strategy,
 )
+from operators.chunking import ScanningStrategy
 from operators.testing import check_chunking_strategy, text_samples
+
+# The strategies that cut prose (JSON chunking reads JSON documents: its own tests).
+TEXT_ALIASES = {
+    alias: cls for alias, cls in CHUNKING_ALIASES.items() if not issubclass(cls, ScanningStrategy)
+}
 
 CLAUSE_END = re.compile(r"[,;.!?]\s")
 
@@ -120,7 +127,7 @@ def test_the_command_line_offers_and_runs_a_registered_strategy(
     define_clause_chunking()
     with pytest.raises(SystemExit):
         main(["stream", "--help"])
-    assert re.search(r"--chunking \{sentence,word,paragraph,clause\}", capsys.readouterr().out)
+    assert re.search(r"--chunking \{sentence,word,paragraph,json,clause\}", capsys.readouterr().out)
     code = main(["stream", "x", "--backend", "scripted", "--delay", "0", "--chunking", "clause", "--json"])
     assert code == EXIT_OK
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -137,6 +144,7 @@ def test_the_built_in_aliases_in_their_order() -> None:
         ("sentence", SentenceChunking),
         ("word", WordChunking),
         ("paragraph", ParagraphChunking),
+        ("json", JsonChunking),
     ]
     with pytest.raises(ValueError, match="Choose from: 'sentence', 'word', 'paragraph'"):
         resolve_chunking_strategy("clause")
@@ -204,7 +212,7 @@ def test_none_resolves_to_none_and_the_chunk_operator_then_passes_deltas() -> No
 def test_chunks_joined_by_their_strategys_separator_cut_back_into_the_same_chunks(text: str) -> None:
     # The separator is what the command line puts between chunks when it cannot see the
     # model's own layout: it must not merge or split them.
-    for strategy_class in CHUNKING_ALIASES.values():
+    for strategy_class in TEXT_ALIASES.values():
         strategy = strategy_class()
         chunks = strategy.split(text) + strategy.flush(text)
         joined = strategy.separator.join(chunks)

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import attrs
 
 from engine.cli.view import View, write
-from engine.core.events import FullValidationEvent, QuickCheckEvent, StreamEvent
+from engine.core.events import ChunkEvent, FullValidationEvent, QuickCheckEvent, StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 
 __all__ = ["JsonView", "event_to_json"]
@@ -24,6 +24,8 @@ def event_to_json(
     ``requirement`` they belong to (its ``format_for_llm()`` text)."""
     data: dict[str, Any] = {"type": type(event).__name__, "elapsed": round(elapsed, 6)}
     data.update(attrs.asdict(event, filter=lambda a, _: a.name not in ("requirements", "results")))
+    if isinstance(event, ChunkEvent) and event.path is None:  # text chunking: no JSON value
+        del data["path"], data["value"]
     if isinstance(event, QuickCheckEvent):
         reqs = event.requirements or tuple(requirements)
         data["results"] = [

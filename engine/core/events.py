@@ -17,7 +17,7 @@ delivered before is taken back.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -31,6 +31,7 @@ __all__ = [
     "CompletedEvent",
     "ErrorEvent",
     "FullValidationEvent",
+    "PartialObjectEvent",
     "QuickCheckEvent",
     "RetryEvent",
     "StreamEvent",
@@ -47,9 +48,31 @@ class StreamEvent:
 
 @attrs.frozen
 class ChunkEvent(StreamEvent):
-    """A validated chunk was delivered to the consumer."""
+    """A validated chunk was delivered to the consumer.
+
+    With JSON chunking, ``path`` is the place of the JSON value the chunk is
+    (``"$.products[3]"``) and ``value`` that value parsed (JSON ``null``: ``None`` with a
+    path); with text chunking both are ``None``.
+    """
 
     text: str
+    chunk_index: int
+    attempt: int = 1
+    path: str | None = None
+    # A parsed value may be a dict or a list: left out of the hash, so events stay hashable.
+    value: Any = attrs.field(default=None, hash=False)
+
+
+@attrs.frozen
+class PartialObjectEvent(StreamEvent):
+    """With ``format=``: the typed object built from the records delivered so far changed.
+
+    It follows the :class:`ChunkEvent` of the record that changed it (``chunk_index``);
+    ``partial`` is what ``result.partial`` holds from then on.
+    """
+
+    # A partial object may be a list or an unhashable model: left out of the hash.
+    partial: Any = attrs.field(hash=False)
     chunk_index: int
     attempt: int = 1
 

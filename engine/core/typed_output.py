@@ -35,9 +35,11 @@ __all__ = [
     "OutputParseError",
     "describe",
     "is_free_text",
+    "is_wrapped",
     "json_schema",
     "parse",
     "schema_name",
+    "value_schema",
 ]
 
 OutputFormat = Any
@@ -98,6 +100,22 @@ def json_schema(format: OutputFormat) -> dict[str, Any]:
         return dict(format.model_json_schema())
     schema: dict[str, Any] = json.loads(json.dumps(_schema(format)))
     return schema
+
+
+def is_wrapped(format: OutputFormat) -> bool:
+    """True when *format*'s schema is sent wrapped as ``{"result": ...}`` (not an object)."""
+    if isinstance(format, dict) or is_free_text(format) or _is_model_like(format):
+        return False
+    return _adapter(format)[1]
+
+
+def value_schema(format: OutputFormat) -> dict[str, Any]:
+    """The JSON schema of *format*'s value itself (never wrapped; a ``dict`` as given)."""
+    if isinstance(format, dict):
+        return format
+    if _is_model_like(format):
+        return dict(format.model_json_schema())
+    return _adapter(format)[0].json_schema()
 
 
 def schema_name(format: OutputFormat) -> str:

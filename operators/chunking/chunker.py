@@ -8,10 +8,11 @@ on the length of the current chunk, not of the whole output.
 from __future__ import annotations
 
 import reprlib
+from typing import Any
 
 from attrs.exceptions import FrozenInstanceError
 
-from operators.chunking.strategy import ChunkingStrategy
+from operators.chunking.strategy import ChunkingStrategy, Scanner, ScanningStrategy, Span
 
 __all__ = ["Chunk", "Chunker"]
 
@@ -30,7 +31,10 @@ class Chunk(str):
       ``output[start:end] == chunk``;
     * ``gap``: the text between the previous chunk's end and ``start`` (separators the
       strategy left out), so chunks with their gaps re-assemble the output: what a
-      requirement with its own chunking is fed.
+      requirement with its own chunking is fed;
+    * ``path`` and ``value``: for a chunk of JSON chunking, the place of the JSON value
+      it is (``"$.products[3]"``) and that value parsed (JSON ``null`` is ``None`` with a
+      path); ``None`` and ``None`` for text chunking. Checks need no second parse.
 
     No field shadows a ``str`` method (``chunk.index("x")`` is ``str.index``). Two chunks
     with the same text are equal wherever they stand; compare
@@ -44,6 +48,10 @@ class Chunk(str):
     start: int
     end: int
     gap: str
+    # Class-level defaults: text chunks never write them, so a text chunk costs what it
+    # did before they existed (:meth:`structured` writes them for a JSON value).
+    path: str | None = None
+    value: Any = None
 
     def __new__(cls, text: str, chunk_index: int, start: int, end: int, gap: str = "") -> Chunk:
         self = str.__new__(cls, text)
@@ -52,6 +60,17 @@ class Chunk(str):
         fields["start"] = start
         fields["end"] = end
         fields["gap"] = gap
+        return self
+
+    @classmethod
+    def structured(
+        cls, text: str, chunk_index: int, start: int, end: int, gap: str, path: str, value: Any
+    ) -> Chunk:
+        """A chunk that is a JSON value: *path* is its place, *value* the value parsed."""
+        self = cls(text, chunk_index, start, end, gap)
+        fields = self.__dict__
+        fields["path"] = path
+        fields["value"] = value
         return self
 
     @property
@@ -65,9 +84,13 @@ class Chunk(str):
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError()
 
-    def __reduce__(self) -> tuple[type[Chunk], tuple[str, int, int, int, str]]:
-        # str's own reduction would call Chunk(text) without its place.
-        return type(self), (str(self), self.chunk_index, self.start, self.end, self.gap)
+    def __reduce__(self) -> tuple[type[Chunk], tuple[str, int, int, int, str], dict[str, Any]]:
+        # str's own reduction would call Chunk(text) without its place. The state (path and
+        # value, when set) is written into __dict__ by pickle and copy, not by __setattr__.
+        meaning: dict[str, Any] = {
+            name: self.__dict__[name] for name in ("path", "value") if name in self.__dict__
+        }
+        return type(self), (str(self), self.chunk_index, self.start, self.end, self.gap), meaning
 
 
 class Chunker:
@@ -84,7 +107,7 @@ class Chunker:
     chunk gets index *start_index*, and offsets count from *start_offset*.
     """
 
-    __slots__ = ("_count", "_flushed", "_offset", "_pending", "strategy")
+    __slots__ = ("_count", "_flushed", "_offset", "_pending", "_scanner", "strategy")
 
     def __init__(self, strategy: ChunkingStrategy, *, start_index: int = 0, start_offset: int = 0) -> None:
         self.strategy = strategy
@@ -92,11 +115,22 @@ class Chunker:
         self._offset = start_offset  # offset of _pending in the accumulated output
         self._count = start_index  # the index of the next chunk
         self._flushed = False
+        # A scanning strategy's state lives in its scanner, one per stream.
+        self._scanner: Scanner | None = (
+            strategy.scanner(start_offset) if isinstance(strategy, ScanningStrategy) else None
+        )
 
     @property
     def pending(self) -> str:
         """The text received after the last released chunk (withheld so far)."""
         return self._pending
+
+    @property
+    def settled(self) -> int:
+        """The offset before which no chunk not yet released can start: the start of the
+        withheld text, or for a scanning strategy what its scanner has read past."""
+        scanner = self._scanner
+        return self._offset if scanner is None else scanner.settled
 
     @property
     def chunks_released(self) -> int:
@@ -110,6 +144,8 @@ class Chunker:
         if not delta:
             return []
         self._pending += delta
+        if self._scanner is not None:
+            return self._place(self._scanner.feed(delta))
         return self._release(self.strategy.split(self._pending), "split")
 
     def flush(self) -> list[Chunk]:
@@ -117,7 +153,30 @@ class Chunker:
         if self._flushed:
             return []
         self._flushed = True
+        if self._scanner is not None:
+            return self._place(self._scanner.finish())
         return self._release(self.strategy.flush(self._pending), "flush")
+
+    def _place(self, spans: list[Span]) -> list[Chunk]:
+        """Chunks from a scanner's spans (stream offsets inside the pending text)."""
+        if not spans:
+            return []
+        pending, offset = self._pending, self._offset
+        chunks: list[Chunk] = []
+        pos = 0
+        for start, end, path, value in spans:
+            a, b = start - offset, end - offset
+            if path is None:
+                chunks.append(Chunk(pending[a:b], self._count, start, end, pending[pos:a]))
+            else:
+                chunks.append(
+                    Chunk.structured(pending[a:b], self._count, start, end, pending[pos:a], path, value)
+                )
+            self._count += 1
+            pos = b
+        self._pending = pending[pos:]
+        self._offset += pos
+        return chunks
 
     def _release(self, returned: object, method: str) -> list[Chunk]:
         texts = _check_texts(self.strategy, method, returned)

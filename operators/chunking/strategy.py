@@ -9,14 +9,22 @@ hands ``split`` only the text after the last chunk it released. A strategy there
 has to be *restartable at chunk ends*: for the chunks ``c1..ck`` of ``split(t)`` with
 ``ck`` ending at offset ``e``, ``split(t + x) == [c1..ck] + split(t[e:] + x)``. The
 built-in strategies are; ``operators.testing.check_chunking_strategy`` checks yours.
+
+A strategy whose cuts depend on what came before the last chunk (JSON chunking: where a
+value ends depends on how deeply it is nested) is a :class:`ScanningStrategy` instead: the
+``Chunker`` keeps one :class:`Scanner` per stream, which carries that state across chunk
+ends and reads each character once.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
-__all__ = ["ChunkingStrategy"]
+__all__ = ["ChunkingStrategy", "Scanner", "ScanningStrategy", "Span"]
+
+Span = tuple[int, int, str | None, Any]
+"""A chunk a :class:`Scanner` found: ``(start, end, path, value)``, offsets in the stream."""
 
 
 class ChunkingStrategy(ABC):
@@ -48,3 +56,45 @@ class ChunkingStrategy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class Scanner(Protocol):
+    """One stream's incremental scan: state carried from delta to delta."""
+
+    def feed(self, delta: str) -> list[Span]:
+        """Read *delta*; return the chunks it completed, in order."""
+        ...
+
+    def finish(self) -> list[Span]:
+        """The stream has ended: the chunks still withheld, in order."""
+        ...
+
+    @property
+    def settled(self) -> int:
+        """The offset before which no chunk not yet released can start (text before it that
+        is in no chunk has been read and is in none)."""
+        ...
+
+
+class ScanningStrategy(ChunkingStrategy):
+    """A strategy that carries scanner state across chunk ends (it is not restartable there).
+
+    The :class:`~operators.chunking.Chunker` asks it for a :class:`Scanner` per stream
+    and feeds that the deltas: each character is read once, whatever the slicing.
+    ``split`` and ``flush`` (the stateless interface, for code written for Mellea's
+    chunkers) scan the text they are given from its beginning with a new scanner.
+    """
+
+    @abstractmethod
+    def scanner(self, start_offset: int = 0) -> Scanner:
+        """A new scanner for one stream whose first character is at *start_offset*."""
+
+    def split(self, accumulated_text: str) -> list[str]:
+        """The chunks a new scanner finds in *accumulated_text*, read as a stream's beginning."""
+        return [accumulated_text[a:b] for a, b, _, _ in self.scanner().feed(accumulated_text)]
+
+    def flush(self, accumulated_text: str) -> list[str]:
+        """The chunks ending the stream *accumulated_text* releases beyond :meth:`split`'s."""
+        scanner = self.scanner()
+        scanner.feed(accumulated_text)
+        return [accumulated_text[a:b] for a, b, _, _ in scanner.finish()]

@@ -150,7 +150,14 @@ class OwnChunkingRun:
             own = checker.own
             assert own is not None
             if own.chunker is not None:
-                pieces = own.chunker.flush()
+                try:
+                    pieces = own.chunker.flush()
+                except ValueError:
+                    if tail_slot:
+                        raise
+                    # The upstream's error ends the run: an own chunker's complaint about the
+                    # text it cut short (an unfinished JSON document) must not replace it.
+                    pieces = []
                 own.queue.extend(pieces)
                 if self.run.snapshots:
                     own.log.extend(pieces)

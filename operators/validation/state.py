@@ -98,7 +98,8 @@ class OwnChunking:
         if self.flushed:
             return _END
         chunker = self.chunker
-        return -1 if chunker is None else self.fed - len(chunker.pending)
+        # Text the chunker has read past without starting a piece is in none: judged "unknown".
+        return -1 if chunker is None else chunker.settled
 
     def result_for(self, chunk: Chunk) -> PartialValidationResult:
         """This requirement's answer on *chunk*: "pass" if every piece overlapping it passed
