@@ -36,8 +36,10 @@ from engine.core.thunk import GenerationCancelled, GenerationInfo, ModelOutputTh
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from engine.assembly import stream_with_chunking
     from engine.core.typed_output import OutputParseError
     from engine.genslots import GenerativeOutputError, generative
+    from engine.result import StreamChunkingResult
     from engine.sampling import (
         RejectionSamplingStrategy,
         RepairTemplateStrategy,
@@ -46,16 +48,15 @@ if TYPE_CHECKING:
         SamplingStrategy,
     )
     from engine.session import MelleaSession, Session, start_session
-    from engine.streamer import EventStreamer, Streamer, stream
-    from engine.streaming import StreamChunkingResult, stream_with_chunking
+    from engine.stream_handles import EventStreamer, Streamer, stream
 
 # Public name -> module that defines it, for the names loaded on first use.
 _LAZY = {
-    "StreamChunkingResult": "engine.streaming",
-    "stream_with_chunking": "engine.streaming",
-    "stream": "engine.streamer",
-    "Streamer": "engine.streamer",
-    "EventStreamer": "engine.streamer",
+    "StreamChunkingResult": "engine.result",
+    "stream_with_chunking": "engine.assembly",
+    "stream": "engine.stream_handles",
+    "Streamer": "engine.stream_handles",
+    "EventStreamer": "engine.stream_handles",
     "Session": "engine.session",
     "MelleaSession": "engine.session",
     "start_session": "engine.session",

@@ -42,7 +42,7 @@ from engine import (
 from engine.core import arguments
 from engine.core.requirements import validate_all
 from engine.session import Session, start_session
-from engine.streamer import stream
+from engine.stream_handles import stream
 from operators import SentenceChunking
 from operators.final_validation import final_validation
 from operators.validate import validate

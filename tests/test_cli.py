@@ -732,7 +732,7 @@ async def test_verbose_shows_the_requests_the_retry_and_its_reason_the_cancel_an
     assert ran.code == EXIT_OK, ran.err
     lines = ran.err.splitlines()
     assert len([line for line in lines if line.startswith("rxllm: backends.") and ": POST " in line]) == 2
-    [retry] = [line for line in lines if line.startswith("rxllm: engine.streaming: retrying the stream")]
+    [retry] = [line for line in lines if line.startswith("rxllm: engine.attempts: retrying the stream")]
     assert "(attempt 2 of 2): chunk 1 failed: " in retry and retry.endswith("forbidden word 'silt'"), retry
     [cancel] = [line for line in lines if "cancelled the generation" in line]
     assert "connection closed" in cancel, cancel

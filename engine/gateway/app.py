@@ -1,6 +1,6 @@
 """The gateway's aiohttp application: OpenAI's chat-completions API over ``stream_with_chunking``.
 
-One run of :func:`~engine.streaming.stream_with_chunking` per request; each validated chunk
+One run of :func:`~engine.assembly.stream_with_chunking` per request; each validated chunk
 is written to the client as soon as the run delivers it. The response starts (status and
 headers) with the first delivered chunk, so an upstream error before any text is an error
 status with OpenAI's error body; after it, an error frame then ``data: [DONE]``.
@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from engine.assembly import stream_with_chunking
 from engine.cli.run import TextTracker
 from engine.core.backend import Backend
 from engine.core.components import Message
@@ -50,7 +51,7 @@ from engine.gateway.wire import (
     now,
     parse_chat_request,
 )
-from engine.streaming import StreamChunkingResult, stream_with_chunking
+from engine.result import StreamChunkingResult
 
 __all__ = ["GATEWAY", "Gateway", "create_app"]
 

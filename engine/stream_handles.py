@@ -7,7 +7,7 @@
             ...
 
 ``stream()`` starts the generation and the pipeline (the one assembly in
-:mod:`engine.streaming`) and returns a handle: a :class:`Streamer` iterating validated
+:mod:`engine.assembly`) and returns a handle: a :class:`Streamer` iterating validated
 ``str`` chunks, or with ``as_events=True`` an :class:`EventStreamer` iterating the
 :class:`~engine.core.events.StreamEvent` objects. Leaving the ``async with`` block (its
 end, ``break``, an exception) cancels the generation and closes the connection.
@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
+from engine.assembly import start_run
 from engine.core import arguments
 from engine.core.backend import Backend
 from engine.core.context import Context
@@ -27,8 +28,8 @@ from engine.core.continuation import StreamRetry
 from engine.core.events import StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
+from engine.result import StreamChunkingResult, streamed_to_end, take_error
 from engine.stream_arguments import chunking_strategy
-from engine.streaming import StreamChunkingResult, _start_run
 from operators.chunking import ChunkingStrategy, RawDeltas
 
 __all__ = ["EventStreamer", "Streamer", "stream"]
@@ -107,7 +108,7 @@ async def stream(
     events instead. Leaving the ``async with`` block (end, ``break``, exception)
     cancels the generation if it still runs and closes its connection.
     *validation_timeout*, *retry* and *model_options* are as in
-    :func:`~engine.streaming.stream_with_chunking`.
+    :func:`~engine.assembly.stream_with_chunking`.
 
     Every argument is checked before the backend is called: a refused call starts no
     generation.
@@ -121,7 +122,7 @@ async def stream(
     """
     strategy = RawDeltas() if chunking is None else chunking_strategy("chunking", chunking)
     arguments.flag("as_events", as_events)
-    result = await _start_run(
+    result = await start_run(
         action,
         backend,
         ctx,
@@ -157,7 +158,7 @@ class _Handle:
     @property
     def completed_normally(self) -> bool:
         """True only if the stream reached its natural end (before final validation)."""
-        return self._result._streamed_to_end
+        return streamed_to_end(self._result)
 
     @property
     def failure_reason(self) -> str | None:
@@ -265,7 +266,7 @@ class EventStreamer(_Handle):
             return await anext(self._events)
         except StopAsyncIteration:
             pass
-        error = self._result._take_error()
+        error = take_error(self._result)
         if error is not None:
             raise error
         raise StopAsyncIteration
