@@ -26,8 +26,8 @@ from backends._parser import StreamParser
 from backends.errors import BackendUnreachableError
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
-from engine.core.thunk import GenerationInfo
 
 __all__ = ["OllamaBackend", "ollama_base_url"]
 

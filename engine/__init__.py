@@ -28,9 +28,10 @@ from engine.core.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.core.thunk import GenerationCancelled, GenerationInfo, ModelOutputThunk, wait_for_all_mots
+from engine.core.thunk import GenerationCancelled, ModelOutputThunk, wait_for_all_mots
 
 # Library convention: records go nowhere unless the application configures logging.
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -48,9 +48,9 @@ from engine.cli import (
 )
 from engine.cli.errors import for_command_line
 from engine.core.events import ChunkEvent, QuickCheckEvent
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult
-from engine.core.thunk import GenerationInfo
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ under ``rxllm.``.
 
 Spans: ``rxllm.run {model}`` per run (current while the generation starts and inside every
 check, so a judge's own request is its child), ``chat {model}`` per generation (written
-from its :class:`~engine.core.thunk.GenerationInfo` when it ends, with its real start and
+from its :class:`~engine.core.generation.GenerationInfo` when it ends, with its real start and
 end times). Metrics: see :data:`METRIC_NAMES`.
 """
 
@@ -38,7 +38,7 @@ from engine.core.events import (
 from engine.core.redaction import redact
 
 if TYPE_CHECKING:  # not imported: the thunk imports this module's switch while it loads
-    from engine.core.thunk import GenerationInfo
+    from engine.core.generation import GenerationInfo
 
 __all__ = ["METRIC_NAMES", "SEMCONV_VERSION", "configure", "generation_ended", "generation_started", "redact"]
 
