@@ -48,7 +48,8 @@ if TYPE_CHECKING:
         SamplingResult,
         SamplingStrategy,
     )
-    from engine.session import MelleaSession, Session, start_session
+    from engine.session import MelleaSession, Session
+    from engine.session_start import start_session
     from engine.stream_handles import EventStreamer, Streamer, stream
 
 # Public name -> module that defines it, for the names loaded on first use.
@@ -60,7 +61,7 @@ _LAZY = {
     "EventStreamer": "engine.stream_handles",
     "Session": "engine.session",
     "MelleaSession": "engine.session",
-    "start_session": "engine.session",
+    "start_session": "engine.session_start",
     "generative": "engine.genslots",
     "GenerativeOutputError": "engine.genslots",
     "OutputParseError": "engine.core.typed_output",

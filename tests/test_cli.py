@@ -918,7 +918,7 @@ def test_adding_a_backend_is_one_registry_entry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from backends.registry import BackendEntry
-    from engine.session import start_session
+    from engine.session_start import start_session
 
     echo = BackendEntry(
         name="echo",
