@@ -56,8 +56,9 @@ from backends.errors import (
 from backends.sse import DEFAULT_MAX_LINE_BYTES
 from engine.core.asyncrx import from_async_iterable
 from engine.core.context import Context
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
-from engine.core.thunk import GenerationInfo, ModelOutputThunk
+from engine.core.thunk import ModelOutputThunk
 
 __all__ = ["HttpBackend", "HttpOptions"]
 

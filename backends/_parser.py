@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from backends._failures import Server, incomplete
 from backends._json_body import JsonBodyDecoder
 from backends.errors import BackendError, IncompleteStreamError, MalformedStreamError, ServerError
-from engine.core.thunk import GenerationInfo
+from engine.core.generation import GenerationInfo
 
 __all__ = ["ParsedServer", "StreamParser"]
 

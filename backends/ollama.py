@@ -28,8 +28,8 @@ from backends.errors import BackendUnreachableError, MalformedStreamError, redac
 from backends.model_list import ListedModel, get_listing
 from backends.sse import LineSplitter, LineTooLongError
 from engine.core.context import Context
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
-from engine.core.thunk import GenerationInfo
 
 __all__ = ["OllamaBackend", "ollama_base_url"]
 

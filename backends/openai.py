@@ -35,8 +35,8 @@ from backends.model_list import ListedModel, get_listing
 from backends.sse import LineTooLongError, SSEDecoder, SSEEvent
 from engine.core.context import Context
 from engine.core.continuation import Continuation
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
-from engine.core.thunk import GenerationInfo
 
 __all__ = ["OpenAIBackend"]
 

@@ -17,8 +17,9 @@ from typing import Any
 from engine.core.asyncrx import from_async_iterable
 from engine.core.context import Context
 from engine.core.continuation import Continuation
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
-from engine.core.thunk import GenerationInfo, ModelOutputThunk
+from engine.core.thunk import ModelOutputThunk
 
 __all__ = ["ScriptedBackend"]
 

@@ -33,10 +33,10 @@ from _harness import parse_args, run_async, sentence_prefix_deltas, summarize, u
 
 from backends import OllamaBackend, OpenAIBackend
 from backends._http import HttpBackend
+from engine.assembly import stream_with_chunking
 from engine.core.components import CBlock
 from engine.core.context import SimpleContext
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.streaming import stream_with_chunking
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, FakeServer, Reply
 
 FAIL_ON_SENTENCE = 2

@@ -24,10 +24,10 @@ import time
 from typing import Any
 
 from backends.scripted import ScriptedBackend
+from engine.assembly import stream_with_chunking
 from engine.core.components import CBlock
 from engine.core.context import SimpleContext
 from engine.core.requirements import PartialValidationResult, Requirement
-from engine.streaming import stream_with_chunking
 from operators.chunking import Chunker, SentenceChunking
 
 TEXT = "One two three four five. Six seven eight nine ten. Eleven twelve thirteen. Fourteen fifteen."

@@ -29,16 +29,19 @@ from engine.core.events import (
     StreamEvent,
     StreamingDoneEvent,
 )
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
-from engine.core.thunk import GenerationCancelled, GenerationInfo, ModelOutputThunk, wait_for_all_mots
+from engine.core.thunk import GenerationCancelled, ModelOutputThunk, wait_for_all_mots
 
 # Library convention: records go nowhere unless the application configures logging.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from engine.assembly import stream_with_chunking
     from engine.core.typed_output import OutputParseError
     from engine.genslots import GenerativeOutputError, generative
+    from engine.result import StreamChunkingResult
     from engine.sampling import (
         RejectionSamplingStrategy,
         RepairTemplateStrategy,
@@ -46,20 +49,20 @@ if TYPE_CHECKING:
         SamplingResult,
         SamplingStrategy,
     )
-    from engine.session import MelleaSession, Session, start_session
-    from engine.streamer import EventStreamer, Streamer, stream
-    from engine.streaming import StreamChunkingResult, stream_with_chunking
+    from engine.session import MelleaSession, Session
+    from engine.session_start import start_session
+    from engine.stream_handles import EventStreamer, Streamer, stream
 
 # Public name -> module that defines it, for the names loaded on first use.
 _LAZY = {
-    "StreamChunkingResult": "engine.streaming",
-    "stream_with_chunking": "engine.streaming",
-    "stream": "engine.streamer",
-    "Streamer": "engine.streamer",
-    "EventStreamer": "engine.streamer",
+    "StreamChunkingResult": "engine.result",
+    "stream_with_chunking": "engine.assembly",
+    "stream": "engine.stream_handles",
+    "Streamer": "engine.stream_handles",
+    "EventStreamer": "engine.stream_handles",
     "Session": "engine.session",
     "MelleaSession": "engine.session",
-    "start_session": "engine.session",
+    "start_session": "engine.session_start",
     "generative": "engine.genslots",
     "GenerativeOutputError": "engine.genslots",
     "OutputParseError": "engine.core.typed_output",

@@ -1,8 +1,8 @@
 """Sessions: a backend, a context, and Mellea's async API over them.
 
-``start_session()`` builds a :class:`Session` for a backend named by a string
-("ollama", the default, "openai" or "scripted"); the backend module is imported
-when the session is started, never when ``engine`` is imported.
+``start_session()`` (:mod:`engine.session_start`) builds a :class:`Session` for a backend
+named by a string ("ollama", the default, "openai" or "scripted"); the arguments the
+methods share are checked by :mod:`engine.session_arguments`.
 
 What the methods return, as in Mellea 0.7 and 0.8:
 
@@ -21,12 +21,23 @@ Every async method has a synchronous twin with the same parameters (``instruct``
 ``chat``, ``act``, ``validate``, ``query``, ``transform``) that returns computed results;
 they, and any coroutine, run through :meth:`Session.run`. Every method refuses an empty
 prompt with a ``ValueError`` before anything is sent.
+
+Why one module of over 600 lines: it is the :class:`Session` class (about 630 lines)
+and little else. Each async method sits with its ``@overload`` signatures, its private
+implementation and its sync twin, which repeat one parameter list that must change in
+step (Mellea 0.7 and 0.8 name every parameter), so a reader and a reviewer see all
+four forms of a method at once; httpx keeps ``Client`` and ``AsyncClient`` in one file
+for the same reason. Moving the twins into a mixin in another module would hide from the
+type checker the private methods they call, unless that module imported this one (an
+import cycle) or repeated their signatures. What is another concept lives elsewhere:
+building a session from a backend name (:mod:`engine.session_start`), the shared
+argument checks (:mod:`engine.session_arguments`), the sync runner
+(:mod:`engine.sync_runner`), sampling (:mod:`engine.sampling`).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import typing
 import weakref
@@ -45,12 +56,24 @@ from engine.core.components import (
     fill_user_variables,
     text_of,
 )
-from engine.core.context import ChatContext, Context, SimpleContext
+from engine.core.context import Context, SimpleContext
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult, as_requirements, validate_all
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
-from engine.sampling import RejectionSamplingStrategy, SamplingResult, SamplingStrategy
+from engine.sampling import RejectionSamplingStrategy, SamplingResult
+from engine.session_arguments import (
+    BACKEND_ALLOWED,
+    CONTEXT_ALLOWED,
+    DEFAULT_STRATEGY,
+    DefaultStrategy,
+    Requirements,
+    StrategyArg,
+    as_component,
+    check_format,
+    check_options,
+    require_text,
+)
 from engine.sync_runner import SyncRunner
 from engine.sync_runner import in_running_loop as _in_running_loop
 
@@ -59,10 +82,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAT_CONTEXT_WARNING",
-    "DEFAULT_STRATEGY",
     "MelleaSession",
     "Session",
-    "start_session",
+    "set_preflight",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,35 +96,6 @@ CHAT_CONTEXT_WARNING: Final = (
     "due to stale contexts. Ensure you await between requests."
 )
 """Logged (once per session) when an async method runs on a context that is not a SimpleContext."""
-
-
-class _Default:
-    """Sentinel type for "the default sampling strategy" (``RejectionSamplingStrategy(loop_budget=2)``)."""
-
-    _instance: _Default | None = None
-
-    def __new__(cls) -> _Default:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "RejectionSamplingStrategy(loop_budget=2)"
-
-
-DEFAULT_STRATEGY: Final = _Default()
-"""The default of ``strategy=``: a fresh ``RejectionSamplingStrategy(loop_budget=2)`` per call."""
-
-StrategyArg = SamplingStrategy | _Default | None
-Requirements = Sequence[Requirement | str] | None
-
-
-def _require_text(text: str, what: str, method: str) -> None:
-    """Refuse an empty (or blank) prompt before anything is sent."""
-    if not text.strip():
-        raise ValueError(
-            f"{method}() got an empty {what}: there is nothing to send to the model; pass the text to ask"
-        )
 
 
 class Session:
@@ -132,12 +125,14 @@ class Session:
         model_options: Mapping[str, Any] | None = None,
         validation_backend: Backend | None = None,
     ) -> None:
-        arguments.has_method("backend", backend, "generate_from_context", _BACKEND)
+        arguments.has_method("backend", backend, "generate_from_context", BACKEND_ALLOWED)
         if ctx is not None:
-            arguments.instance("ctx", ctx, Context, _CONTEXT)
+            arguments.instance("ctx", ctx, Context, CONTEXT_ALLOWED)
         arguments.optional_mapping("model_options", model_options)
         if validation_backend is not None:
-            arguments.has_method("validation_backend", validation_backend, "generate_from_context", _BACKEND)
+            arguments.has_method(
+                "validation_backend", validation_backend, "generate_from_context", BACKEND_ALLOWED
+            )
         self.backend = backend
         self.ctx: Context = ctx if ctx is not None else SimpleContext()
         self.model_options: dict[str, Any] = dict(model_options or {})
@@ -189,9 +184,9 @@ class Session:
         format: OutputFormat,
         model_options: Mapping[str, Any] | None,
     ) -> ModelOutputThunk[Any] | SamplingResult:
-        _check_options(strategy, return_sampling_results, await_result, format, model_options)
+        check_options(strategy, return_sampling_results, await_result, format, model_options)
         reqs = as_requirements(requirements)
-        if isinstance(strategy, _Default):
+        if isinstance(strategy, DefaultStrategy):
             strategy = RejectionSamplingStrategy(loop_budget=2)
         if strategy is None and return_sampling_results:
             raise ValueError(
@@ -232,7 +227,7 @@ class Session:
     ) -> ModelOutputThunk[Any]:
         """``strategy=None`` with a format and a ``FieldCheck``: one streaming run that checks
         each record as it closes (see :func:`_streams_structured`)."""
-        from engine.streaming import stream_with_chunking  # the session is loaded before the pipeline
+        from engine.assembly import stream_with_chunking  # the session is loaded before the pipeline
 
         result = await stream_with_chunking(
             action,
@@ -330,7 +325,7 @@ class Session:
         arguments.text("description", description)
         arguments.optional_mapping("user_variables", user_variables)
         text = fill_user_variables(description, user_variables)
-        _require_text(text, "description", method)
+        require_text(text, "description", method)
         reqs = as_requirements(requirements)
         return await self._generate(
             Instruction(text, requirements=reqs),
@@ -455,8 +450,8 @@ class Session:
         model_options: Mapping[str, Any] | None,
         method: str = "aact",
     ) -> ModelOutputThunk[Any] | SamplingResult:
-        component = _as_component(action, method)
-        _require_text(text_of(component), "action", method)
+        component = as_component(action, method)
+        require_text(text_of(component), "action", method)
         return await self._generate(
             component, requirements, strategy, return_sampling_results, await_result, format, model_options
         )
@@ -540,10 +535,10 @@ class Session:
         arguments.text("content", content)
         arguments.one_of("role", role, typing.get_args(Role))
         arguments.optional_mapping("user_variables", user_variables)
-        _check_format(format)
+        check_format(format)
         arguments.optional_mapping("model_options", model_options)
         text = fill_user_variables(content, user_variables)
-        _require_text(text, "message", method)
+        require_text(text, "message", method)
         await self._ready()
         thunk, new_ctx = await self.backend.generate_from_context(
             Message(role, text), self.ctx, format=format, model_options=self._options(model_options)
@@ -600,7 +595,7 @@ class Session:
                 "output must be a str, a CBlock, a ModelOutputThunk, or None (the session's newest "
                 f"output); got {arguments.shown(output)}"
             )
-        _check_format(format)
+        check_format(format)
         arguments.optional_mapping("model_options", model_options)
         if output is None:
             ctx = self.ctx
@@ -659,7 +654,7 @@ class Session:
         method: str = "aquery",
     ) -> ModelOutputThunk[Any]:
         arguments.text("query", query)
-        _require_text(query, "query", method)
+        require_text(query, "query", method)
         out = await self._generate(
             Query(obj, query), None, strategy, False, await_result, format, model_options
         )
@@ -706,7 +701,7 @@ class Session:
         method: str = "atransform",
     ) -> ModelOutputThunk[Any]:
         arguments.text("transformation", transformation)
-        _require_text(transformation, "transformation", method)
+        require_text(transformation, "transformation", method)
         action = Transform(obj, transformation)
         out = await self._generate(action, None, strategy, False, await_result, format, model_options)
         assert isinstance(out, ModelOutputThunk)
@@ -809,136 +804,7 @@ def _parse_when_computed(thunk: ModelOutputThunk[Any], format: OutputFormat) -> 
     thunk.deltas.subscribe(on_completed=on_completed, on_error=lambda _: None)
 
 
-def _as_component(action: Any, method: str) -> Any:
-    if isinstance(action, str):
-        return CBlock(action)
-    return arguments.component("action", action)
-
-
-_BACKEND = "a backend (an object with an async generate_from_context())"
-_CONTEXT = "a Context (e.g. SimpleContext() or ChatContext()), or None"
-
-
-def _check_format(format: OutputFormat) -> None:
-    """A format that is no output type fails before the request."""
-    if format is not None:
-        typed_output.json_schema(format)
-
-
-def _check_options(
-    strategy: Any, return_sampling_results: Any, await_result: Any, format: Any, model_options: Any
-) -> None:
-    """The arguments every generating method shares, checked before anything is sent."""
-    if strategy is not None and not isinstance(strategy, _Default):
-        arguments.has_method(
-            "strategy",
-            strategy,
-            "sample",
-            "a SamplingStrategy (e.g. RejectionSamplingStrategy(loop_budget=2)), or None for the lazy thunk",
-        )
-    arguments.flag("return_sampling_results", return_sampling_results)
-    arguments.flag("await_result", await_result)
-    _check_format(format)
-    arguments.optional_mapping("model_options", model_options)
-
-
-# -- start_session ------------------------------------------------------------------------
-
-
-def _backend_for(
-    name: str, model_id: str | None, backend_kwargs: dict[str, Any]
-) -> tuple[Backend, Callable[[], Awaitable[None]] | None]:
-    """The one place that resolves a backend name (``backends.registry``).
-
-    Returns the backend built from *model_id* and *backend_kwargs*, and the check to run
-    before the session's first request (``None`` when there is none).
-    """
-    registry = importlib.import_module("backends.registry")
-    try:
-        entry = registry.entry(name)
-    except ValueError as exc:
-        raise ValueError(f"backend_name: {exc}; or pass start_session a backend object") from None
-
-    backend = typing.cast("Backend", entry.create(model_id, **backend_kwargs))
-    if not entry.check_reachable:
-        return backend, None
-
-    async def check_reachable() -> None:
-        # Without it a lazy thunk would carry the error, and the first call would "succeed".
-        errors = importlib.import_module("backends.errors")
-        try:
-            await typing.cast(Any, backend).check_reachable()
-        except errors.BackendUnreachableError as exc:
-            others = [e.session_example for e in registry.BACKENDS.values() if e.name != entry.name]
-            raise errors.BackendUnreachableError(
-                f"{exc} Or use another backend: {'; '.join(others)}.", url=exc.url, provider=exc.provider
-            ) from exc
-
-    return backend, check_reachable
-
-
-def start_session(
-    backend_name: str | Backend = "ollama",
-    model_id: str | None = None,
-    ctx: Context | None = None,
-    *,
-    context_type: Literal["simple", "chat"] | None = None,
-    model_options: Mapping[str, Any] | None = None,
-    plugins: Sequence[Any] | None = None,
-    allow_context_type_change: bool = False,
-    **backend_kwargs: Any,
-) -> Session:
-    """Start a session on a backend named by *backend_name*: "ollama" (default), "openai" or "scripted".
-
-    The parameters are Mellea's:
-
-    * "ollama": ``OllamaBackend`` at ``OLLAMA_HOST`` or http://localhost:11434 (model
-      ``granite4.1:3b`` unless *model_id* says otherwise). If the server is not reachable,
-      the session's first request fails with an error naming the URL and the alternatives.
-    * "openai": ``OpenAIBackend`` for an OpenAI-compatible server (``base_url=...``).
-    * "scripted": ``ScriptedBackend(deltas, delay=...)``, no server needed; ``deltas``
-      defaults to a short canned reply.
-
-    *model_id* and *backend_kwargs* go to the backend's constructor; a backend object may
-    be passed instead of a name. *ctx* (or ``context_type="simple"``/``"chat"``, not both)
-    is the starting context, a ``SimpleContext`` by default. *model_options* apply to every
-    call of the session (each call's own win). A ``ModelOption`` the backend cannot honour
-    is logged once as a warning. Sessions never change their context's type, so
-    *allow_context_type_change* changes nothing; *plugins* are not supported.
-    """
-    if not isinstance(backend_name, str):
-        arguments.has_method(
-            "backend_name",
-            backend_name,
-            "generate_from_context",
-            "a backend name (a str) or a backend object",
-        )
-    arguments.text("model_id", model_id, optional=True)
-    if ctx is not None:
-        arguments.instance("ctx", ctx, Context, _CONTEXT)
-    arguments.one_of("context_type", context_type, ("simple", "chat"), optional=True)
-    arguments.optional_mapping("model_options", model_options)
-    if plugins is not None:
-        arguments.instance(
-            "plugins", plugins, (list, tuple), "a list (empty: rxllm has no plugin system), or None"
-        )
-    arguments.flag("allow_context_type_change", allow_context_type_change)
-    if ctx is not None and context_type is not None:
-        raise ValueError("start_session() takes ctx= or context_type=, not both")
-    if context_type == "chat":
-        ctx = ChatContext()
-    elif context_type == "simple":
-        ctx = SimpleContext()
-    elif context_type is not None:
-        raise ValueError(f"context_type must be 'simple' or 'chat', got {context_type!r}")
-    if plugins:
-        raise ValueError(
-            "start_session(plugins=...): rxllm has no plugin system; drop plugins= (hooks can be "
-            "written as Requirements or by composing the operators)"
-        )
-    if not isinstance(backend_name, str):
-        return Session(backend_name, ctx, model_options=model_options)
-    backend, preflight = _backend_for(backend_name, model_id, dict(backend_kwargs))
-    session = Session(backend, ctx, model_options=model_options)
-    session._preflight = preflight
-    return session
+def set_preflight(session: Session, check: Callable[[], Awaitable[None]] | None) -> None:
+    """Run *check* before *session*'s first request, once: :func:`~engine.session_start.start_session`'s
+    reachability check of a backend it built from a name."""
+    session._preflight = check

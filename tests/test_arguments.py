@@ -41,8 +41,9 @@ from engine import (
 )
 from engine.core import arguments
 from engine.core.requirements import validate_all
-from engine.session import Session, start_session
-from engine.streamer import stream
+from engine.session import Session
+from engine.session_start import start_session
+from engine.stream_handles import stream
 from operators import SentenceChunking
 from operators.final_validation import final_validation
 from operators.validate import validate

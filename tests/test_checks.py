@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.scripted import ScriptedBackend
+from engine.assembly import stream_with_chunking
 from engine.checks import (
     ChunkCheck,
     ForbiddenWords,
@@ -28,7 +29,6 @@ from engine.core.context import Context, SimpleContext
 from engine.core.events import CompletedEvent, FullValidationEvent, QuickCheckEvent, StreamingDoneEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
-from engine.streaming import stream_with_chunking
 from operators.chunking import resolve_chunking_strategy
 
 BACKEND = ScriptedBackend([])

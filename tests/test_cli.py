@@ -48,9 +48,9 @@ from engine.cli import (
 )
 from engine.cli.errors import for_command_line
 from engine.core.events import ChunkEvent, QuickCheckEvent
+from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult
-from engine.core.thunk import GenerationInfo
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -732,7 +732,7 @@ async def test_verbose_shows_the_requests_the_retry_and_its_reason_the_cancel_an
     assert ran.code == EXIT_OK, ran.err
     lines = ran.err.splitlines()
     assert len([line for line in lines if line.startswith("rxllm: backends.") and ": POST " in line]) == 2
-    [retry] = [line for line in lines if line.startswith("rxllm: engine.streaming: retrying the stream")]
+    [retry] = [line for line in lines if line.startswith("rxllm: engine.attempts: retrying the stream")]
     assert "(attempt 2 of 2): chunk 1 failed: " in retry and retry.endswith("forbidden word 'silt'"), retry
     [cancel] = [line for line in lines if "cancelled the generation" in line]
     assert "connection closed" in cancel, cancel
@@ -918,7 +918,7 @@ def test_adding_a_backend_is_one_registry_entry(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from backends.registry import BackendEntry
-    from engine.session import start_session
+    from engine.session_start import start_session
 
     echo = BackendEntry(
         name="echo",

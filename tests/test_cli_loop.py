@@ -56,7 +56,7 @@ def test_without_uvloop_the_command_runs_on_asyncios_default_loop(monkeypatch: p
 
 def test_importing_the_library_installs_no_loop_policy() -> None:
     probe = (
-        "import asyncio, engine, engine.cli, engine.streaming, backends, operators\n"
+        "import asyncio, engine, engine.cli, engine.assembly, backends, operators\n"
         "print(type(asyncio.get_event_loop_policy()).__module__)"
     )
     out = subprocess.run(

@@ -7,7 +7,7 @@ the exception is raised exactly once (by whichever of ``astream()``/``acomplete(
 it first), the generation is stopped, nothing hangs, and asyncio logs nothing
 (tests/conftest.py fails a test that makes it log).
 
-A stage's fault is injected by wrapping it (in the assembly ``engine.streaming`` uses) so
+A stage's fault is injected by wrapping it (in the assembly ``engine.assembly`` uses) so
 that the call it makes to pass one chosen item on raises: the exception surfaces inside
 that stage's own callback, as an exception of its own code would.
 """
@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from reactivex import Observable, abc
 
-import engine.streaming
+import engine.assembly
+import engine.result
 from backends import ScriptedBackend
 from engine import (
     ChunkEvent,
@@ -94,7 +95,7 @@ def is_verdict_of(text: str) -> Callable[[Any], bool]:
     return lambda item: isinstance(item, ChunkVerdict) and item.chunk.text == text
 
 
-# (stage patched in engine.streaming, which item makes it raise, with requirements?)
+# (stage patched in engine.assembly, which item makes it raise, with requirements?)
 STAGES = {
     "chunk/first": ("chunk", is_chunk(), True),
     "chunk/flushed": ("chunk", is_chunk("trailing bit"), True),
@@ -142,7 +143,7 @@ async def assert_generation_stopped(backend: ScriptedBackend) -> None:
 @pytest.mark.parametrize("case", list(STAGES))
 async def test_an_exception_inside_a_stage_ends_the_run(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stage, when, with_requirements = STAGES[case]
-    monkeypatch.setattr(engine.streaming, stage, exploding(getattr(engine.streaming, stage), when))
+    monkeypatch.setattr(engine.assembly, stage, exploding(getattr(engine.assembly, stage), when))
     backend = ScriptedBackend(DELTAS, delay=0.001)
     reqs = [Unknown("unknown")] if with_requirements else None
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=reqs)
@@ -156,7 +157,7 @@ async def test_an_exception_inside_a_stage_ends_the_run(case: str, monkeypatch: 
 @pytest.mark.parametrize("case", ["chunk/first", "validate/first", "to_events/chunk", "to_events/completed"])
 async def test_astream_raises_an_injected_exception_once(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stage, when, _ = STAGES[case]
-    monkeypatch.setattr(engine.streaming, stage, exploding(getattr(engine.streaming, stage), when))
+    monkeypatch.setattr(engine.assembly, stage, exploding(getattr(engine.assembly, stage), when))
     result = await stream_with_chunking(
         ACTION, ScriptedBackend(DELTAS), SimpleContext(), requirements=[Unknown()]
     )
@@ -228,14 +229,14 @@ async def test_a_non_text_delta_does_not_hang_avalue() -> None:
 
 @pytest.mark.asyncio
 async def test_the_results_own_bookkeeping_raising_ends_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    record = engine.streaming.StreamChunkingResult._record
+    record = engine.result.StreamChunkingResult._record
 
     def faulty(self: Any, event: StreamEvent) -> None:
         if isinstance(event, ChunkEvent) and event.chunk_index == 1:
             raise Injected("bookkeeping")
         record(self, event)
 
-    monkeypatch.setattr(engine.streaming.StreamChunkingResult, "_record", faulty)
+    monkeypatch.setattr(engine.result.StreamChunkingResult, "_record", faulty)
     backend = ScriptedBackend(["tok. "] * 1000, delay=0.001)
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Unknown()])
     events = await asyncio.wait_for(collect(result), 5)

@@ -23,7 +23,8 @@ from engine.genslots import (
     GenerativeOutputError,
     generative,
 )
-from engine.session import Session, start_session
+from engine.session import Session
+from engine.session_start import start_session
 
 
 @attrs.frozen

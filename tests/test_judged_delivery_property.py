@@ -42,8 +42,8 @@ from engine import (
     ValidationResult,
     stream_with_chunking,
 )
-from engine.streamer import RawDeltas
 from operators import Chunker, ChunkingStrategy, resolve_chunking_strategy
+from operators.chunking import RawDeltas
 from operators.testing import check_chunking_strategy
 
 _FIRST_LETTER = 0x4E00  # CJK ideographs: letters to the chunkers, and plenty of them

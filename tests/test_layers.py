@@ -85,10 +85,10 @@ def test_no_module_imports_a_higher_layer(module: str, path: Path) -> None:
 
 def test_the_checker_catches_an_upward_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from engine.streaming import stream_with_chunking\nimport backends.ollama\n")
+    bad.write_text("from engine.assembly import stream_with_chunking\nimport backends.ollama\n")
     names = [name for _, name in _imports("operators.bad", bad)]
-    assert names == ["engine.streaming", "backends.ollama"]
-    assert not _allowed("operators", "engine.streaming")
+    assert names == ["engine.assembly", "backends.ollama"]
+    assert not _allowed("operators", "engine.assembly")
     assert not _allowed("engine.core", "backends.ollama")
     assert _allowed("backends", "engine.core.thunk")
 

@@ -26,7 +26,7 @@ from engine import (
 )
 from engine.core.backend import Backend
 from engine.core.context import Context
-from engine.streaming import StreamRetry
+from engine.core.continuation import StreamRetry
 from tests.fake_servers import FakeOpenAIServer, Reply
 
 PACKAGES = (engine, operators, backends)
@@ -133,7 +133,7 @@ async def test_an_in_stream_retry_is_logged_at_info_with_its_attempt_and_redacte
     )
     await result.acomplete()
     assert result.completed and result.attempts_used == 2
-    [retry] = [r for r in caplog.records if r.name == "engine.streaming"]
+    [retry] = [r for r in caplog.records if r.name == "engine.attempts"]
     assert retry.levelno == logging.INFO
     message = retry.getMessage()
     assert message.startswith("retrying the stream (attempt 2 of 3): chunk 1 failed: "), message

@@ -467,7 +467,7 @@ async def test_cancelling_the_run_during_a_retry_cancels_the_new_generation() ->
 
 
 def test_restoring_a_snapshot_covers_dict_and_slots_state() -> None:
-    from engine.streaming import _restore_states
+    from engine.attempts import restore_states
 
     class Slotted(Requirement):
         __slots__ = ("count",)
@@ -480,9 +480,9 @@ def test_restoring_a_snapshot_covers_dict_and_slots_state() -> None:
     live.count = 1
     snapshot = copy.copy(live)
     live.count, live.description, live.extra = 5, "changed", "added"  # type: ignore[attr-defined]
-    _restore_states([live], [snapshot])
+    restore_states([live], [snapshot])
     assert (live.count, live.description, hasattr(live, "extra")) == (1, "slotted", False)
-    _restore_states([live], None)  # no snapshots: nothing to do
+    restore_states([live], None)  # no snapshots: nothing to do
     assert live.count == 1
 
 

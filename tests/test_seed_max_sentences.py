@@ -13,7 +13,7 @@ import types
 import pytest
 
 from backends import ScriptedBackend
-from engine.session import start_session
+from engine.session_start import start_session
 from tests.test_seeds_async import SEEDS, rewrite_imports
 
 TOO_LONG = "Sun heats water. Vapour rises. Clouds form. Rain falls. Rivers run. " * 20

@@ -43,8 +43,10 @@ import engine
 from backends.scripted import ScriptedBackend
 from engine.core.components import Message
 from engine.core.context import Context
-from engine.core.thunk import GenerationInfo, ModelOutputThunk
-from engine.session import CHAT_CONTEXT_WARNING, start_session
+from engine.core.generation import GenerationInfo
+from engine.core.thunk import ModelOutputThunk
+from engine.session import CHAT_CONTEXT_WARNING
+from engine.session_start import start_session
 from tests.fake_servers import FakeOllamaServer, Reply
 
 SEEDS: dict[str, str] = {

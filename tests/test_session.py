@@ -20,7 +20,8 @@ from engine.core.context import ChatContext, Context, SimpleContext
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
-from engine.session import CHAT_CONTEXT_WARNING, Session, start_session
+from engine.session import CHAT_CONTEXT_WARNING, Session
+from engine.session_start import start_session
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
 
@@ -106,7 +107,7 @@ def test_start_session_ollama_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_engine_does_not_import_backends_at_module_level() -> None:
     code = (
-        "import engine.session, engine.genslots, engine.sampling, sys; "
+        "import engine.session, engine.session_start, engine.genslots, engine.sampling, sys; "
         "print('backends' in sys.modules, 'pydantic' in sys.modules)"
     )
     import subprocess

@@ -39,8 +39,8 @@ from engine import (
 from engine.core import telemetry
 from engine.core.backend import Backend
 from engine.core.context import Context
+from engine.core.continuation import StreamRetry
 from engine.core.options import ModelOption
-from engine.streaming import StreamRetry
 from tests.isolated import run_isolated
 
 

@@ -2,7 +2,7 @@
 
 ``rxllm demo`` runs the whole pipeline on the built-in simulator (no model server):
 a realistic answer replayed a token at a time, streamed through
-:func:`~engine.streaming.stream_with_chunking` with ready-made requirements, twice —
+:func:`~engine.assembly.stream_with_chunking` with ready-made requirements, twice —
 once passing, once stopped mid-stream by a failing check.
 
 ``rxllm stream PROMPT`` streams from a real server (any backend of

@@ -25,7 +25,7 @@ __all__ = ["main"]
 
 def _preload(backend_name: str, *, live: bool) -> None:
     """Import what the run needs before the event loop starts, so no import blocks the loop."""
-    importlib.import_module("engine.streaming")
+    importlib.import_module("engine.assembly")
     entry(backend_name).backend_class()
     if live:
         importlib.import_module("rich.live")

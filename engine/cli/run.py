@@ -26,7 +26,7 @@ from engine.text_layout import TextTracker
 if TYPE_CHECKING:
     from engine.core.backend import Backend
     from engine.core.continuation import StreamRetry
-    from engine.streaming import StreamChunkingResult
+    from engine.result import StreamChunkingResult
 
 __all__ = ["TextTracker", "instruction", "run_once"]
 
@@ -53,7 +53,7 @@ async def run_once(
     *retry* and *validation_timeout* go to ``stream_with_chunking``. Raises
     :class:`~engine.cli.view.OutputClosed` (after stopping the run) when the view's output was closed.
     """
-    from engine.streaming import stream_with_chunking  # the assembly loads operators
+    from engine.assembly import stream_with_chunking  # the assembly loads operators
     from operators.chunking import resolve_chunking_strategy
 
     stats = RunStats(chunking=chunking, script_length=script_length)

@@ -12,7 +12,7 @@ import attrs
 from engine.cli.errors import EXIT_CHECK_FAILED, EXIT_OK, exit_code_for
 
 if TYPE_CHECKING:
-    from engine.core.thunk import GenerationInfo
+    from engine.core.generation import GenerationInfo
 
 __all__ = ["RunStats"]
 

@@ -1,4 +1,4 @@
-"""The two bridges between asyncio and reactivex, and the replay log behind thunks.
+"""The bridges between asyncio and reactivex, and the replay log behind thunks.
 
 reactivex has no built-in bridge between async iterators and observables (its users have
 asked for one since 2019), and the engine needs both directions:
@@ -8,6 +8,8 @@ asked for one since 2019), and the engine needs both directions:
   ``finally`` closes the iterator, which is what closes an HTTP response.
 * :func:`iterate`: a single-consumer async iterator over an observable. Leaving the
   ``async for`` (or closing the generator) disposes the subscription.
+* :func:`from_awaitable`: an observable that awaits a coroutine for its source, then
+  follows it (a retry attempt's generation is started that way).
 
 :class:`LoopObservable` is how the engine's own sources and operators are built.
 Everything runs on one asyncio loop, so reactivex's thread-safety machinery (an
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
@@ -49,6 +51,7 @@ __all__ = [
     "ReplayLog",
     "Subscription",
     "from_async_iterable",
+    "from_awaitable",
     "iterate",
     "observe",
     "report_unhandled",
@@ -393,6 +396,59 @@ async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
             waiter = None
     finally:
         subscription.dispose()
+
+
+def from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observable[T]:
+    """An observable that awaits ``factory()`` in a task, then follows the observable it returns.
+
+    An exception from *factory* becomes ``on_error``; disposal cancels the task or
+    disposes the inner subscription. (A retry attempt is one: its generation must be
+    started, awaited, before its deltas can be followed.)
+    """
+
+    def subscribe_fn(observer: Any) -> abc.DisposableBase:
+        inner: abc.DisposableBase | None = None
+        disposed = False
+
+        def fail(exc: Exception) -> None:
+            if disposed:
+                report_unhandled(exc, "an awaited source failed after its observable was disposed")
+                return
+            try:
+                observer.on_error(exc)
+            except Exception as downstream:
+                if downstream is not exc:
+                    report_unhandled(downstream, "an observer raised taking an awaited source's error")
+
+        async def run() -> None:
+            nonlocal inner
+            try:
+                source = await factory()
+            except Exception as exc:
+                fail(exc)
+                return
+            try:
+                link = observe(source, observer)
+            except Exception as exc:  # the attempt's pipeline could not be built
+                fail(exc)
+                return
+            if disposed:  # disposed while subscribing (a source that answered at once): stop it too
+                link.dispose()
+            else:
+                inner = link
+
+        task = asyncio.get_running_loop().create_task(run())
+
+        def dispose() -> None:
+            nonlocal disposed
+            disposed = True
+            task.cancel()
+            if inner is not None:
+                inner.dispose()
+
+        return Subscription(dispose)
+
+    return LoopObservable(subscribe_fn)
 
 
 class ReplayLog(Generic[T]):

@@ -30,9 +30,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 import attrs
 
 if TYPE_CHECKING:
-    from engine.core.backend import Backend
-    from engine.core.requirements import Requirement
-    from engine.core.thunk import GenerationInfo
+    from engine.core.generation import GenerationInfo
 
 __all__ = [
     "TelemetrySettings",
@@ -160,9 +158,13 @@ _NO_RUN = _NoRun()
 
 
 @contextlib.contextmanager
-def run_scope(backend: Backend, action: Any, requirements: Sequence[Requirement]) -> Iterator[Any]:
+def run_scope(backend: Any, action: Any, requirements: Sequence[Any]) -> Iterator[Any]:
     """The span of one run: current while the generation starts (so the backend's task and
     the validators inherit it), ended when the run's ``CompletedEvent`` arrives.
+
+    *backend* (a ``Backend``) and *requirements* (``Requirement`` objects) are typed ``Any``:
+    the thunk calls this module, and both of those modules import the thunk, so naming
+    them here, even for the type checker only, would close an import cycle.
 
     Use as ``with run_scope(...) as run: <start the generation>`` then ``run.watch(result)``.
     Off, it yields an object whose ``watch`` does nothing.

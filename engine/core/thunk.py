@@ -23,13 +23,13 @@ import time
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-import attrs
 from reactivex import Observable, abc
 
 from engine.core import telemetry
 from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
+from engine.core.generation import GenerationInfo
 
-__all__ = ["GenerationCancelled", "GenerationInfo", "ModelOutputThunk", "wait_for_all_mots"]
+__all__ = ["GenerationCancelled", "ModelOutputThunk", "wait_for_all_mots"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,39 +49,6 @@ class GenerationCancelled(Exception):
     def __init__(self, reason: Exception | None = None) -> None:
         super().__init__("the generation was cancelled" + (f" ({reason})" if reason is not None else ""))
         self.reason = reason
-
-
-@attrs.define
-class GenerationInfo:
-    """What happened during one generation; filled in by the thunk and the backend as it runs.
-
-    Times are ``time.perf_counter()`` readings, so differences are latencies.
-    """
-
-    model: str | None = None
-    provider: str | None = None
-    started_at: float = attrs.field(factory=time.perf_counter)
-    first_delta_at: float | None = None
-    """When the thunk received its first delta (time to first token = this - started_at)."""
-    finished_at: float | None = None
-    """When the thunk became computed (completed, failed or cancelled)."""
-    cancel_requested_at: float | None = None
-    """When ``cancel_generation()`` was called on an unfinished thunk."""
-    cancelled_at: float | None = None
-    """When the backend's producer saw the cancellation (set by the backend)."""
-    connection_closed_at: float | None = None
-    """When an HTTP backend closed the connection to the server (set by the backend)."""
-    deltas_received: int = 0
-    deltas_sent: int = 0
-    """Deltas the backend's producer handed on (set by the backend)."""
-    done_reason: str | None = None
-    usage: dict[str, int] = attrs.field(factory=dict)
-    extra: dict[str, Any] = attrs.field(factory=dict)
-
-    @property
-    def cancelled(self) -> bool:
-        """True if the generation was cancelled before it finished."""
-        return self.cancel_requested_at is not None
 
 
 class ModelOutputThunk(Generic[T]):

@@ -1,7 +1,7 @@
 """``rxllm serve``: a validating OpenAI-compatible streaming gateway (aiohttp.web over the engine).
 
 ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``, ``GET /healthz``.
-Each request is one :func:`~engine.streaming.stream_with_chunking` run: only validated
+Each request is one :func:`~engine.assembly.stream_with_chunking` run: only validated
 chunks reach the client; a failed check ends the answer with ``finish_reason:
 "content_filter"`` and an ``rxllm`` extension object; a client that disconnects, or the
 request's deadline, cancels the upstream generation at once.

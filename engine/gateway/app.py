@@ -1,6 +1,6 @@
 """The gateway's aiohttp application: OpenAI's chat-completions API over ``stream_with_chunking``.
 
-One run of :func:`~engine.streaming.stream_with_chunking` per request; each validated chunk
+One run of :func:`~engine.assembly.stream_with_chunking` per request; each validated chunk
 is written to the client as soon as the run delivers it. The response starts (status and
 headers) with the first delivered chunk, so an upstream error before any text is an error
 status with OpenAI's error body; after it, an error frame then ``data: [DONE]``.
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from backends.errors import BackendError
 from backends.model_list import ListedModel
+from engine.assembly import stream_with_chunking
 from engine.core.backend import Backend
 from engine.core.components import Message
 from engine.core.context import ChatContext
@@ -51,7 +52,7 @@ from engine.gateway.wire import (
     now,
     parse_chat_request,
 )
-from engine.streaming import StreamChunkingResult, stream_with_chunking
+from engine.result import StreamChunkingResult
 from engine.telemetry_export import configure_from_environment, metrics_handler
 from engine.text_layout import TextTracker
 

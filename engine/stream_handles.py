@@ -7,7 +7,7 @@
             ...
 
 ``stream()`` starts the generation and the pipeline (the one assembly in
-:mod:`engine.streaming`) and returns a handle: a :class:`Streamer` iterating validated
+:mod:`engine.assembly`) and returns a handle: a :class:`Streamer` iterating validated
 ``str`` chunks, or with ``as_events=True`` an :class:`EventStreamer` iterating the
 :class:`~engine.core.events.StreamEvent` objects. Leaving the ``async with`` block (its
 end, ``break``, an exception) cancels the generation and closes the connection.
@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
 
+from engine.assembly import start_run
 from engine.core import arguments
 from engine.core.backend import Backend
 from engine.core.context import Context
@@ -28,8 +29,8 @@ from engine.core.events import StreamEvent
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
+from engine.result import StreamChunkingResult, streamed_to_end, take_error
 from engine.stream_arguments import chunking_strategy
-from engine.streaming import StreamChunkingResult, _start_run
 from operators.chunking import ChunkingStrategy, RawDeltas
 
 __all__ = ["EventStreamer", "Streamer", "stream"]
@@ -112,7 +113,7 @@ async def stream(
     events instead. Leaving the ``async with`` block (end, ``break``, exception)
     cancels the generation if it still runs and closes its connection.
     *validation_timeout*, *retry*, *model_options* and *format* are as in
-    :func:`~engine.streaming.stream_with_chunking` (``s.result.partial`` and
+    :func:`~engine.assembly.stream_with_chunking` (``s.result.partial`` and
     ``s.result.parsed`` hold the typed values).
 
     Every argument is checked before the backend is called: a refused call starts no
@@ -127,7 +128,7 @@ async def stream(
     """
     strategy = RawDeltas() if chunking is None else chunking_strategy("chunking", chunking)
     arguments.flag("as_events", as_events)
-    result = await _start_run(
+    result = await start_run(
         action,
         backend,
         ctx,
@@ -164,7 +165,7 @@ class _Handle:
     @property
     def completed_normally(self) -> bool:
         """True only if the stream reached its natural end (before final validation)."""
-        return self._result._streamed_to_end
+        return streamed_to_end(self._result)
 
     @property
     def failure_reason(self) -> str | None:
@@ -272,7 +273,7 @@ class EventStreamer(_Handle):
             return await anext(self._events)
         except StopAsyncIteration:
             pass
-        error = self._result._take_error()
+        error = take_error(self._result)
         if error is not None:
             raise error
         raise StopAsyncIteration

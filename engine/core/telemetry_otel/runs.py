@@ -1,16 +1,8 @@
-"""The OpenTelemetry side of :mod:`engine.core.telemetry`: spans and metrics of runs and generations.
+"""The span of a run (``rxllm.run {model}``) and of a session call (``rxllm.session {model}``),
+and the observer of a run's events that writes the run's span events and metrics.
 
-Imported only when telemetry is switched on. Attribute names follow the OpenTelemetry
-GenAI semantic conventions of semantic conventions release 1.37.0 (``gen_ai.provider.name``,
-``gen_ai.request.model``, ``gen_ai.operation.name``, ``gen_ai.usage.input_tokens`` /
-``output_tokens``, ``gen_ai.response.finish_reasons``, ``gen_ai.input.messages`` /
-``gen_ai.output.messages`` for opt-in content); what the conventions do not cover is named
-under ``rxllm.``.
-
-Spans: ``rxllm.run {model}`` per run (current while the generation starts and inside every
-check, so a judge's own request is its child), ``chat {model}`` per generation (written
-from its :class:`~engine.core.thunk.GenerationInfo` when it ends, with its real start and
-end times). Metrics: see :data:`METRIC_NAMES`.
+The run's span is current while the generation starts and inside every check, so a judge's
+own request is its child.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from engine.core.asyncrx import report_unhandled, subscribe
@@ -36,190 +28,21 @@ from engine.core.events import (
     StreamEvent,
 )
 from engine.core.redaction import redact
-
-if TYPE_CHECKING:  # not imported: the thunk imports this module's switch while it loads
-    from engine.core.thunk import GenerationInfo
-
-__all__ = ["METRIC_NAMES", "SEMCONV_VERSION", "configure", "generation_ended", "generation_started", "redact"]
-
-SEMCONV_VERSION = "1.37.0"
-SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
-SCOPE = "rxllm"
-
-# Seconds, from 1 µs up: a failing verdict stops a local producer in microseconds.
-FINE_SECONDS = (
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
-    1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-# The GenAI conventions' advice for gen_ai.client.operation.duration.
-DURATION_SECONDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-# The GenAI conventions' advice for time to first token (and per output token).
-LATENCY_SECONDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-DELTA_COUNTS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256)
-# A check that finishes faster than this is counted (rxllm.validation.fast), not timed: one
-# histogram record costs the SDK about 50 Python calls, as much as such a check itself,
-# and a run checks every chunk against every requirement.
-FAST_CHECK_SECONDS = 1e-4
-
-METRIC_NAMES = (
-    "rxllm.request.duration",
-    "rxllm.time_to_first_token",
-    "rxllm.time_to_first_chunk",
-    "rxllm.time_per_chunk",
-    "rxllm.tokens.input",
-    "rxllm.tokens.output",
-    "rxllm.run.duration",
-    "rxllm.validation.duration",
-    "rxllm.validation.fast",
-    "rxllm.verdicts",
-    "rxllm.validation.timeouts",
-    "rxllm.verdict_to_stop.duration",
-    "rxllm.deltas_after_verdict",
-    "rxllm.retries",
-    "rxllm.errors",
-    "rxllm.streams.active",
+from engine.core.telemetry_otel.generations import GenerationRecord
+from engine.core.telemetry_otel.instruments import (
+    FAST_CHECK_SECONDS,
+    Instruments,
+    active_instruments,
+    event_ns,
+    provider_name,
+    requirement_label,
+    unix_ns,
 )
 
+if TYPE_CHECKING:
+    from engine.core.generation import GenerationInfo
 
-class _Instruments:
-    """The tracer and every instrument, from the global providers."""
-
-    def __init__(self, content: bool, chunk_events: bool, traces: bool, metrics_on: bool) -> None:
-        self.content = content
-        self.chunk_events = chunk_events
-        self.traces = traces
-        self.metrics = metrics_on
-        tracer_provider = trace.get_tracer_provider() if traces else trace.NoOpTracerProvider()
-        meter_provider = metrics.get_meter_provider() if metrics_on else metrics.NoOpMeterProvider()
-        self.tracer = tracer_provider.get_tracer(SCOPE, _version(), schema_url=SCHEMA_URL)
-        meter = meter_provider.get_meter(SCOPE, _version(), schema_url=SCHEMA_URL)
-        seconds = "s"
-        self.request_duration = meter.create_histogram(
-            "rxllm.request.duration",
-            unit=seconds,
-            description="Duration of one backend request (a generation), start to end.",
-            explicit_bucket_boundaries_advisory=DURATION_SECONDS,
-        )
-        self.time_to_first_token = meter.create_histogram(
-            "rxllm.time_to_first_token",
-            unit=seconds,
-            description="Request start to the first delta received.",
-            explicit_bucket_boundaries_advisory=LATENCY_SECONDS,
-        )
-        self.time_to_first_chunk = meter.create_histogram(
-            "rxllm.time_to_first_chunk",
-            unit=seconds,
-            description="Run start to the first validated chunk delivered.",
-            explicit_bucket_boundaries_advisory=LATENCY_SECONDS,
-        )
-        self.time_per_chunk = meter.create_histogram(
-            "rxllm.time_per_chunk",
-            unit=seconds,
-            description="Time between two validated chunks delivered in a run.",
-            explicit_bucket_boundaries_advisory=LATENCY_SECONDS,
-        )
-        self.tokens_input = meter.create_counter(
-            "rxllm.tokens.input", unit="{token}", description="Input tokens the backend reported."
-        )
-        self.tokens_output = meter.create_counter(
-            "rxllm.tokens.output", unit="{token}", description="Output tokens the backend reported."
-        )
-        self.run_duration = meter.create_histogram(
-            "rxllm.run.duration",
-            unit=seconds,
-            description="Duration of a streaming run, start to its CompletedEvent.",
-            explicit_bucket_boundaries_advisory=DURATION_SECONDS,
-        )
-        self.validation_duration = meter.create_histogram(
-            "rxllm.validation.duration",
-            unit=seconds,
-            description="Duration of one requirement's check of one chunk, for checks that took "
-            "100 µs or longer (faster ones are counted in rxllm.validation.fast).",
-            explicit_bucket_boundaries_advisory=FINE_SECONDS,
-        )
-        self.fast_checks = meter.create_counter(
-            "rxllm.validation.fast",
-            unit="{check}",
-            description="Checks of one chunk that took under 100 µs: counted, not timed.",
-        )
-        self.verdicts = meter.create_counter(
-            "rxllm.verdicts", unit="{verdict}", description="Chunk verdicts, by requirement and status."
-        )
-        self.timeouts = meter.create_counter(
-            "rxllm.validation.timeouts", unit="{check}", description="Checks that ran past their deadline."
-        )
-        self.verdict_to_stop = meter.create_histogram(
-            "rxllm.verdict_to_stop.duration",
-            unit=seconds,
-            description="A failing verdict to its generation's producer closed (the HTTP response "
-            "closed, or the source's task ended).",
-            explicit_bucket_boundaries_advisory=FINE_SECONDS,
-        )
-        self.deltas_after_verdict = meter.create_histogram(
-            "rxllm.deltas_after_verdict",
-            unit="{delta}",
-            description="Deltas the producer handed on after a failing verdict (what the server "
-            "generated and never sent cannot be seen).",
-            explicit_bucket_boundaries_advisory=DELTA_COUNTS,
-        )
-        self.retries = meter.create_counter(
-            "rxllm.retries",
-            unit="{retry}",
-            description="Retries: of a stream after a failed chunk, or of an HTTP request.",
-        )
-        self.errors = meter.create_counter(
-            "rxllm.errors",
-            unit="{error}",
-            description="Exceptions that ended a run or a session call, by type (each counted once).",
-        )
-        self.active_streams = meter.create_up_down_counter(
-            "rxllm.streams.active", unit="{stream}", description="Streaming runs in progress."
-        )
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("rxllm")
-    except Exception:  # not installed as a distribution (a source checkout)
-        return "0"
-
-
-_instruments: _Instruments | None = None
-
-
-def configure(settings: Any) -> None:
-    """Take the instruments from the global providers (called by ``telemetry.enable``)."""
-    global _instruments
-    _instruments = _Instruments(settings.content, settings.chunk_events, settings.traces, settings.metrics)
-
-
-def _inst() -> _Instruments:
-    assert _instruments is not None, "engine.core.telemetry.enable() configures the instruments"
-    return _instruments
-
-
-# -- clocks: GenerationInfo holds perf_counter() readings; spans want Unix nanoseconds ----
-
-
-def _unix_ns(perf: float) -> int:
-    return time.time_ns() - int((time.perf_counter() - perf) * 1e9)
-
-
-def _event_ns(event: StreamEvent) -> int:
-    return int(event.timestamp * 1e9)
-
-
-def _provider(backend: Any) -> str:
-    name = getattr(backend, "provider", None)
-    return str(name) if name else type(backend).__name__
-
-
-def _label(req: Any) -> str:
-    label = getattr(req, "label", None)
-    text = label if isinstance(label, str) and label else type(req).__name__
-    return text[:100]
+__all__ = ["call_scope", "run_scope"]
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -228,11 +51,11 @@ def _label(req: Any) -> str:
 @contextlib.contextmanager
 def run_scope(backend: Any, action: Any, requirements: Sequence[Any]) -> Iterator[_Run]:
     """The run's span, current while the body (starting the generation) runs."""
-    inst = _inst()
+    inst = active_instruments()
     model = getattr(backend, "model_id", None)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": _provider(backend),
+        "gen_ai.provider.name": provider_name(backend),
         "rxllm.requirements": len(requirements),
     }
     if isinstance(model, str):
@@ -256,11 +79,11 @@ def run_scope(backend: Any, action: Any, requirements: Sequence[Any]) -> Iterato
 @contextlib.contextmanager
 def call_scope(call: str, backend: Any) -> Iterator[None]:
     """The span of one session call, current while it runs; an exception marks it failed."""
-    inst = _inst()
+    inst = active_instruments()
     model = getattr(backend, "model_id", None)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": _provider(backend),
+        "gen_ai.provider.name": provider_name(backend),
         "rxllm.session.call": call,
     }
     if isinstance(model, str):
@@ -285,7 +108,7 @@ def call_scope(call: str, backend: Any) -> Iterator[None]:
 _COUNTED = "_rxllm_error_counted"  # set on an exception rxllm.errors has counted
 
 
-def _count_error(inst: _Instruments, error: BaseException, attributes: dict[str, Any]) -> None:
+def _count_error(inst: Instruments, error: BaseException, attributes: dict[str, Any]) -> None:
     """Add *error* to ``rxllm.errors`` once, however many scopes (nested session calls, a run
     in a call) it passes out of. A cancellation is not an error."""
     if not isinstance(error, Exception) or getattr(error, _COUNTED, False):
@@ -303,7 +126,7 @@ def _messages(role: str, text: str) -> str:
 class _Run:
     """Observes one run's events: span events, the run span's attributes, and metrics."""
 
-    def __init__(self, inst: _Instruments, span: trace.Span, attributes: dict[str, Any]) -> None:
+    def __init__(self, inst: Instruments, span: trace.Span, attributes: dict[str, Any]) -> None:
         self.inst = inst
         self.span = span
         self.context = trace.set_span_in_context(span)
@@ -336,7 +159,7 @@ class _Run:
         run them are created, directly or not, by the generation's producer, which started
         while the run's span was current (so a judge's own request is the run's child).
         """
-        self.labels = [_label(req) for req in requirements]
+        self.labels = [requirement_label(req) for req in requirements]
         self.check_attributes = [
             {**self.metric_attributes, "rxllm.requirement": label} for label in self.labels
         ]
@@ -422,7 +245,7 @@ class _Run:
             span.add_event(
                 "rxllm.retry",
                 {"rxllm.retry.attempt": event.attempt, "rxllm.retry.reason": redact(event.reason)},
-                timestamp=_event_ns(event),
+                timestamp=event_ns(event),
             )
             inst.retries.add(1, {**self.metric_attributes, "rxllm.retry.kind": "stream"})
         elif isinstance(event, ErrorEvent):
@@ -430,7 +253,7 @@ class _Run:
             span.add_event(
                 "exception",
                 {"exception.type": event.exception_type, "exception.message": message},
-                timestamp=_event_ns(event),
+                timestamp=event_ns(event),
             )
             span.set_attribute("error.type", event.exception_type)
             span.set_status(Status(StatusCode.ERROR, f"{event.exception_type}: {message}"))
@@ -453,13 +276,13 @@ class _Run:
         if not event.passed and 0 < event.attempt <= len(self.mots):
             mot = self.mots[event.attempt - 1]
             record = getattr(mot, "_telemetry", None)
-            if isinstance(record, _GenerationRecord):
+            if isinstance(record, GenerationRecord):
                 record.after_end(lambda generation: self._stopped(generation))
 
     def _verdict_details(self, event: QuickCheckEvent) -> None:
         inst, span = self.inst, self.span
         for req, result in zip(event.requirements, event.results, strict=False):
-            status, reason, label = result.success, result.reason or "", _label(req)
+            status, reason, label = result.success, result.reason or "", requirement_label(req)
             if reason.startswith("timed out after"):
                 inst.timeouts.add(1, {**self.metric_attributes, "rxllm.requirement": label})
             if status == "fail" or inst.chunk_events:
@@ -472,7 +295,7 @@ class _Run:
                         "rxllm.chunk.index": event.chunk_index,
                         "rxllm.attempt": event.attempt,
                     },
-                    timestamp=_event_ns(event),
+                    timestamp=event_ns(event),
                 )
 
     def _stopped(self, generation: GenerationInfo) -> None:
@@ -521,7 +344,7 @@ class _Run:
                 span.add_event(
                     "rxllm.cancel",
                     {"rxllm.deltas.received": g.deltas_received},
-                    timestamp=_unix_ns(g.cancel_requested_at),
+                    timestamp=unix_ns(g.cancel_requested_at),
                 )
         for (position, status), count in self.verdicts_by_requirement.items():
             label = self.labels[position] if position < len(self.labels) else str(position)
@@ -551,111 +374,3 @@ class _Run:
         self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(error))}"))
         _count_error(self.inst, error, self.metric_attributes)
         self._end(None)
-
-
-# -- generations ----------------------------------------------------------------------------
-
-
-class _GenerationRecord:
-    """The context a generation started in, and what waits for its end."""
-
-    __slots__ = ("ended", "generation", "parent", "waiters")
-
-    def __init__(self, parent: otel_context.Context) -> None:
-        self.parent = parent
-        self.ended = False
-        self.generation: GenerationInfo | None = None
-        self.waiters: list[Callable[[GenerationInfo], None]] = []
-
-    def after_end(self, callback: Callable[[GenerationInfo], None]) -> None:
-        if self.ended and self.generation is not None:
-            callback(self.generation)
-        else:
-            self.waiters.append(callback)
-
-
-def generation_started(generation: GenerationInfo) -> _GenerationRecord:
-    """Note the current context: the generation's span will be its child."""
-    return _GenerationRecord(otel_context.get_current())
-
-
-def generation_ended(
-    record: object, generation: GenerationInfo, error: Exception | None, cancelled: bool
-) -> None:
-    """Write the generation's span (real start and end times) and its metrics; never raises."""
-    if not isinstance(record, _GenerationRecord) or record.ended:
-        return
-    try:
-        _write_generation(record, generation, error, cancelled)
-    except Exception as exc:
-        report_unhandled(exc, "rxllm telemetry failed to record a generation")
-    record.ended, record.generation = True, generation
-    waiters, record.waiters = record.waiters, []
-    for waiter in waiters:
-        try:
-            waiter(generation)
-        except Exception as exc:
-            report_unhandled(exc, "rxllm telemetry failed to record a stop")
-
-
-def _write_generation(
-    record: _GenerationRecord, generation: GenerationInfo, error: Exception | None, cancelled: bool
-) -> None:
-    inst = _inst()
-    provider = (generation.provider or "unknown").lower()
-    common: dict[str, Any] = {"gen_ai.provider.name": provider}
-    if generation.model:
-        common["gen_ai.request.model"] = generation.model
-    attributes: dict[str, Any] = {**common, "gen_ai.operation.name": "chat"}
-    extra = generation.extra
-    status = extra.get("http_status")
-    if isinstance(status, int):
-        attributes["http.response.status_code"] = status
-    retries = extra.get("retries")
-    attributes["rxllm.request.retries"] = retries if isinstance(retries, int) else 0
-    if generation.done_reason:
-        attributes["gen_ai.response.finish_reasons"] = [generation.done_reason]
-    usage = generation.usage
-    if isinstance(usage.get("prompt_tokens"), int):
-        attributes["gen_ai.usage.input_tokens"] = usage["prompt_tokens"]
-        inst.tokens_input.add(usage["prompt_tokens"], common)
-    if isinstance(usage.get("completion_tokens"), int):
-        attributes["gen_ai.usage.output_tokens"] = usage["completion_tokens"]
-        inst.tokens_output.add(usage["completion_tokens"], common)
-    attributes["rxllm.deltas.received"] = generation.deltas_received
-    attributes["rxllm.deltas.sent"] = generation.deltas_sent
-    attributes["rxllm.cancelled"] = cancelled
-    started = _unix_ns(generation.started_at)
-    finished_at = generation.finished_at if generation.finished_at is not None else time.perf_counter()
-    name = f"chat {generation.model}" if generation.model else "chat"
-    span = inst.tracer.start_span(
-        name, context=record.parent, kind=SpanKind.CLIENT, attributes=attributes, start_time=started
-    )
-    for at, event in (
-        (generation.first_delta_at, "rxllm.first_delta"),
-        (generation.cancel_requested_at, "rxllm.cancel"),
-        (generation.connection_closed_at, "rxllm.connection_closed"),
-        (generation.cancelled_at, "rxllm.producer_stopped"),
-    ):
-        if at is not None:
-            span.add_event(event, timestamp=_unix_ns(at))
-    for at, attempt, reason in extra.get("retry_log", ()):
-        span.add_event(
-            "rxllm.retry",
-            {"rxllm.retry.attempt": attempt, "rxllm.retry.reason": redact(str(reason))},
-            timestamp=_unix_ns(at),
-        )
-    if isinstance(retries, int) and retries:
-        inst.retries.add(retries, {**common, "rxllm.retry.kind": "http"})
-    metric_attributes = dict(common)
-    if error is not None:
-        error_type = type(error).__name__
-        message = redact(str(error))
-        span.add_event("exception", {"exception.type": error_type, "exception.message": message})
-        span.set_attribute("error.type", error_type)
-        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"))
-        metric_attributes["error.type"] = error_type
-    span.end(end_time=max(started, _unix_ns(finished_at)))
-    inst.request_duration.record(max(0.0, finished_at - generation.started_at), metric_attributes)
-    if generation.first_delta_at is not None:
-        inst.time_to_first_token.record(max(0.0, generation.first_delta_at - generation.started_at), common)
