@@ -669,8 +669,8 @@ async def test_generation_flags_reach_the_server(server_class: type[FakeOllamaSe
     assert "Explain rivers." in body["messages"][1]["content"]
 
 
-class RecordingBackend(ScriptedBackend):
-    """A stand-in for the ollama entry's class: takes what an HTTP backend takes, records it."""
+class ConstructorRecordingBackend(ScriptedBackend):
+    """Stands in for a registry entry's class: records its constructor arguments in ``seen``."""
 
     seen: ClassVar[dict[str, Any]] = {}
 
@@ -682,18 +682,24 @@ class RecordingBackend(ScriptedBackend):
         timeout: float | None = None,
         model_options: dict[str, Any] | None = None,
     ) -> None:
-        RecordingBackend.seen = {"model_id": model_id, "timeout": timeout, "model_options": model_options}
+        ConstructorRecordingBackend.seen = {
+            "model_id": model_id,
+            "timeout": timeout,
+            "model_options": model_options,
+        }
         super().__init__(["Fine."], model_id=model_id)
 
 
 def test_timeout_and_options_go_to_the_backend_constructor(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = attrs.evolve(BACKENDS["ollama"], target=f"{__name__}:RecordingBackend", check_reachable=False)
+    fake = attrs.evolve(
+        BACKENDS["ollama"], target=f"{__name__}:ConstructorRecordingBackend", check_reachable=False
+    )
     monkeypatch.setitem(BACKENDS, "ollama", fake)  # type: ignore[index]
     code = main(["stream", "x", "--plain", "--timeout", "2.5", "--seed", "3", "--model", "tiny"])
     assert code == EXIT_OK, capsys.readouterr().err
-    assert RecordingBackend.seen == {
+    assert ConstructorRecordingBackend.seen == {
         "model_id": "tiny",
         "timeout": 2.5,
         "model_options": {ModelOption.SEED: 3},
@@ -923,13 +929,13 @@ def test_adding_a_backend_is_one_registry_entry(
     echo = BackendEntry(
         name="echo",
         summary="a backend added by one entry",
-        target=f"{__name__}:RecordingBackend",
+        target=f"{__name__}:ConstructorRecordingBackend",
         model_required=True,
         model_example="echo-1",
     )
     monkeypatch.setitem(BACKENDS, "echo", echo)  # type: ignore[index]
     assert main(["stream", "x", "--backend", "echo", "--model", "e1", "--plain"]) == EXIT_OK
-    assert RecordingBackend.seen["model_id"] == "e1"
+    assert ConstructorRecordingBackend.seen["model_id"] == "e1"
     assert capsys.readouterr().out == "Fine.\n"
     with pytest.raises(SystemExit):
         main(["stream", "--help"])
@@ -937,6 +943,6 @@ def test_adding_a_backend_is_one_registry_entry(
     with pytest.raises(SystemExit):
         main(["stream", "x", "--backend", "echo"])
     assert "--backend echo needs --model: the name the server serves, e.g. echo-1" in capsys.readouterr().err
-    assert isinstance(start_session("echo", "e2").backend, RecordingBackend)
+    assert isinstance(start_session("echo", "e2").backend, ConstructorRecordingBackend)
     with pytest.raises(ValueError, match="the 'echo' backend needs a model_id"):
         start_session("echo")
