@@ -22,19 +22,15 @@ from engine import (
     Instruction,
     QuickCheckEvent,
     SimpleContext,
-    StreamEvent,
     stream_with_chunking,
 )
 from tests.doubles import ScriptedRequirement
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, FakeServer, Reply
+from tests.helpers import deltas, kinds
 
 KINDS = ["ollama", "openai"]
 ACTION = Instruction("Write three sentences.")
 TEXT = "First one. Second one! Third one? trailing bit"
-
-
-def deltas(text: str, size: int = 3) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 @contextlib.asynccontextmanager
@@ -48,10 +44,6 @@ async def serve(kind: str, reply: Reply) -> AsyncIterator[tuple[FakeServer, Http
         )
         async with backend:
             yield server, backend
-
-
-def kinds(events: list[StreamEvent]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 @pytest.mark.asyncio

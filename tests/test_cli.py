@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult
 from engine.core.thunk import GenerationInfo
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
+from tests.helpers import free_port, sigint_as_in_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-m", "engine"]
@@ -330,12 +330,6 @@ def test_stream_reads_the_script_from_stdin() -> None:
     assert [e["text"] for e in ran.events() if e["type"] == "ChunkEvent"] == ["One.", "Two."]
 
 
-def _sigint_as_in_a_terminal() -> None:
-    # A job started in the background of a non-interactive shell inherits SIGINT ignored, and
-    # Python then never installs its Ctrl-C handler: give the child a terminal's default.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_exits_130_and_says_so() -> None:
     proc = subprocess.Popen(
         [*PYTHON, "stream", "x", "--backend", "scripted", "--delay", "0.05"],
@@ -343,7 +337,7 @@ def test_ctrl_c_exits_130_and_says_so() -> None:
         stderr=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
-        preexec_fn=_sigint_as_in_a_terminal,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     assert proc.stdout is not None
     # Returns once the first chunk is printed: the run is streaming.
@@ -454,15 +448,8 @@ async def test_stream_from_an_openai_compatible_server() -> None:
     assert record.headers.get("Authorization") == "Bearer sk-test"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_unreachable_server_exits_3_with_a_hint() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     ran = rxllm("stream", "x", "--base-url", url, "--json")
     assert ran.code == EXIT_UNREACHABLE
     events = ran.events()
@@ -747,7 +734,7 @@ async def test_verbose_shows_the_requests_the_retry_and_its_reason_the_cancel_an
 
 
 def test_an_unreachable_server_is_reported_once_with_flags_to_use() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     ran = rxllm("stream", "x", "--base-url", url)
     assert ran.code == EXIT_UNREACHABLE
     assert ran.err.count("Cannot reach Ollama") == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
 import sys
 import threading
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from engine.core.requirements import Requirement, ValidationResult
 from engine.session import CHAT_CONTEXT_WARNING, Session, start_session
 from tests.doubles import CallRecordingBackend
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
+from tests.helpers import free_port
 
 # -- start_session ------------------------------------------------------------------------
 
@@ -95,18 +95,11 @@ def test_engine_does_not_import_backends_at_module_level() -> None:
     assert out.stdout.strip() == "False True"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.asyncio
 async def test_unreachable_ollama_fails_the_first_call_naming_url_and_alternatives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    port = _closed_port()
+    port = free_port()
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
     m = start_session()
     with pytest.raises(Exception, match=rf"http://127\.0\.0\.1:{port}") as info:

@@ -31,6 +31,7 @@ from engine import (
 )
 from tests.doubles import ScriptedRequirement
 from tests.fake_servers import FakeOpenAIServer, Reply
+from tests.helpers import kinds
 
 ACTION = Instruction("Write.")
 TEXT = "First one. Second one! Third one? trailing bit"
@@ -39,10 +40,6 @@ DELTAS = [TEXT[i : i + 4] for i in range(0, len(TEXT), 4)]
 
 def endless(delay: float = 0.001) -> ScriptedBackend:
     return ScriptedBackend(["Tick. "] * 10_000, delay=delay)
-
-
-def kinds(events: list[StreamEvent]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 # -- stream(): Mellea 0.8's API ---------------------------------------------------------

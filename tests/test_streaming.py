@@ -30,13 +30,10 @@ from engine import (
 )
 from operators import ChunkingStrategy
 from tests.doubles import ScriptedRequirement
+from tests.helpers import deltas, kinds
 
 ACTION = Instruction("Write three sentences.")
 TEXT = "First one. Second one! Third one? trailing bit"
-
-
-def deltas(text: str, size: int = 3) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 async def run(
@@ -51,10 +48,6 @@ async def run(
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=reqs, **kw)
     events = [e async for e in result.events()]
     return result, events, backend
-
-
-def kinds(events: list[StreamEvent]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 @pytest.mark.asyncio
