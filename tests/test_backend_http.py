@@ -33,6 +33,7 @@ from backends import (
 from backends._http import HttpBackend
 from engine import ModelOption, ModelOutputThunk, SimpleContext
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, FakeServer, Reply
+from tests.helpers import free_port
 
 STREAM = {ModelOption.STREAM: True}
 KINDS = ["ollama", "openai"]
@@ -65,12 +66,6 @@ async def failure(thunk: ModelOutputThunk[str]) -> BackendError:
     # A failed generation is not computed; its text and error stay readable.
     assert not thunk.is_computed() and thunk.value is None and thunk.error is info.value
     return info.value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- normal streams ---------------------------------------------------------------------

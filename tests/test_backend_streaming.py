@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -22,23 +20,17 @@ from engine import (
     CompletedEvent,
     ErrorEvent,
     Instruction,
-    PartialValidationResult,
     QuickCheckEvent,
-    Requirement,
     SimpleContext,
-    StreamEvent,
-    ValidationResult,
     stream_with_chunking,
 )
+from tests.doubles import ScriptedRequirement
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, FakeServer, Reply
+from tests.helpers import deltas, kinds
 
 KINDS = ["ollama", "openai"]
 ACTION = Instruction("Write three sentences.")
 TEXT = "First one. Second one! Third one? trailing bit"
-
-
-def deltas(text: str, size: int = 3) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 @contextlib.asynccontextmanager
@@ -54,37 +46,13 @@ async def serve(kind: str, reply: Reply) -> AsyncIterator[tuple[FakeServer, Http
             yield server, backend
 
 
-class Verdicts(Requirement):
-    """Answers per chunk text (default "unknown"); records when it answered "fail"."""
-
-    def __init__(self, answers: dict[str, str] | None = None) -> None:
-        super().__init__("scripted")
-        self.answers = answers or {}
-        self.failed_at: float | None = None
-        self.seen: list[str] = []
-
-    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
-        self.seen = [*self.seen, chunk]
-        answer = self.answers.get(chunk, "unknown")
-        if answer == "fail":
-            self.failed_at = time.perf_counter()
-        return PartialValidationResult(answer, reason="scripted")  # type: ignore[arg-type]
-
-    async def validate(
-        self, backend: Any, ctx: Any, *, format: Any = None, model_options: Any = None
-    ) -> ValidationResult:
-        return ValidationResult(True)
-
-
-def kinds(events: list[StreamEvent]) -> list[str]:
-    return [type(e).__name__ for e in events]
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", KINDS)
 async def test_natural_end_over_http(kind: str) -> None:
     async with serve(kind, Reply(deltas=deltas(TEXT), delay=0.001)) as (server, backend):
-        result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Verdicts()])
+        result = await stream_with_chunking(
+            ACTION, backend, SimpleContext(), requirements=[ScriptedRequirement()]
+        )
         events = [e async for e in result.events()]
         await result.acomplete()
     assert kinds(events) == ["QuickCheckEvent", "ChunkEvent"] * 4 + [
@@ -120,7 +88,7 @@ async def test_without_requirements_there_are_no_quick_checks(kind: str) -> None
 async def test_early_exit_on_fail_closes_the_server_connection(kind: str) -> None:
     many = deltas(TEXT * 200)
     async with serve(kind, Reply(deltas=many, delay=0.002)) as (server, backend):
-        req = Verdicts({"Second one!": "fail"})
+        req = ScriptedRequirement({"Second one!": "fail"})
         result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[req])
         streamed = [c async for c in result.astream()]
         await result.acomplete()
@@ -146,7 +114,9 @@ async def test_early_exit_on_fail_closes_the_server_connection(kind: str) -> Non
 async def test_a_server_dropping_the_stream_delivers_the_chunks_first_then_the_error_once(kind: str) -> None:
     reply = Reply(deltas=deltas("One. Two. Thr"), ending="close")
     async with serve(kind, reply) as (_, backend):
-        result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Verdicts()])
+        result = await stream_with_chunking(
+            ACTION, backend, SimpleContext(), requirements=[ScriptedRequirement()]
+        )
         events = [e async for e in result.events()]
         with pytest.raises(IncompleteStreamError):
             await result.acomplete()
@@ -177,7 +147,9 @@ async def test_an_error_status_is_an_error_event(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 async def test_external_cancellation_closes_the_server_connection(kind: str) -> None:
     async with serve(kind, Reply(deltas=deltas(TEXT * 100), delay=0.01)) as (server, backend):
-        result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Verdicts()])
+        result = await stream_with_chunking(
+            ACTION, backend, SimpleContext(), requirements=[ScriptedRequirement()]
+        )
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(result.acomplete(), 0.1)
         with pytest.raises(asyncio.CancelledError):

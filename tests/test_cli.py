@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
 from engine.core.requirements import PartialValidationResult
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
+from tests.helpers import free_port, sigint_as_in_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-m", "engine"]
@@ -330,12 +330,6 @@ def test_stream_reads_the_script_from_stdin() -> None:
     assert [e["text"] for e in ran.events() if e["type"] == "ChunkEvent"] == ["One.", "Two."]
 
 
-def _sigint_as_in_a_terminal() -> None:
-    # A job started in the background of a non-interactive shell inherits SIGINT ignored, and
-    # Python then never installs its Ctrl-C handler: give the child a terminal's default.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_exits_130_and_says_so() -> None:
     proc = subprocess.Popen(
         [*PYTHON, "stream", "x", "--backend", "scripted", "--delay", "0.05"],
@@ -343,7 +337,7 @@ def test_ctrl_c_exits_130_and_says_so() -> None:
         stderr=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
-        preexec_fn=_sigint_as_in_a_terminal,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     assert proc.stdout is not None
     # Returns once the first chunk is printed: the run is streaming.
@@ -454,15 +448,8 @@ async def test_stream_from_an_openai_compatible_server() -> None:
     assert record.headers.get("Authorization") == "Bearer sk-test"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_unreachable_server_exits_3_with_a_hint() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     ran = rxllm("stream", "x", "--base-url", url, "--json")
     assert ran.code == EXIT_UNREACHABLE
     events = ran.events()
@@ -669,8 +656,8 @@ async def test_generation_flags_reach_the_server(server_class: type[FakeOllamaSe
     assert "Explain rivers." in body["messages"][1]["content"]
 
 
-class RecordingBackend(ScriptedBackend):
-    """A stand-in for the ollama entry's class: takes what an HTTP backend takes, records it."""
+class ConstructorRecordingBackend(ScriptedBackend):
+    """Stands in for a registry entry's class: records its constructor arguments in ``seen``."""
 
     seen: ClassVar[dict[str, Any]] = {}
 
@@ -682,18 +669,24 @@ class RecordingBackend(ScriptedBackend):
         timeout: float | None = None,
         model_options: dict[str, Any] | None = None,
     ) -> None:
-        RecordingBackend.seen = {"model_id": model_id, "timeout": timeout, "model_options": model_options}
+        ConstructorRecordingBackend.seen = {
+            "model_id": model_id,
+            "timeout": timeout,
+            "model_options": model_options,
+        }
         super().__init__(["Fine."], model_id=model_id)
 
 
 def test_timeout_and_options_go_to_the_backend_constructor(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake = attrs.evolve(BACKENDS["ollama"], target=f"{__name__}:RecordingBackend", check_reachable=False)
+    fake = attrs.evolve(
+        BACKENDS["ollama"], target=f"{__name__}:ConstructorRecordingBackend", check_reachable=False
+    )
     monkeypatch.setitem(BACKENDS, "ollama", fake)  # type: ignore[index]
     code = main(["stream", "x", "--plain", "--timeout", "2.5", "--seed", "3", "--model", "tiny"])
     assert code == EXIT_OK, capsys.readouterr().err
-    assert RecordingBackend.seen == {
+    assert ConstructorRecordingBackend.seen == {
         "model_id": "tiny",
         "timeout": 2.5,
         "model_options": {ModelOption.SEED: 3},
@@ -741,7 +734,7 @@ async def test_verbose_shows_the_requests_the_retry_and_its_reason_the_cancel_an
 
 
 def test_an_unreachable_server_is_reported_once_with_flags_to_use() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     ran = rxllm("stream", "x", "--base-url", url)
     assert ran.code == EXIT_UNREACHABLE
     assert ran.err.count("Cannot reach Ollama") == 1
@@ -923,13 +916,13 @@ def test_adding_a_backend_is_one_registry_entry(
     echo = BackendEntry(
         name="echo",
         summary="a backend added by one entry",
-        target=f"{__name__}:RecordingBackend",
+        target=f"{__name__}:ConstructorRecordingBackend",
         model_required=True,
         model_example="echo-1",
     )
     monkeypatch.setitem(BACKENDS, "echo", echo)  # type: ignore[index]
     assert main(["stream", "x", "--backend", "echo", "--model", "e1", "--plain"]) == EXIT_OK
-    assert RecordingBackend.seen["model_id"] == "e1"
+    assert ConstructorRecordingBackend.seen["model_id"] == "e1"
     assert capsys.readouterr().out == "Fine.\n"
     with pytest.raises(SystemExit):
         main(["stream", "--help"])
@@ -937,6 +930,6 @@ def test_adding_a_backend_is_one_registry_entry(
     with pytest.raises(SystemExit):
         main(["stream", "x", "--backend", "echo"])
     assert "--backend echo needs --model: the name the server serves, e.g. echo-1" in capsys.readouterr().err
-    assert isinstance(start_session("echo", "e2").backend, RecordingBackend)
+    assert isinstance(start_session("echo", "e2").backend, ConstructorRecordingBackend)
     with pytest.raises(ValueError, match="the 'echo' backend needs a model_id"):
         start_session("echo")

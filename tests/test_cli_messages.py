@@ -51,7 +51,8 @@ from engine.cli.plain import PlainTextView
 from engine.cli.view import View
 from engine.core.requirements import Requirement
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
-from tests.test_cli import ENV, PYTHON, ROOT, TEXT, Ran, _checked, _closed_port, arxllm, rxllm
+from tests.helpers import free_port, sigint_as_in_a_terminal
+from tests.test_cli import ENV, PYTHON, ROOT, TEXT, Ran, _checked, arxllm, rxllm
 
 # -- numeric flags: one bound, one message ---------------------------------------------------------
 
@@ -190,7 +191,7 @@ async def test_an_error_before_any_output_is_one_line_and_its_hint(
 ) -> None:
     server_class, backend_flags = SERVERS[server]
     if reply is None:
-        url = f"http://127.0.0.1:{_closed_port()}" + ("/v1" if server == "openai" else "")
+        url = f"http://127.0.0.1:{free_port()}" + ("/v1" if server == "openai" else "")
         ran = await arxllm("stream", "x", "--base-url", url, *backend_flags, *flags, mode)
     else:
         async with server_class(reply) as fake:
@@ -248,10 +249,6 @@ async def test_no_view_prints_a_summary_of_nothing(kind: str) -> None:
 # -- interrupted, said once ---------------------------------------------------------------------------
 
 
-def _sigint_as_in_a_terminal() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("mode", ["--plain", "--events", "--json"])
 def test_ctrl_c_says_interrupted_once(mode: str) -> None:
     proc = subprocess.Popen(
@@ -260,7 +257,7 @@ def test_ctrl_c_says_interrupted_once(mode: str) -> None:
         stderr=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
-        preexec_fn=_sigint_as_in_a_terminal,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     assert proc.stdout is not None
     first = proc.stdout.readline() if mode != "--plain" else os.read(proc.stdout.fileno(), 12)

@@ -15,7 +15,7 @@ that stage's own callback, as an exception of its own code would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,7 +29,6 @@ from engine import (
     CompletedEvent,
     ErrorEvent,
     Instruction,
-    ModelOutputThunk,
     PartialValidationResult,
     Requirement,
     SimpleContext,
@@ -38,8 +37,8 @@ from engine import (
     ValidationResult,
     stream_with_chunking,
 )
-from engine.core.asyncrx import from_async_iterable
 from operators.verdicts import ChunkVerdict, FinalValidation, StreamingDone
+from tests.doubles import OddBackend
 
 ACTION = Instruction("Write three sentences.")
 TEXT = "First one. Second one! Third one? trailing bit"
@@ -180,35 +179,12 @@ async def test_the_backend_raising_ends_the_run() -> None:
     await assert_raised_once(result, Injected)
 
 
-class OddBackend:
-    """A custom backend whose producer yields a value that is not text after one delta."""
-
-    def __init__(self, bad: object) -> None:
-        self.bad = bad
-        self.closed = False
-
-    async def produce(self) -> AsyncIterator[object]:
-        try:
-            yield "Fine. "
-            await asyncio.sleep(0)
-            yield self.bad
-            yield "never"
-        finally:
-            self.closed = True
-
-    async def generate_from_context(
-        self, action: object, ctx: SimpleContext, *, format: object = None, model_options: object = None
-    ) -> tuple[ModelOutputThunk[str], SimpleContext]:
-        thunk: ModelOutputThunk[str] = ModelOutputThunk(from_async_iterable(self.produce))  # type: ignore[arg-type]
-        return thunk, ctx
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "bad", [42, b"raw bytes", None, {"content": "x"}], ids=["int", "bytes", "None", "dict"]
 )
 async def test_a_non_text_delta_ends_the_run_with_a_type_error_naming_the_backend(bad: object) -> None:
-    backend = OddBackend(bad)
+    backend = OddBackend(["Fine. ", bad, "never"])
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Unknown()])  # type: ignore[arg-type]
     events = await asyncio.wait_for(collect(result), 5)
     assert_ended_by(events, TypeError)
@@ -222,7 +198,7 @@ async def test_a_non_text_delta_ends_the_run_with_a_type_error_naming_the_backen
 
 @pytest.mark.asyncio
 async def test_a_non_text_delta_does_not_hang_avalue() -> None:
-    thunk, _ = await OddBackend(3.5).generate_from_context(ACTION, SimpleContext())
+    thunk, _ = await OddBackend(["Fine. ", 3.5, "never"]).generate_from_context(ACTION, SimpleContext())
     with pytest.raises(TypeError, match="type float"):
         await asyncio.wait_for(thunk.avalue(), 5)
 

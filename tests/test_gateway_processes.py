@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,16 +20,11 @@ import pytest
 
 from tests.fake_servers import FakeOpenAIServer
 from tests.gateway_helpers import HANGS, MODEL, SLOW, chat_body, close_writer, raw_request
+from tests.helpers import free_port
 
 pytest.importorskip("gunicorn")
 
 KEY = "gunicorn-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

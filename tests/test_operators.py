@@ -34,6 +34,7 @@ from operators import (
     to_events,
     validate,
 )
+from tests.doubles import ScriptedRequirement
 
 CTX = SimpleContext()
 
@@ -58,35 +59,6 @@ class Recorder:
 
     async def wait(self) -> None:
         await asyncio.wait_for(self.done.wait(), 5)
-
-
-class Verdicts(Requirement):
-    """Answers from a script keyed by chunk text; records calls; optional delays."""
-
-    def __init__(self, answers: dict[str, str] | None = None, *, delay: float = 0.0, name: str = "r") -> None:
-        super().__init__(name)
-        self.answers = answers or {}
-        self.delay = delay
-        self.calls: list[str] = []
-        self.finished: list[str] = []
-        self.cancelled: list[str] = []
-        self.final_calls = 0
-
-    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
-        self.calls.append(chunk)
-        try:
-            await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancelled.append(chunk)
-            raise
-        self.finished.append(chunk)
-        return PartialValidationResult(self.answers.get(chunk, "unknown"))  # type: ignore[arg-type]
-
-    async def validate(
-        self, backend: Any, ctx: Any, *, format: Any = None, model_options: Any = None
-    ) -> ValidationResult:
-        self.final_calls += 1
-        return ValidationResult(True)
 
 
 def chunks_of(*texts: str) -> list[Chunk]:
@@ -202,7 +174,7 @@ async def test_validate_checks_chunks_strictly_in_order() -> None:
 
 @pytest.mark.asyncio
 async def test_validate_stops_at_the_first_failure() -> None:
-    req = Verdicts({"b": "fail"})
+    req = ScriptedRequirement({"b": "fail"})
     subject: Subject[Chunk] = Subject()
     rec = Recorder(subject.pipe(validate([req], backend=None, ctx=CTX)))
     for c in chunks_of("a", "b", "c", "d"):
@@ -211,15 +183,15 @@ async def test_validate_stops_at_the_first_failure() -> None:
     subject.on_next(chunks_of("e")[0])
     subject.on_completed()
     await rec.wait()
-    assert req.calls == ["a", "b"]  # nothing after the failure is validated
+    assert req.seen == ["a", "b"]  # nothing after the failure is validated
     assert [(v.chunk.text, v.passed) for v in rec.items] == [("a", True), ("b", False)]
-    assert rec.items[-1].failures == [(req, PartialValidationResult("fail"))]
+    assert rec.items[-1].failures == [(req, PartialValidationResult("fail", reason="scripted"))]
 
 
 @pytest.mark.asyncio
 async def test_a_fail_decides_at_once_and_cancels_slower_siblings() -> None:
-    fast = Verdicts({"x": "fail"}, name="fast")
-    slow = Verdicts(delay=5, name="slow")
+    fast = ScriptedRequirement({"x": "fail"}, name="fast")
+    slow = ScriptedRequirement(delay=5, name="slow")
     rec = Recorder(
         reactivex.from_iterable(chunks_of("x")).pipe(validate([slow, fast], backend=None, ctx=CTX))
     )
@@ -228,7 +200,7 @@ async def test_a_fail_decides_at_once_and_cancels_slower_siblings() -> None:
     assert not verdict.passed
     assert verdict.results == (
         PartialValidationResult("unknown", reason="cancelled"),
-        PartialValidationResult("fail"),
+        PartialValidationResult("fail", reason="scripted"),
     )
     await asyncio.sleep(0)
     assert slow.cancelled == ["x"] and slow.finished == []
@@ -243,7 +215,7 @@ async def test_a_raising_validator_cancels_its_siblings_and_errors_after_earlier
                 raise ZeroDivisionError("validator bug")
             return PartialValidationResult("pass")
 
-    slow = Verdicts(delay=5)
+    slow = ScriptedRequirement(delay=5)
     subject: Subject[Chunk] = Subject()
     rec = Recorder(subject.pipe(validate([Raises(), slow], backend=None, ctx=CTX)))
     slow.delay = 0
@@ -274,7 +246,7 @@ async def test_a_wrong_result_type_is_a_clear_type_error() -> None:
 
 @pytest.mark.asyncio
 async def test_disposing_validate_cancels_the_check_in_flight() -> None:
-    slow = Verdicts(delay=5)
+    slow = ScriptedRequirement(delay=5)
     subject: Subject[Chunk] = Subject()
     rec = Recorder(subject.pipe(validate([slow], backend=None, ctx=CTX)))
     subject.on_next(chunks_of("x")[0])
@@ -353,7 +325,7 @@ async def test_cancel_on_fail_reports_nothing_once_disposed() -> None:
 
 @pytest.mark.asyncio
 async def test_final_validation_runs_every_requirement_after_a_natural_end() -> None:
-    a, b = Verdicts({"x": "pass"}), Verdicts()
+    a, b = ScriptedRequirement({"x": "pass"}), ScriptedRequirement()
     rec = Recorder(
         reactivex.from_iterable([verdict("x", "pass")]).pipe(final_validation([a, b], backend=None, ctx=CTX))
     )
@@ -361,17 +333,17 @@ async def test_final_validation_runs_every_requirement_after_a_natural_end() -> 
     assert isinstance(rec.items[0], ChunkVerdict)
     assert isinstance(rec.items[1], StreamingDone)
     assert rec.items[2] == FinalValidation((ValidationResult(True), ValidationResult(True)))
-    assert a.final_calls == b.final_calls == 1
+    assert a.validated == b.validated == 1
 
 
 @pytest.mark.asyncio
 async def test_final_validation_is_skipped_after_a_failure() -> None:
-    a = Verdicts()
+    a = ScriptedRequirement()
     rec = Recorder(
         reactivex.from_iterable([verdict("x", "fail")]).pipe(final_validation([a], backend=None, ctx=CTX))
     )
     await rec.wait()
-    assert [type(i) for i in rec.items] == [ChunkVerdict] and a.final_calls == 0 and rec.completed
+    assert [type(i) for i in rec.items] == [ChunkVerdict] and a.validated == 0 and rec.completed
 
 
 @pytest.mark.asyncio

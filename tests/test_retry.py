@@ -46,23 +46,9 @@ from operators import (
     validate,
 )
 from operators.verdicts import VerdictItem
+from tests.doubles import NoShouting
 
 # -- requirements used below -------------------------------------------------------
-
-
-class NoShouting(Requirement):
-    """Fails a chunk written in capitals (retryable: the model can write it calmly)."""
-
-    def __init__(self) -> None:
-        super().__init__("Do not shout")
-
-    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
-        if chunk.isupper():
-            return PartialValidationResult("fail", reason=f"{chunk!r} is in capitals")
-        return PartialValidationResult("pass")
-
-    async def validate(self, backend: Backend, ctx: Context, **_: Any) -> ValidationResult:
-        return ValidationResult(True)
 
 
 class ChunkCounter(Requirement):

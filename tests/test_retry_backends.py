@@ -13,34 +13,17 @@ from engine import (
     Instruction,
     Message,
     ModelOption,
-    PartialValidationResult,
-    Requirement,
     RetryEvent,
     SimpleContext,
     StreamRetry,
-    ValidationResult,
     stream_with_chunking,
 )
 from engine.core.backend import Backend
-from engine.core.context import Context
+from tests.doubles import NoShouting
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 
-
-class NoShouting(Requirement):
-    def __init__(self) -> None:
-        super().__init__("Do not shout")
-
-    async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
-        if chunk.isupper():
-            return PartialValidationResult("fail", reason="capitals")
-        return PartialValidationResult("pass")
-
-    async def validate(self, backend: Backend, ctx: Context, **_: Any) -> ValidationResult:
-        return ValidationResult(True)
-
-
 RETRY = StreamRetry(repair="Rejected {rejected!r}: {reason}. Go on calmly.")
-REPAIR = "Rejected 'LOUD.': Do not shout: capitals. Go on calmly."
+REPAIR = "Rejected 'LOUD.': Do not shout: 'LOUD.' is in capitals. Go on calmly."
 FIRST = Reply(deltas=["Fine. ", "LOUD. ", "more ", "text."], delay=0.05)
 SECOND = Reply(deltas=[" Calm.", " Done."])
 

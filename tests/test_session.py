@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import socket
 import sys
 import threading
 from typing import Any, Literal
@@ -16,33 +15,14 @@ import pytest
 from backends.registry import BACKENDS
 from backends.scripted import ScriptedBackend
 from engine.core.components import CBlock, Instruction, Message, Query, Transform, fill_user_variables
-from engine.core.context import ChatContext, Context, SimpleContext
+from engine.core.context import ChatContext, SimpleContext
 from engine.core.options import ModelOption
 from engine.core.requirements import Requirement, ValidationResult
-from engine.core.thunk import ModelOutputThunk
 from engine.session import CHAT_CONTEXT_WARNING, Session
 from engine.session_start import start_session
+from tests.doubles import CallRecordingBackend
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
-
-
-class RecordingBackend(ScriptedBackend):
-    """A ScriptedBackend that also records the actions and contexts it was asked to generate from."""
-
-    def __init__(self, deltas: list[str], **kwargs: Any) -> None:
-        super().__init__(deltas, **kwargs)
-        self.calls: list[tuple[Any, Context, dict[str, Any] | None]] = []
-
-    async def generate_from_context(
-        self,
-        action: Any,
-        ctx: Context,
-        *,
-        format: type | None = None,
-        model_options: dict[str, Any] | None = None,
-    ) -> tuple[ModelOutputThunk[str], Context]:
-        self.calls.append((action, ctx, model_options))
-        return await super().generate_from_context(action, ctx, format=format, model_options=model_options)
-
+from tests.helpers import free_port
 
 # -- start_session ------------------------------------------------------------------------
 
@@ -116,18 +96,11 @@ def test_engine_does_not_import_backends_at_module_level() -> None:
     assert out.stdout.strip() == "False True"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.asyncio
 async def test_unreachable_ollama_fails_the_first_call_naming_url_and_alternatives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    port = _closed_port()
+    port = free_port()
     monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
     m = start_session()
     with pytest.raises(Exception, match=rf"http://127\.0\.0\.1:{port}") as info:
@@ -155,7 +128,7 @@ def test_missing_user_variable_names_it() -> None:
 
 @pytest.mark.asyncio
 async def test_ainstruct_fills_user_variables() -> None:
-    backend = RecordingBackend(["ok"])
+    backend = CallRecordingBackend(["ok"])
     m = Session(backend)
     thunk = await m.ainstruct("Summarise: {{text}}", user_variables={"text": "great product"})
     await thunk.avalue()
@@ -209,7 +182,7 @@ async def test_strategy_none_is_lazy_even_with_requirements() -> None:
 
 @pytest.mark.asyncio
 async def test_requirements_are_rendered_into_the_instruction() -> None:
-    backend = RecordingBackend(["text"])
+    backend = CallRecordingBackend(["text"])
     m = Session(backend)
     await m.ainstruct("Write.", requirements=["Be brief.", Requirement("Be kind.", lambda t: True)])
     action = backend.calls[0][0]
@@ -218,7 +191,7 @@ async def test_requirements_are_rendered_into_the_instruction() -> None:
 
 @pytest.mark.asyncio
 async def test_session_model_options_are_merged_under_call_options() -> None:
-    backend = RecordingBackend(["x"])
+    backend = CallRecordingBackend(["x"])
     m = Session(backend, model_options={ModelOption.TEMPERATURE: 0.5, ModelOption.SEED: 1})
     t = await m.ainstruct("go", model_options={ModelOption.SEED: 2})
     await t.avalue()
@@ -230,7 +203,7 @@ async def test_session_model_options_are_merged_under_call_options() -> None:
 
 @pytest.mark.asyncio
 async def test_aact_generates_from_any_component() -> None:
-    backend = RecordingBackend(["out"])
+    backend = CallRecordingBackend(["out"])
     m = Session(backend)
     thunk = await m.aact(CBlock("raw prompt"))
     assert await thunk.avalue() == "out"
@@ -243,7 +216,7 @@ async def test_aact_generates_from_any_component() -> None:
 
 @pytest.mark.asyncio
 async def test_achat_returns_the_assistant_message_and_keeps_both_turns() -> None:
-    backend = RecordingBackend(["Hello", " there"])
+    backend = CallRecordingBackend(["Hello", " there"])
     m = Session(backend, ChatContext())
     r1 = await m.achat("Hi!")
     assert isinstance(r1, Message)
@@ -297,7 +270,7 @@ async def test_avalidate_defaults_to_the_last_output() -> None:
 
 @pytest.mark.asyncio
 async def test_aquery_and_atransform_send_the_object() -> None:
-    backend = RecordingBackend(["answer"], delay=0.01)
+    backend = CallRecordingBackend(["answer"], delay=0.01)
     m = Session(backend)
     q = await m.aquery(CBlock("The sky is blue."), "What colour is the sky?")
     t = await m.atransform("Hello world", "Translate to French.")
@@ -373,7 +346,7 @@ def test_run_keeps_one_private_loop_that_close_and_the_finalizer_close() -> None
 async def test_sync_twins_inside_a_running_loop_run_on_a_helper_thread(
     method: str, args: tuple[Any, ...]
 ) -> None:
-    backend = RecordingBackend(["x"])
+    backend = CallRecordingBackend(["x"])
     threads: list[int] = []
     real = backend.generate_from_context
 
@@ -604,7 +577,7 @@ class Verdict:
 
 @pytest.mark.asyncio
 async def test_format_parses_the_answer_into_parsed_repr() -> None:
-    backend = RecordingBackend(['{"label": "spam", "confidence": 0.9}'])
+    backend = CallRecordingBackend(['{"label": "spam", "confidence": 0.9}'])
     m = Session(backend)
     thunk = await m.ainstruct("Classify: buy now!", format=Verdict)
     assert thunk.value == '{"label": "spam", "confidence": 0.9}'  # the text stays the JSON

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import pytest
 
@@ -22,56 +21,25 @@ from engine import (
     EventStreamer,
     FullValidationEvent,
     Instruction,
-    PartialValidationResult,
     QuickCheckEvent,
-    Requirement,
     SimpleContext,
     Streamer,
     StreamEvent,
     StreamingDoneEvent,
-    ValidationResult,
     stream,
     stream_with_chunking,
 )
+from tests.doubles import ScriptedRequirement
 from tests.fake_servers import FakeOpenAIServer, Reply
+from tests.helpers import kinds
 
 ACTION = Instruction("Write.")
 TEXT = "First one. Second one! Third one? trailing bit"
 DELTAS = [TEXT[i : i + 4] for i in range(0, len(TEXT), 4)]
 
 
-class Scripted(Requirement):
-    """Answers per chunk text (default "unknown"); counts final validations."""
-
-    def __init__(self, answers: dict[str, str] | None = None, *, delay: float = 0.0) -> None:
-        super().__init__("scripted")
-        self.answers = answers or {}
-        self.delay = delay
-        self.validated = 0
-        self.cancellations: list[str] = []  # shared with the copies the run uses
-
-    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-        except asyncio.CancelledError:
-            self.cancellations.append(chunk)
-            raise
-        return PartialValidationResult(self.answers.get(chunk, "unknown"), reason="scripted")  # type: ignore[arg-type]
-
-    async def validate(
-        self, backend: Any, ctx: Any, *, format: Any = None, model_options: Any = None
-    ) -> ValidationResult:
-        self.validated += 1
-        return ValidationResult(True)
-
-
 def endless(delay: float = 0.001) -> ScriptedBackend:
     return ScriptedBackend(["Tick. "] * 10_000, delay=delay)
-
-
-def kinds(events: list[StreamEvent]) -> list[str]:
-    return [type(e).__name__ for e in events]
 
 
 # -- stream(): Mellea 0.8's API ---------------------------------------------------------
@@ -91,7 +59,7 @@ async def test_stream_without_chunking_yields_the_raw_deltas() -> None:
 
 @pytest.mark.asyncio
 async def test_stream_with_chunking_and_requirements() -> None:
-    req = Scripted()
+    req = ScriptedRequirement()
     async with await stream(
         ACTION, ScriptedBackend(DELTAS), SimpleContext(), chunking="sentence", requirements=[req]
     ) as s:
@@ -103,7 +71,7 @@ async def test_stream_with_chunking_and_requirements() -> None:
 @pytest.mark.asyncio
 async def test_stream_stops_on_a_fail() -> None:
     backend = endless()
-    failing = Scripted({"Tick.": "fail"})
+    failing = ScriptedRequirement({"Tick.": "fail"})
     async with await stream(
         ACTION, backend, SimpleContext(), chunking="sentence", requirements=[failing]
     ) as s:
@@ -166,7 +134,7 @@ async def test_stream_as_events() -> None:
         ScriptedBackend(DELTAS),
         SimpleContext(),
         chunking="sentence",
-        requirements=[Scripted()],
+        requirements=[ScriptedRequirement()],
         as_events=True,
     ) as s:
         assert isinstance(s, EventStreamer)
@@ -222,7 +190,7 @@ async def test_leaving_the_block_closes_the_http_connection() -> None:
 async def test_leaving_async_with_result_cancels_the_run() -> None:
     backend = endless()
     async with await stream_with_chunking(
-        ACTION, backend, SimpleContext(), requirements=[Scripted()]
+        ACTION, backend, SimpleContext(), requirements=[ScriptedRequirement()]
     ) as result:
         async for _ in result.astream():
             break
@@ -234,7 +202,7 @@ async def test_leaving_async_with_result_cancels_the_run() -> None:
 @pytest.mark.asyncio
 async def test_cancel_ends_the_run_now_with_the_delivered_span() -> None:
     backend = endless()
-    req = Scripted(delay=0.05)
+    req = ScriptedRequirement(delay=0.05)
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[req])
     events: list[StreamEvent] = []
     result.observable.subscribe(events.append)
@@ -247,10 +215,10 @@ async def test_cancel_ends_the_run_now_with_the_delivered_span() -> None:
     await result.aclose()
     assert backend.generations[0].cancelled_at is not None
     for _ in range(100):  # the validator's task sees its cancel a loop turn or two later
-        if req.cancellations:
+        if req.cancelled:
             break
         await asyncio.sleep(0.001)
-    assert len(req.cancellations) == 1
+    assert len(req.cancelled) == 1
     assert not any(isinstance(e, ErrorEvent | StreamingDoneEvent | FullValidationEvent) for e in events)
     delivered = [e.text for e in events if isinstance(e, ChunkEvent)]
     assert result.full_text == " ".join(delivered)
@@ -305,7 +273,7 @@ async def test_cancelling_the_reading_task_cancels_the_run() -> None:
 @pytest.mark.asyncio
 async def test_cancelling_through_the_thunk_ends_the_run_without_final_validation() -> None:
     backend = endless()
-    req = Scripted()
+    req = ScriptedRequirement()
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[req])
     chunks: list[str] = []
     async for chunk in result.astream():
@@ -347,7 +315,10 @@ async def test_as_thunk_after_an_error_is_a_failed_thunk() -> None:
 @pytest.mark.asyncio
 async def test_quick_check_event_is_still_reported_on_a_fail() -> None:
     result = await stream_with_chunking(
-        ACTION, ScriptedBackend(DELTAS), SimpleContext(), requirements=[Scripted({"Second one!": "fail"})]
+        ACTION,
+        ScriptedBackend(DELTAS),
+        SimpleContext(),
+        requirements=[ScriptedRequirement({"Second one!": "fail"})],
     )
     events = [e async for e in result.events()]
     assert kinds(events)[-2:] == ["QuickCheckEvent", "CompletedEvent"]

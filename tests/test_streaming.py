@@ -29,42 +29,11 @@ from engine import (
     stream_with_chunking,
 )
 from operators import ChunkingStrategy
+from tests.doubles import ScriptedRequirement
+from tests.helpers import deltas, kinds
 
 ACTION = Instruction("Write three sentences.")
 TEXT = "First one. Second one! Third one? trailing bit"
-
-
-def deltas(text: str, size: int = 3) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-class Scripted(Requirement):
-    """Answers per chunk text (default "unknown"); records every call."""
-
-    def __init__(
-        self, answers: dict[str, str] | None = None, *, final: bool = True, delay: float = 0.0
-    ) -> None:
-        super().__init__("scripted")
-        self.answers = answers or {}
-        self.final = final
-        self.delay = delay
-        self.seen: list[str] = []
-        self.validated = 0
-        self.backends: list[Any] = []
-
-    async def stream_validate(self, chunk: str, *, backend: Any, ctx: Any) -> PartialValidationResult:
-        self.seen = [*self.seen, chunk]
-        self.backends.append(backend)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return PartialValidationResult(self.answers.get(chunk, "unknown"), reason="scripted")  # type: ignore[arg-type]
-
-    async def validate(
-        self, backend: Any, ctx: Any, *, format: Any = None, model_options: Any = None
-    ) -> ValidationResult:
-        self.validated += 1
-        self.backends.append(backend)
-        return ValidationResult(self.final)
 
 
 async def run(
@@ -81,13 +50,9 @@ async def run(
     return result, events, backend
 
 
-def kinds(events: list[StreamEvent]) -> list[str]:
-    return [type(e).__name__ for e in events]
-
-
 @pytest.mark.asyncio
 async def test_natural_end_event_order_with_the_flushed_fragment() -> None:
-    req = Scripted()
+    req = ScriptedRequirement()
     result, events, _ = await run(reqs=[req])
     await result.acomplete()
     assert kinds(events) == ["QuickCheckEvent", "ChunkEvent"] * 4 + [
@@ -119,7 +84,7 @@ async def test_without_requirements_there_are_no_quick_checks_and_no_validate() 
 
 @pytest.mark.asyncio
 async def test_early_exit_on_fail() -> None:
-    original = Scripted({"Second one!": "fail"})
+    original = ScriptedRequirement({"Second one!": "fail"})
     backend = ScriptedBackend(deltas(TEXT * 50), delay=0.001)
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[original])
     streamed = [c async for c in result.astream()]
@@ -149,7 +114,7 @@ async def test_early_exit_on_fail() -> None:
 
 @pytest.mark.asyncio
 async def test_a_fail_on_the_flushed_fragment_is_an_early_exit_too() -> None:
-    result, events, _ = await run(reqs=[Scripted({"trailing bit": "fail"})])
+    result, events, _ = await run(reqs=[ScriptedRequirement({"trailing bit": "fail"})])
     await result.acomplete()
     assert kinds(events)[-2:] == ["QuickCheckEvent", "CompletedEvent"]
     assert "StreamingDoneEvent" not in kinds(events) and not result.completed
@@ -158,10 +123,10 @@ async def test_a_fail_on_the_flushed_fragment_is_an_early_exit_too() -> None:
 
 @pytest.mark.asyncio
 async def test_pass_does_not_skip_final_validation() -> None:
-    passing = Scripted(
+    passing = ScriptedRequirement(
         {c: "pass" for c in ["First one.", "Second one!", "Third one?", "trailing bit"]}, final=False
     )
-    result, events, _ = await run(reqs=[passing, Scripted()])
+    result, events, _ = await run(reqs=[passing, ScriptedRequirement()])
     await result.acomplete()
     full = next(e for e in events if isinstance(e, FullValidationEvent))
     assert full.passed is False and len(full.results) == 2
@@ -171,8 +136,8 @@ async def test_pass_does_not_skip_final_validation() -> None:
 
 @pytest.mark.asyncio
 async def test_a_slow_sibling_does_not_delay_the_cancel_and_reports_cancelled() -> None:
-    fast = Scripted({"First one.": "fail"})
-    slow = Scripted(delay=30)
+    fast = ScriptedRequirement({"First one.": "fail"})
+    slow = ScriptedRequirement(delay=30)
     result, events, backend = await run(TEXT * 20, reqs=[slow, fast], delay=0.001)
     await asyncio.wait_for(result.acomplete(), 5)  # would take 30 s if the slow one were awaited
     qc = events[0]
@@ -187,7 +152,7 @@ async def test_a_slow_sibling_does_not_delay_the_cancel_and_reports_cancelled() 
 @pytest.mark.asyncio
 async def test_backend_error_keeps_what_arrived_and_raises_once_from_acomplete() -> None:
     result, events, _ = await run(
-        "Good one. Also good. half", reqs=[Scripted()], error=ConnectionResetError("peer gone")
+        "Good one. Also good. half", reqs=[ScriptedRequirement()], error=ConnectionResetError("peer gone")
     )
     assert kinds(events) == ["QuickCheckEvent", "ChunkEvent"] * 2 + ["ErrorEvent", "CompletedEvent"]
     error = events[-2]
@@ -244,7 +209,9 @@ async def test_events_never_raises() -> None:
 @pytest.mark.asyncio
 async def test_external_cancellation_cancels_the_generation() -> None:
     backend = ScriptedBackend(["word. "] * 10_000, delay=0.001)
-    result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Scripted()])
+    result = await stream_with_chunking(
+        ACTION, backend, SimpleContext(), requirements=[ScriptedRequirement()]
+    )
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(result.acomplete(), 0.03)
     with pytest.raises(asyncio.CancelledError):
@@ -295,7 +262,9 @@ async def test_a_non_requirement_is_a_clear_type_error() -> None:
 @pytest.mark.asyncio
 async def test_astream_and_events_run_concurrently_on_independent_queues() -> None:
     backend = ScriptedBackend(deltas(TEXT), delay=0.001)
-    result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=[Scripted()])
+    result = await stream_with_chunking(
+        ACTION, backend, SimpleContext(), requirements=[ScriptedRequirement()]
+    )
 
     async def chunks() -> list[str]:
         return [c async for c in result.astream()]
@@ -335,7 +304,7 @@ async def test_as_thunk_before_and_after_completion() -> None:
 
 @pytest.mark.asyncio
 async def test_as_thunk_after_an_early_exit_holds_the_emitted_span() -> None:
-    result, _, _ = await run(reqs=[Scripted({"Third one?": "fail"})])
+    result, _, _ = await run(reqs=[ScriptedRequirement({"Third one?": "fail"})])
     await result.acomplete()
     assert result.as_thunk().value == "First one. Second one!"
 
@@ -385,7 +354,7 @@ async def test_word_and_paragraph_chunking() -> None:
 @pytest.mark.asyncio
 async def test_validation_backend_receives_the_checks() -> None:
     judge = ScriptedBackend(["yes"])
-    req = Scripted()
+    req = ScriptedRequirement()
     backend = ScriptedBackend(deltas(TEXT))
     result = await stream_with_chunking(
         ACTION, backend, SimpleContext(), requirements=[req], validation_backend=judge
@@ -432,7 +401,7 @@ async def test_validation_fn_and_llm_as_judge_defaults() -> None:
 
 @pytest.mark.asyncio
 async def test_the_observable_replays_every_event_for_composition() -> None:
-    result, events, _ = await run(reqs=[Scripted()])
+    result, events, _ = await run(reqs=[ScriptedRequirement()])
     await result.acomplete()
     replayed: list[StreamEvent] = []
     result.observable.subscribe(replayed.append)
@@ -441,7 +410,7 @@ async def test_the_observable_replays_every_event_for_composition() -> None:
 
 @pytest.mark.asyncio
 async def test_original_requirement_objects_are_untouched() -> None:
-    original = Scripted({"First one.": "pass"})
+    original = ScriptedRequirement({"First one.": "pass"})
     before = copy.copy(original.__dict__)
     result, _, _ = await run(reqs=[original])
     await result.acomplete()
@@ -452,7 +421,9 @@ async def test_original_requirement_objects_are_untouched() -> None:
 async def test_plain_cblock_action_and_thousands_of_deltas() -> None:
     text = "Tick. " * 2000
     backend = ScriptedBackend(list(text))
-    result = await stream_with_chunking(CBlock("go"), backend, SimpleContext(), requirements=[Scripted()])
+    result = await stream_with_chunking(
+        CBlock("go"), backend, SimpleContext(), requirements=[ScriptedRequirement()]
+    )
     chunks = [c async for c in result.astream()]
     await result.acomplete()
     assert chunks == ["Tick."] * 2000 and result.full_text == text

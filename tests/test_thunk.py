@@ -20,6 +20,7 @@ from engine import (
     wait_for_all_mots,
 )
 from engine.core.asyncrx import ReplayLog, from_async_iterable, iterate
+from tests.doubles import OddBackend
 
 STREAM = {ModelOption.STREAM: True}
 
@@ -311,30 +312,6 @@ async def test_disposing_owned_deltas_cancels_the_generation_without_completing_
 
 
 # -- failed and cancelled generations, non-text deltas -------------------------------
-
-
-class OddBackend:
-    """A custom backend whose producer yields *items* as they are (maybe not text)."""
-
-    def __init__(self, items: list[object]) -> None:
-        self.items = items
-        self.sent = 0
-        self.closed = False
-
-    async def produce(self) -> AsyncIterator[object]:
-        try:
-            for item in self.items:
-                await asyncio.sleep(0)
-                self.sent += 1
-                yield item
-        finally:
-            self.closed = True
-
-    async def generate_from_context(
-        self, action: object, ctx: SimpleContext, *, format: object = None, model_options: object = None
-    ) -> tuple[ModelOutputThunk[str], SimpleContext]:
-        thunk: ModelOutputThunk[str] = ModelOutputThunk(from_async_iterable(self.produce))  # type: ignore[arg-type]
-        return thunk, ctx
 
 
 @pytest.mark.asyncio
