@@ -7,7 +7,7 @@ in-memory span exporter and metric reader (everything recorded, nothing sent). T
 sides alternate on every repeat in one process; the ratio is, per repeat pair, on time /
 off time (median and range: the interval the noise leaves). "Off" is also what a process
 without OpenTelemetry installed runs: the engine takes the same path (the hooks are not
-called; tests/test_telemetry.py counts the calls).
+called; tests/engine/test_telemetry.py counts the calls).
 
 Time on a shared machine is noisy; the Python calls of one run are not. Each workload also
 reports the calls one run makes (``sys.setprofile`` "call" events, the event loop's

@@ -421,7 +421,7 @@ def rewrite_imports(code: str) -> str:
 
 
 def test_the_blocks_are_the_seeds_verbatim_and_all_of_them() -> None:
-    seeds_dir = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+    seeds_dir = Path(__file__).resolve().parents[3] / "shared" / "seeds"
     files = sorted(seeds_dir.glob("00[01]_*.txt"))
     if len(files) != 2:
         pytest.skip("the seeds are not beside this checkout")

@@ -1,5 +1,5 @@
 """``@generative``: prompt from docstring and signature, the return type's schema sent, the
-answer parsed into the return type (the parsing itself: tests/test_typed_output.py)."""
+answer parsed into the return type (the parsing itself: tests/engine/test_typed_output.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Seed 000's MaxSentencesReq example on ScriptedBackend, past its limit: the early exit.
 
-The block and its import rewriting are those of ``tests/test_seeds_async.py`` (which
+The block and its import rewriting are those of ``tests/engine/test_seeds_async.py`` (which
 runs it within the limit on both backends); here its ``start_session`` gives a
 session on a ScriptedBackend whose answer has more sentences than the limit.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from backends import ScriptedBackend
 from engine.session_start import start_session
-from tests.test_seeds_async import SEEDS, rewrite_imports
+from tests.engine.test_seeds_async import SEEDS, rewrite_imports
 
 TOO_LONG = "Sun heats water. Vapour rises. Clouds form. Rain falls. Rivers run. " * 20
 

@@ -3,7 +3,7 @@ value; an error before any output told in one line and its hint, with no summary
 "interrupted" said once; each failure reason said once in the summary; API keys cleaned where
 they enter; the demo's last words runnable as shown; no import cycle among the CLI's modules.
 
-Subprocess runs go through the helpers of ``tests/test_cli.py`` (the child runs with ``-X dev -W
+Subprocess runs go through the helpers of ``tests/cli/test_commands.py`` (the child runs with ``-X dev -W
 error::ResourceWarning`` and must leave nothing that looks like a leak on stderr).
 """
 
@@ -50,9 +50,9 @@ from engine.cli.event_lines import EventLinesView
 from engine.cli.plain import PlainTextView
 from engine.cli.view import View
 from engine.core.requirements import Requirement
+from tests.cli.test_commands import ENV, PYTHON, ROOT, TEXT, Ran, _checked, arxllm, rxllm
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 from tests.helpers import free_port, sigint_as_in_a_terminal
-from tests.test_cli import ENV, PYTHON, ROOT, TEXT, Ran, _checked, arxllm, rxllm
 
 # -- numeric flags: one bound, one message ---------------------------------------------------------
 

@@ -53,7 +53,7 @@ from engine.core.requirements import PartialValidationResult
 from tests.fake_servers import FakeOllamaServer, FakeOpenAIServer, Reply
 from tests.helpers import free_port, sigint_as_in_a_terminal
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 PYTHON = [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-m", "engine"]
 LEAKS = ("ResourceWarning", "Unclosed", "Task was destroyed", "never retrieved", "Traceback")
 # The child must not pick up a developer's server settings.

@@ -648,7 +648,7 @@ def test_asyncio_run_returns_when_a_run_with_waiting_checks_is_left_behind() -> 
 
     done = subprocess.run(
         [sys.executable, "-c", SHUTDOWN_SCRIPT],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parent.parent.parent,
         capture_output=True,
         text=True,
         timeout=60,

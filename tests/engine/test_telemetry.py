@@ -709,7 +709,7 @@ def _demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RXLLM_", "OTEL_"))}
     return subprocess.run(
         [sys.executable, "-X", "dev", "-m", "engine", "demo", "--delay", "0", "--plain", "--verbose"],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parent.parent.parent,
         env={**clean, **env},
         capture_output=True,
         text=True,

@@ -38,7 +38,7 @@ USER, PASSWORD = "alice", "p@ss:w0rd/é+long"
 LONG_KEY = "sk-live-0123456789abcdef"
 SHORT_KEY = "x"
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 CREDENTIALS = ["ollama-url", "openai-url", "openai-key"]
 
 
