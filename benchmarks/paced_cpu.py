@@ -104,7 +104,14 @@ def _release_points(deltas: list[str]) -> list[int]:
 async def _child(side: str, streams: int, warmup: float, window_s: float) -> dict[str, Any]:
     from _ours import NoOpRequirement
 
-    from engine import CBlock, ChunkEvent, GenerationInfo, ModelOutputThunk, SimpleContext, stream_with_chunking
+    from engine import (
+        CBlock,
+        ChunkEvent,
+        GenerationInfo,
+        ModelOutputThunk,
+        SimpleContext,
+        stream_with_chunking,
+    )
     from engine.core.asyncrx import from_async_iterable
 
     loop = asyncio.get_running_loop()
@@ -133,7 +140,9 @@ async def _child(side: str, streams: int, warmup: float, window_s: float) -> dic
 
     async def pipeline_stream(first_due: float) -> None:
         backend = PacedBackend(first_due)
-        result = await stream_with_chunking(CBlock("benchmark"), backend, SimpleContext(), requirements=requirements)
+        result = await stream_with_chunking(
+            CBlock("benchmark"), backend, SimpleContext(), requirements=requirements
+        )
         async for event in result.events():
             if type(event) is ChunkEvent and event.chunk_index < len(release):
                 produced = backend.arrived[release[event.chunk_index]]
@@ -211,7 +220,8 @@ def main(args: argparse.Namespace) -> None:
             print(f"  {n:,} streams, {side}: {medians[side]:.1f} µs/delta", file=sys.stderr)
     worst = max(r["ratio_to_floor"] for r in rows if r["side"] == "pipeline")
     notes = [
-        f"Offered load fixed: delta k of stream s due at t0 + s·{PERIOD * 1e3:g} ms/N + k·{PERIOD * 1e3:g} ms "
+        f"Offered load fixed: delta k of stream s due at t0 + s·{PERIOD * 1e3:g} ms/N "
+        f"+ k·{PERIOD * 1e3:g} ms "
         "(absolute deadlines; a late producer does not shift later deadlines). Both sides pace with the "
         "same async generator; the floor appends each delta to a list, the pipeline runs "
         "stream_with_chunking (sentence chunking, 3 no-op requirements, every event read).",

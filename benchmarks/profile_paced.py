@@ -1,9 +1,9 @@
 """Deterministic profile of the paced path: what one paced delta costs, counted, not timed.
 
 Runs *N* paced streams of ``paced_cpu.py`` (floor, then pipeline) to their end and counts,
-per delta produced: Python function calls (``sys.setprofile``: Python frames and C
-calls), event-loop handles scheduled (``call_soon`` / ``call_at``, split into task steps
-and other callbacks), futures created, and memory blocks allocated (``tracemalloc``,
+per delta produced: Python function calls (``sys.setprofile``: Python frames, generator
+resumes included, and C calls), event-loop handles scheduled (``call_soon`` / ``call_at``,
+split into task steps and other callbacks), and the traced heap's peak (``tracemalloc``,
 over a separate run). The difference pipeline - floor is what the pipeline adds.
 ``--top K`` lists the K functions called most per delta on the pipeline side.
 
@@ -114,10 +114,7 @@ def _instrumented(side: str, streams: int, counts: _Counts) -> int:
 
 
 def _allocations(side: str, streams: int) -> tuple[int, int]:
-    """(memory blocks allocated and not freed at the peak, total bytes allocated) is not what
-    tracemalloc gives; it gives current/peak. Count blocks allocated per delta instead by
-    sampling the traced block count before each producer step is not possible from outside, so
-    report peak traced bytes over the run."""
+    """(deltas produced, the traced heap's peak in bytes) over one untimed run of *side*."""
     tracemalloc.start()
     produced = asyncio.run(_run(side, streams))
     _, peak = tracemalloc.get_traced_memory()
@@ -143,7 +140,7 @@ def main() -> None:
         ("C calls", lambda c: sum(v for k, v in c.calls.items() if k.startswith("C:"))),
         ("loop handles", lambda c: sum(c.handles.values())),
         ("task steps", lambda c: sum(v for k, v in c.handles.items() if k.endswith("task step"))),
-        ("timer handles (call_at)", lambda c: sum(v for k, v in c.handles.items() if k.startswith("call_at"))),
+        ("timer handles", lambda c: sum(v for k, v in c.handles.items() if k.startswith("call_at"))),
     ):
         f = pick(per_side["floor"][1]) / per_side["floor"][0]
         p = pick(per_side["pipeline"][1]) / per_side["pipeline"][0]
