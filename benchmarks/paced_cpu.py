@@ -73,20 +73,24 @@ class _Window:
             self.late.append(now - due)
 
 
-async def paced(deltas: list[str], first_due: float, window: _Window) -> AsyncIterator[str]:
-    """The pacing both sides share: delta k at first_due + k * PERIOD (loop clock), never later-shifted."""
+async def paced(
+    deltas: list[str], first_due: float, window: _Window, arrived: list[float]
+) -> AsyncIterator[str]:
+    """The pacing both sides share: delta k at first_due + k * PERIOD (loop clock), never shifted
+    later; the ``perf_counter`` at which each delta is handed on goes to *arrived*."""
     loop = asyncio.get_running_loop()
     due = first_due
     for delta in deltas:
         await asyncio.sleep(due - loop.time())
         window.produced(due, loop.time())
+        arrived.append(time.perf_counter())
         yield delta
         due += PERIOD
 
 
 async def _floor_stream(deltas: list[str], first_due: float, window: _Window) -> None:
     received: list[str] = []
-    async for delta in paced(deltas, first_due, window):
+    async for delta in paced(deltas, first_due, window, []):
         received.append(delta)
 
 
@@ -129,10 +133,9 @@ async def _child(side: str, streams: int, warmup: float, window_s: float) -> dic
             self.first_due = first_due
             self.arrived: list[float] = []
 
-        async def _produce(self) -> AsyncIterator[str]:
-            async for delta in paced(deltas, self.first_due, win):
-                self.arrived.append(time.perf_counter())
-                yield delta
+        def _produce(self) -> AsyncIterator[str]:
+            # The pacing generator itself, as a backend's one producer: no extra layer.
+            return paced(deltas, self.first_due, win, self.arrived)
 
         async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
             thunk: Any = ModelOutputThunk(from_async_iterable(self._produce), generation=GenerationInfo())

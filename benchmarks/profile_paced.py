@@ -50,7 +50,7 @@ async def _run(side: str, streams: int) -> int:
 
         async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
             def produce() -> AsyncIterator[str]:
-                return paced_cpu.paced(deltas, self.first_due, win)
+                return paced_cpu.paced(deltas, self.first_due, win, [])
 
             thunk: Any = ModelOutputThunk(from_async_iterable(produce), generation=GenerationInfo())
             return thunk, ctx.add(action).add(thunk)
