@@ -79,7 +79,7 @@ class _Counts:
     def profiler(self, frame: Any, event: str, arg: Any) -> None:
         if event == "call":
             code = frame.f_code
-            self.calls[f"{code.co_filename.rsplit('/', 2)[-2:][-1]}:{code.co_name}"] += 1
+            self.calls[f"{'/'.join(code.co_filename.rsplit('/', 2)[-2:])}:{code.co_name}"] += 1
         elif event == "c_call":
             self.calls[f"C:{getattr(arg, '__qualname__', arg)}"] += 1
 
@@ -122,6 +122,14 @@ def _allocations(side: str, streams: int) -> tuple[int, int]:
     return produced, peak
 
 
+_RXLLM_DIRS = ("engine/", "core/", "operators/", "chunking/", "validation/", "backends/")
+
+
+def _ours_code(key: str) -> bool:
+    """A call counted in a module of the engine, its operators or its backends."""
+    return key.startswith(_RXLLM_DIRS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--streams", type=int, default=20)
@@ -138,6 +146,7 @@ def main() -> None:
     for label, pick in (
         ("Python calls (frames)", lambda c: sum(v for k, v in c.calls.items() if not k.startswith("C:"))),
         ("C calls", lambda c: sum(v for k, v in c.calls.items() if k.startswith("C:"))),
+        ("Python calls in rxllm's code", lambda c: sum(v for k, v in c.calls.items() if _ours_code(k))),
         ("loop handles", lambda c: sum(c.handles.values())),
         ("task steps", lambda c: sum(v for k, v in c.handles.items() if k.endswith("task step"))),
         ("timer handles", lambda c: sum(v for k, v in c.handles.items() if k.startswith("call_at"))),
@@ -154,7 +163,7 @@ def main() -> None:
     for side, sign in (("pipeline", 1), ("floor", -1)):
         produced_side, side_counts = per_side[side]
         for key, value in side_counts.calls.items():
-            if not key.startswith("C:") and not key.startswith("profile_paced"):
+            if not key.startswith("C:") and "profile_paced" not in key:
                 by_file[key.split(":")[0]] += sign * value / produced_side
     for key, value in sorted(by_file.items(), key=lambda kv: -abs(kv[1])):
         if abs(value) >= 0.05:
