@@ -26,6 +26,8 @@ ORDER = (
     "vs_mellea",
     "fanout",
     "fanout_paced",
+    "paced_cpu",
+    "http_fanout",
     "scheduling",
     "gateway",
 )
@@ -204,6 +206,34 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 if biggest["streams"] >= 10_000
                 else None,
             )
+    paced_cpu = docs.get("paced_cpu")
+    if paced_cpu:
+        pipeline = [r for r in paced_cpu["rows"] if r["side"] == "pipeline"]
+        add(
+            "paced CPU per delta ≤ 1.6x the paced-source floor in the same run (fixed offered load)",
+            ", ".join(f"{r['streams']:,}: {fmt(r['ratio_to_floor'])}x" for r in pipeline),
+            _all([_le(r["ratio_to_floor"], 1.6) for r in pipeline]),
+        )
+    http_fanout = docs.get("http_fanout")
+    if http_fanout:
+        largest = http_fanout["largest_streams_under_target"]
+        floor, ours = largest.get("floor/asyncio", 0), largest.get("rxllm/asyncio", 0)
+        add(
+            "HTTP fan-out without uvloop: ≥ 0.8x the raw aiohttp floor's streams at p99 < 10 ms",
+            ", ".join(f"{k} {v:,}" for k, v in largest.items()),
+            ours >= 0.8 * floor if floor else None,
+        )
+        by_side = {(r["side"], r["loop"], r["streams"]): r for r in http_fanout["rows"]}
+        ratios = [
+            r["rss_kib_per_stream"] / f["rss_kib_per_stream"]
+            for (side, loop, n), r in by_side.items()
+            if side == "rxllm" and loop == "asyncio" and (f := by_side.get(("floor", loop, n)))
+        ]
+        add(
+            "HTTP fan-out: RSS per stream ≤ 1.3x the floor's",
+            ", ".join(f"{fmt(x)}x" for x in ratios),
+            _all([_le(x, 1.3) for x in ratios]),
+        )
     scheduling = docs.get("scheduling")
     if scheduling:
         by_mode: dict[str, list[dict[str, Any]]] = {}

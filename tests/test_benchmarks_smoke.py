@@ -31,6 +31,8 @@ SCRIPTS = (
     "fanout",
     "vs_mellea",
     "fanout_paced",
+    "paced_cpu",
+    "http_fanout",
     "scheduling",
     "telemetry_overhead",
     "gateway",
@@ -164,6 +166,37 @@ def test_fanout_paced_quick_measures_delay_lag_gc_and_memory(quick_results: dict
     sweep = [r for r in doc["rows"] if r["gc_setting"] == "default" and r["source"] == "scripted"]
     assert all(r["traced_kib_per_stream"] > 0 for r in sweep)
     assert doc["largest_streams_under_target"] in (0, 20, 60)
+
+
+def test_paced_cpu_quick_compares_pipeline_with_the_paced_floor(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["paced_cpu"]
+    by_side = {row["side"]: row for row in doc["rows"]}
+    assert set(by_side) == {"floor", "pipeline"}
+    for row in doc["rows"]:
+        assert row["errors"] == 0 and row["cpu_us_per_delta"] > 0, row["first_error"]
+        assert 0 < row["delivered_rate"] < 1.5 and row["late_p99_ms"] >= row["late_p50_ms"]
+    pipeline = by_side["pipeline"]
+    assert 0 <= pipeline["delay_p50_ms"] <= pipeline["delay_p99_ms"]
+    assert pipeline["ratio_to_floor"] == pytest.approx(
+        pipeline["cpu_us_per_delta"] / by_side["floor"]["cpu_us_per_delta"]
+    )
+
+
+def test_http_fanout_quick_measures_both_sides_on_every_loop(quick_results: dict[str, Any]) -> None:
+    doc, _ = quick_results["http_fanout"]
+    loops = doc["params"]["loops"]
+    assert {(row["side"], row["loop"]) for row in doc["rows"]} == {
+        (side, loop) for side in ("floor", "rxllm") for loop in loops
+    }
+    for row in doc["rows"]:
+        # errors also counts streams whose frames were not each timed once (misattributed delays).
+        assert row["errors"] == 0, row["first_error"]
+        assert row["samples"] > 0 and 0 <= row["delay_p50_ms"] <= row["delay_p99_ms"]
+        assert row["cpu_us_per_delta"] > 0 and 0 < row["delivered_rate"] < 1.5
+        assert 0 < row["server_cpu_share"] < 1
+    assert set(doc["largest_streams_under_target"]) == {
+        f"{s}/{loop}" for s in ("floor", "rxllm") for loop in loops
+    }
 
 
 def test_scheduling_quick_detects_the_planted_failure_in_every_mode(quick_results: dict[str, Any]) -> None:

@@ -179,6 +179,9 @@ class Chunker:
         return chunks
 
     def _release(self, returned: object, method: str) -> list[Chunk]:
+        # Most deltas complete no chunk: an empty list needs no checking (two calls a delta).
+        if type(returned) is list and not returned:
+            return []
         texts = _check_texts(self.strategy, method, returned)
         if not texts:
             return []

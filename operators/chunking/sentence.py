@@ -27,6 +27,9 @@ class SentenceChunking(ChunkingStrategy):
 
     def split(self, accumulated_text: str) -> list[str]:
         """Complete sentences; the unterminated tail is withheld."""
+        # Called on every delta: most end no sentence, and say so without scanning.
+        if _SENTENCE_END.search(accumulated_text) is None:
+            return []
         return self._scan(accumulated_text)[0]
 
     def flush(self, accumulated_text: str) -> list[str]:
