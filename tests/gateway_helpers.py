@@ -26,12 +26,11 @@ async def running(app: web.Application) -> AsyncIterator[str]:
     """Serve *app* on 127.0.0.1 (an ephemeral port); yield its root URL."""
     runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)
-    port = server.sockets[0].getsockname()[1]
     try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        # aiohttp's public list of bound addresses: the server object is loop-specific (uvloop's
+        # is no asyncio.Server).
+        port = runner.addresses[0][1]
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()

@@ -93,9 +93,10 @@ async def test_a_large_body_peaks_at_most_one_and_a_quarter_its_size(kind: str, 
         text, peak = await peak_while_reading(backend)
     assert text == content
     # Before, the body, its decoded text and the parsed content coexisted: 3.1 times the body.
-    # A str of Latin-1 text takes a byte per character; CJK takes two, so the answer alone is
-    # larger than its (UTF-8) body: there the bound is the answer's own size plus a quarter.
-    bound = 1.25 * len(body) if script == "latin-1" else sys.getsizeof(text) + 0.25 * len(body)
+    # The rule: at most 1.25 times the body (plus 1 MiB), or the answer's own size plus a
+    # quarter of the body where the answer is the larger (text whose str outweighs its JSON).
+    # How much a read buffers at once is the event loop's choice (uvloop reads larger pieces).
+    bound = max(1.25 * len(body), sys.getsizeof(text) + 0.25 * len(body))
     assert peak <= bound + MiB, f"peak {peak / MiB:.1f} MiB for a {len(body) / MiB:.1f} MiB body"
 
 
