@@ -28,7 +28,7 @@ from typing import Any
 from reactivex import Observable
 
 from engine import structured
-from engine.attempts import Attempts, start_streaming
+from engine.attempts import Attempts, checked_chunks, start_streaming
 from engine.core import telemetry, typed_output
 from engine.core.asyncrx import ReplayLog
 from engine.core.backend import Backend
@@ -48,7 +48,6 @@ from operators.final_validation import final_validation
 from operators.retry_on_fail import retry_on_fail
 from operators.stop_when import stop_when
 from operators.to_events import to_events
-from operators.validate import validate
 from operators.verdicts import ChunkVerdict, RetryRequest
 
 __all__ = ["start_run", "stream_with_chunking"]
@@ -219,9 +218,7 @@ def _assemble(
     before anything else.
     """
     if attempts is None:
-        return mot.owned_deltas().pipe(
-            chunk(strategy),
-            validate(reqs, backend=checker, ctx=gen_ctx, stop=mot.cancel, timeout=timeout, text=mot.deltas),
+        return checked_chunks(mot, gen_ctx, reqs, chunk(strategy), checker, timeout, snapshots=False).pipe(
             cancel_on_fail(),
             final_validation(reqs, backend=checker, ctx=gen_ctx, timeout=timeout),
             stop_when(stop),
@@ -231,17 +228,7 @@ def _assemble(
     def start_attempt(request: RetryRequest) -> Observable[ChunkVerdict]:
         return attempts.start(request, reqs, strategy, checker, timeout)
 
-    return mot.owned_deltas().pipe(
-        chunk(strategy),
-        validate(
-            reqs,
-            backend=checker,
-            ctx=gen_ctx,
-            stop=mot.cancel,
-            timeout=timeout,
-            snapshots=True,
-            text=mot.deltas,
-        ),
+    return checked_chunks(mot, gen_ctx, reqs, chunk(strategy), checker, timeout, snapshots=True).pipe(
         retry_on_fail(start_attempt, max_attempts=attempts.policy.max_attempts),
         cancel_on_fail(),
         final_validation(reqs, backend=checker, ctx=attempts.final_ctx, timeout=timeout),

@@ -10,7 +10,7 @@ requirement back in its state before the failing chunk.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -25,13 +25,42 @@ from engine.core.requirements import Requirement
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
 from operators.chunk import chunk
-from operators.chunking import ChunkingStrategy
+from operators.chunking import Chunk, ChunkingStrategy
 from operators.validate import validate
 from operators.verdicts import ChunkVerdict, RetryRequest
 
 __all__ = ["Attempts", "restore_states", "start_streaming"]
 
 logger = logging.getLogger(__name__)
+
+
+def checked_chunks(
+    mot: ModelOutputThunk[Any],
+    gen_ctx: Context,
+    reqs: Sequence[Requirement],
+    chunking: Callable[[Observable[str]], Observable[Chunk]],
+    checker: Backend,
+    timeout: float | None,
+    *,
+    snapshots: bool,
+    carry: Sequence[tuple[int, str] | None] | None = None,
+) -> Observable[ChunkVerdict]:
+    """One generation's deltas, chunked by *chunking* and validated: the part every run and
+    every retry attempt share. ``stop=mot.cancel``: a failing check stops this generation's
+    producer in its own step; requirements with their own chunking read its raw deltas."""
+    return mot.owned_deltas().pipe(
+        chunking,
+        validate(
+            reqs,
+            backend=checker,
+            ctx=gen_ctx,
+            stop=mot.cancel,
+            timeout=timeout,
+            snapshots=snapshots,
+            text=mot.deltas,
+            carry=carry,
+        ),
+    )
 
 
 async def start_streaming(
@@ -132,18 +161,9 @@ class Attempts:
             mot, gen_ctx = await start_streaming(self.backend, continuation, self.ctx, self.options)
             self.mots.append(mot)
             self.current, self.gen_ctx = mot, gen_ctx
-            return mot.owned_deltas().pipe(
-                chunk(strategy, start_index=request.next_index, start_offset=request.delivered_end),
-                validate(
-                    reqs,
-                    backend=checker,
-                    ctx=gen_ctx,
-                    stop=mot.cancel,
-                    timeout=timeout,
-                    snapshots=True,
-                    text=mot.deltas,
-                    carry=request.failed.carry,
-                ),
+            chunking = chunk(strategy, start_index=request.next_index, start_offset=request.delivered_end)
+            return checked_chunks(
+                mot, gen_ctx, reqs, chunking, checker, timeout, snapshots=True, carry=request.failed.carry
             )
 
         return from_awaitable(begin)

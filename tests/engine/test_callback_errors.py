@@ -7,7 +7,7 @@ the exception is raised exactly once (by whichever of ``astream()``/``acomplete(
 it first), the generation is stopped, nothing hangs, and asyncio logs nothing
 (tests/conftest.py fails a test that makes it log).
 
-A stage's fault is injected by wrapping it (in the assembly ``engine.assembly`` uses) so
+A stage's fault is injected by wrapping it (in the module the assembly takes it from) so
 that the call it makes to pass one chosen item on raises: the exception surfaces inside
 that stage's own callback, as an exception of its own code would.
 """
@@ -22,6 +22,7 @@ import pytest
 from reactivex import Observable, abc
 
 import engine.assembly
+import engine.attempts
 import engine.result
 from backends import ScriptedBackend
 from engine import (
@@ -94,6 +95,12 @@ def is_verdict_of(text: str) -> Callable[[Any], bool]:
     return lambda item: isinstance(item, ChunkVerdict) and item.chunk.text == text
 
 
+def _home_of(stage: str) -> Any:
+    """The module whose global *stage* the assembly calls (``validate`` is applied, with the
+    chunking, by ``engine.attempts.checked_chunks``, shared by every generation of a run)."""
+    return engine.attempts if stage == "validate" else engine.assembly
+
+
 # (stage patched in engine.assembly, which item makes it raise, with requirements?)
 STAGES = {
     "chunk/first": ("chunk", is_chunk(), True),
@@ -142,7 +149,8 @@ async def assert_generation_stopped(backend: ScriptedBackend) -> None:
 @pytest.mark.parametrize("case", list(STAGES))
 async def test_an_exception_inside_a_stage_ends_the_run(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stage, when, with_requirements = STAGES[case]
-    monkeypatch.setattr(engine.assembly, stage, exploding(getattr(engine.assembly, stage), when))
+    home = _home_of(stage)
+    monkeypatch.setattr(home, stage, exploding(getattr(home, stage), when))
     backend = ScriptedBackend(DELTAS, delay=0.001)
     reqs = [Unknown("unknown")] if with_requirements else None
     result = await stream_with_chunking(ACTION, backend, SimpleContext(), requirements=reqs)
@@ -156,7 +164,8 @@ async def test_an_exception_inside_a_stage_ends_the_run(case: str, monkeypatch: 
 @pytest.mark.parametrize("case", ["chunk/first", "validate/first", "to_events/chunk", "to_events/completed"])
 async def test_astream_raises_an_injected_exception_once(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     stage, when, _ = STAGES[case]
-    monkeypatch.setattr(engine.assembly, stage, exploding(getattr(engine.assembly, stage), when))
+    home = _home_of(stage)
+    monkeypatch.setattr(home, stage, exploding(getattr(home, stage), when))
     result = await stream_with_chunking(
         ACTION, ScriptedBackend(DELTAS), SimpleContext(), requirements=[Unknown()]
     )
