@@ -44,6 +44,7 @@ from backends._failures import (
     status_error,
     translate,
 )
+from backends._idle import IdleDeadline
 from backends._parser import StreamParser
 from backends.errors import (
     QUOTE_LIMIT,
@@ -54,7 +55,7 @@ from backends.errors import (
     server_text,
 )
 from backends.sse import DEFAULT_MAX_LINE_BYTES
-from engine.core.asyncrx import from_async_iterable
+from engine.core.asyncrx import LoopObservable, from_async_iterable, observe
 from engine.core.context import Context
 from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
@@ -288,12 +289,10 @@ class HttpBackend(ABC):
         if len(self.generations) > 1000:
             del self.generations[:-1000]
 
-        def subscribe(
-            observer: abc.ObserverBase[str], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
+        def subscribe(observer: Any) -> abc.DisposableBase:
             live = _Connection(generation)
             reader = from_async_iterable(lambda: self._produce(session, url, body, generation, stream, live))
-            subscription = reader.subscribe(observer, scheduler=scheduler)
+            subscription = observe(reader, observer)
 
             def dispose() -> None:
                 live.disposed = True
@@ -302,7 +301,8 @@ class HttpBackend(ABC):
 
             return Disposable(dispose)
 
-        source: Observable[str] = Observable(subscribe)
+        # A LoopObservable: the thunk reads it without reactivex's two observer wrappers per delta.
+        source: Observable[str] = LoopObservable(subscribe)
         thunk: ModelOutputThunk[str] = ModelOutputThunk(source, generation=generation)
         return thunk, ctx.add(action).add(thunk)
 
@@ -391,7 +391,7 @@ class HttpBackend(ABC):
         loop = asyncio.get_running_loop()
         idle = self.idle_timeout
         deadline = asyncio.timeout(self.timeout)
-        idle_timer = asyncio.timeout(None)
+        idle_timer = IdleDeadline(idle)
         parser = self._parser(shown, generation, stream)
         failure: BackendError | None = None
         logger.debug("POST %s (model %s, stream=%s)", shown, self.model_id, stream)
@@ -413,9 +413,9 @@ class HttpBackend(ABC):
                                 yield delta
                             if parser.error is not None:
                                 raise parser.error
-                            if idle is not None and parser.frames != frames:
+                            if parser.frames != frames:  # news: the silence counts from here
                                 frames = parser.frames
-                                idle_timer.reschedule(loop.time() + idle)
+                                idle_timer.last = loop.time()
                         for delta in parser.close():
                             generation.deltas_sent += 1
                             yield delta
@@ -498,16 +498,14 @@ class HttpBackend(ABC):
         generation: GenerationInfo,
         stream: bool,
         live: _Connection,
-        idle_timer: asyncio.Timeout,
+        idle_timer: IdleDeadline,
         body: Mapping[str, Any],
     ) -> aiohttp.ClientResponse:
         """Send the request until a 2xx answers (retrying as configured); return that response."""
-        loop = asyncio.get_running_loop()
         shown = redact_url(url)
         attempt = 0
         while True:
-            if self.idle_timeout is not None:
-                idle_timer.reschedule(loop.time() + self.idle_timeout)
+            idle_timer.arm()
             error: BackendError
             try:
                 response = await session.post(
@@ -536,7 +534,7 @@ class HttpBackend(ABC):
             generation.extra["retries"] = attempt
             generation.extra.setdefault("retry_log", []).append((time.perf_counter(), attempt, str(error)))
             logger.info("%s Retrying in %.2f s (retry %d of %d).", error, wait, attempt, self.retries)
-            idle_timer.reschedule(None)
+            idle_timer.disarm()
             await asyncio.sleep(wait)
 
     def __repr__(self) -> str:

@@ -131,11 +131,13 @@ def test_line_splitter_for_ndjson() -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     lines=st.lists(UNICODE_TEXT.map(lambda s: s.replace("\n", " ").replace("\r", " ")), max_size=6),
+    eol=st.sampled_from(["\n", "\r\n"]),
     data=st.data(),
 )
-def test_line_splitter_any_slicing(lines: list[str], data: st.DataObject) -> None:
-    body = "".join(line + "\n" for line in lines).encode()
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=10)))
+def test_line_splitter_any_slicing(lines: list[str], eol: str, data: st.DataObject) -> None:
+    body = "".join(line + eol for line in lines).encode()
+    ends = [i + 1 for i, byte in enumerate(body) if byte == 0x0A]  # whole-line pieces: the usual case
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(body)) | st.sampled_from(ends or [0]), max_size=10)))
     splitter = LineSplitter()
     out: list[bytes] = []
     start = 0
