@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from reactivex import Observable, abc
 
@@ -451,6 +451,14 @@ def from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observabl
     return LoopObservable(subscribe_fn)
 
 
+class Items(Protocol[T]):
+    """What a :class:`ReplayLog` keeps its items in: a ``list``, or a compact store of them."""
+
+    def append(self, item: T, /) -> None: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int, /) -> T: ...
+
+
 class ReplayLog(Generic[T]):
     """Records a stream and replays it: late subscribers see everything, then follow live.
 
@@ -463,8 +471,10 @@ class ReplayLog(Generic[T]):
 
     __slots__ = ("_error", "_finished", "_observers", "_on_observer_error", "items")
 
-    def __init__(self, on_observer_error: Callable[[Exception], None] | None = None) -> None:
-        self.items: list[T] = []
+    def __init__(
+        self, on_observer_error: Callable[[Exception], None] | None = None, *, items: Items[T] | None = None
+    ) -> None:
+        self.items: Items[T] = [] if items is None else items
         self._observers: list[Any] = []
         self._finished = False
         self._error: Exception | None = None

@@ -27,6 +27,7 @@ from reactivex import Observable, abc
 
 from engine.core import telemetry
 from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
+from engine.core.delta_store import DeltaStore
 from engine.core.generation import GenerationInfo
 
 __all__ = ["GenerationCancelled", "ModelOutputThunk", "wait_for_all_mots"]
@@ -74,7 +75,8 @@ class ModelOutputThunk(Generic[T]):
             )
         self.generation = generation if generation is not None else GenerationInfo()
         self.parsed_repr: T | None = parsed_repr
-        self._log: ReplayLog[str] = ReplayLog()
+        self._deltas = DeltaStore()  # compact: a long answer's deltas are most of a stream's memory
+        self._log: ReplayLog[str] = ReplayLog(items=self._deltas)
         self._ended = False  # completed, cancelled or failed (the log may hear of it a turn later)
         self._text: str | None = None  # joined on first read once ended
         self._error: Exception | None = None  # set when the generation failed
@@ -139,7 +141,7 @@ class ModelOutputThunk(Generic[T]):
         """The text received so far, whatever the state (after a failure: what arrived before it)."""
         if self._text is not None:
             return self._text
-        text = "".join(self._log.items)
+        text = self._deltas.text()
         if self._ended:
             self._text = text
         return text
@@ -174,15 +176,15 @@ class ModelOutputThunk(Generic[T]):
         arrived before the error (possibly over several calls), then raises the error,
         on that call and every later one, so that loop ends by raising it.
         """
-        items = self._log.items
-        if self._read == len(items) and not self._ended:
+        deltas = self._deltas
+        if self._read == len(deltas) and not self._ended:
             if self._changed is None or self._changed.done():
                 self._changed = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._changed)
-        if self._read == len(items) and self._error is not None:
+        if self._read == len(deltas) and self._error is not None:
             raise self._error
-        new = "".join(items[self._read :])
-        self._read = len(items)
+        new = deltas.text_from(self._read)
+        self._read = len(deltas)
         return new
 
     # -- cancelling --------------------------------------------------------------
