@@ -296,7 +296,7 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name in ("rxllm", "mellea", "reactivex", "aiohttp", "uvloop"):
+    for name in ("rxllm", "mellea", "reactivex", "aiohttp", "uvloop", "openai"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

@@ -18,13 +18,17 @@ Sides, each in a fresh client process and a fresh server process, alternating:
 
 - ``floor``: a raw aiohttp client parsing the SSE lines and the JSON, no validation;
 - ``rxllm``: ``OpenAIBackend`` + ``stream_with_chunking`` (sentence chunking, three
-  no-op requirements, every event read).
+  no-op requirements, every event read);
+- ``mellea-0.8.0``: Mellea's own ``OpenAIBackend`` (the official ``openai`` client) +
+  ``stream(..., as_events=True)``, the same chunking and requirements, run by the
+  interpreter of the Mellea 0.8.0 virtualenv ``make bench`` builds (skipped, and said,
+  when it is missing). Its socket reads are timed at the same place: the protocol's
+  ``data_received`` (anyio's, under httpx), as shipped (its thunk hands deltas on in
+  batches of at least four, which adds about 60 ms; that is the delay its users see).
 
-Mellea 0.8.0 is not measured here yet (its OpenAI backend needs the worker/adapter
-machinery of ``_worker.py`` extended to an HTTP client; left for later).
-
-Each side runs with the default asyncio loop and with uvloop (when installed). Reported:
-the largest N on the grid with p99 < 10 ms, per side and loop.
+The floor and rxllm run with the default asyncio loop and with uvloop (when installed);
+Mellea with asyncio, as it ships. Reported: the largest N on the grid with p99 < 10 ms,
+per side and loop.
 
 Run: ``python benchmarks/http_fanout.py [--quick] [--out PATH]``
 """
@@ -38,6 +42,7 @@ import contextvars
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -45,12 +50,23 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from _harness import RESULTS_DIR, make_text, parse_args, percentile, split_deltas, write_result
+from _harness import (
+    ENGINE_VERSIONS,
+    RESULTS_DIR,
+    make_text,
+    package_versions,
+    parse_args,
+    percentile,
+    split_deltas,
+    write_result,
+)
 
 PERIOD = 0.02
 DELTA_SIZE = 4
 TARGET_P99_MS = 10.0
-SIDES = ("floor", "rxllm")
+MELLEA = "mellea-0.8.0"
+SIDES = ("floor", "rxllm", MELLEA)
+MELLEA_PYTHON = Path(__file__).resolve().parent / ".mellea08-venv" / "bin" / "python"
 
 COLUMNS = [
     ("streams", "streams"),
@@ -190,10 +206,44 @@ def _instrument_aiohttp() -> None:
     streams.StreamReader.__init__ = registering_init  # type: ignore[method-assign]
 
 
+def _instrument_anyio() -> None:
+    """The same timing for httpx (Mellea's client): anyio's protocol receives the socket's bytes."""
+    from anyio._backends import _asyncio
+
+    protocol = _asyncio.StreamProtocol
+    data_received, connection_made = protocol.data_received, protocol.connection_made
+    perf_counter = time.perf_counter
+
+    def timed_data_received(self: Any, data: bytes) -> None:
+        reads = _READS.get(id(self))
+        if reads is not None:
+            now = perf_counter()
+            for _ in range(data.count(b"data: ")):
+                reads.append(now)
+        data_received(self, data)
+
+    def registering_connection_made(self: Any, transport: Any) -> None:
+        # Scheduled with the context of the task that connects: the stream's own list.
+        connection_made(self, transport)
+        reads = _STREAM_READS.get(None)
+        if reads is not None:
+            _READS[id(self)] = reads
+
+    protocol.data_received = timed_data_received  # type: ignore[method-assign]
+    protocol.connection_made = registering_connection_made  # type: ignore[method-assign]
+
+
 def _rss_kib() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _chunk_texts(deltas: list[str]) -> list[str]:
+    from operators import Chunker, SentenceChunking
+
+    chunker = Chunker(SentenceChunking())
+    return [str(c) for delta in deltas for c in chunker.feed(delta)]
 
 
 def _release_points(deltas: list[str]) -> list[int]:
@@ -222,7 +272,10 @@ async def _client(
 ) -> dict[str, Any]:
     import aiohttp
 
-    _instrument_aiohttp()
+    if side == MELLEA:
+        _instrument_anyio()
+    else:
+        _instrument_aiohttp()
     loop = asyncio.get_running_loop()
     deltas = _script(n_deltas)
     release = _release_points(deltas)
@@ -267,6 +320,35 @@ async def _client(
                     errors.append(f"{event.exception_type}: {event.detail}")
             await result.acomplete()
 
+    if side == MELLEA:
+        from _mellea import NoOpRequirement as MelleaNoOp
+        from mellea.backends.openai import OpenAIBackend as MelleaOpenAIBackend
+        from mellea.core import CBlock as MelleaCBlock
+        from mellea.stdlib.context import SimpleContext as MelleaContext
+        from mellea.stdlib.streaming import ChunkEvent as MelleaChunkEvent
+        from mellea.stdlib.streaming import stream
+
+        mellea_backend = MelleaOpenAIBackend("m", base_url=url, api_key="benchmark")
+        mellea_requirements = [MelleaNoOp() for _ in range(3)]
+        expected_chunks = _chunk_texts(deltas)
+
+        async def mellea_stream(reads: array[float]) -> None:
+            async with await stream(
+                MelleaCBlock("benchmark"),
+                mellea_backend,
+                MelleaContext(),
+                chunking="sentence",
+                requirements=mellea_requirements,
+                as_events=True,
+            ) as events:
+                async for event in events:
+                    if type(event) is MelleaChunkEvent and event.chunk_index < len(release):
+                        if event.text != expected_chunks[event.chunk_index]:  # else misattributed
+                            errors.append(f"chunk {event.chunk_index} differs: {event.text!r}")
+                        win.record(reads[release[event.chunk_index]])
+                if not events.completed_normally and not events.failed_early:
+                    errors.append("the stream did not complete")
+
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def one(start_at: float) -> None:
@@ -276,6 +358,8 @@ async def _client(
         _STREAM_READS.set(reads)
         if side == "floor":
             await floor_stream(session, reads)
+        elif side == MELLEA:
+            await mellea_stream(reads)
         else:
             await rxllm_stream(reads)
 
@@ -294,6 +378,8 @@ async def _client(
     await session.close()
     if side == "rxllm":
         await backend.aclose()
+    elif side == MELLEA:
+        await mellea_backend.aclose()
     errors += [repr(o) for o in outcomes if isinstance(o, BaseException)]
     # Every frame timed once (the deltas, the finish frame, [DONE]): else delays are misattributed.
     errors += [f"{len(r)} frames timed, {n_deltas + 2} sent" for r in all_reads if len(r) != n_deltas + 2]
@@ -341,6 +427,8 @@ def _child_main(spec: dict[str, Any]) -> None:
         server.kill()
         server.wait()
     result["loop"] = spec["loop"]
+    if spec["side"] == MELLEA:
+        result["versions"] = package_versions()
     print(json.dumps(result))
 
 
@@ -350,8 +438,9 @@ def _child_main(spec: dict[str, Any]) -> None:
 def run_child(side: str, streams: int, loop: str, timing: dict[str, float]) -> dict[str, Any]:
     spec = {"side": side, "streams": streams, "loop": loop, "timing": timing}
     span = timing["ramp"] + timing["warmup"] + timing["window_s"]
+    python = str(MELLEA_PYTHON) if side == MELLEA else sys.executable
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+        [python, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=120 + 10 * span,
@@ -381,45 +470,69 @@ def plan(quick: bool) -> dict[str, Any]:
     return {"grid": [250, 375, 500, 625, 750, 1_000], "timing": {"ramp": 2.0, "warmup": 1.0, "window_s": 5.0}}
 
 
+def _sides(loop: str) -> list[str]:
+    """The sides measured on *loop*: Mellea as it ships (asyncio), when its virtualenv exists."""
+    if loop == "asyncio" and MELLEA_PYTHON.exists():
+        return list(SIDES)
+    return [side for side in SIDES if side != MELLEA]
+
+
 def main(args: argparse.Namespace) -> None:
     p = plan(args.quick)
     loops = _loops()
     rows: list[dict[str, Any]] = []
     for n in p["grid"]:
         for loop in loops:
-            for side in SIDES:  # alternating floor, rxllm at every point
+            for side in _sides(loop):  # every side at every point, alternating, a fresh process each
                 rows.append(run_child(side, n, loop, p["timing"]))
+    for row in rows:
+        if "versions" in row:
+            ENGINE_VERSIONS.setdefault(row["side"], row.pop("versions"))
     largest: dict[str, int] = {}
-    for side in SIDES:
-        for loop in loops:
-            under = [
-                r["streams"]
-                for r in rows
-                if (r["side"], r["loop"]) == (side, loop)
-                and r["delay_p99_ms"] < TARGET_P99_MS
-                and not r["errors"]
-            ]
+    rss: dict[str, float] = {}
+    for loop in loops:
+        for side in _sides(loop):
+            mine = [r for r in rows if (r["side"], r["loop"]) == (side, loop)]
+            under = [r["streams"] for r in mine if r["delay_p99_ms"] < TARGET_P99_MS and not r["errors"]]
             largest[f"{side}/{loop}"] = max(under, default=0)
+            rss[f"{side}/{loop}"] = statistics.median(r["rss_kib_per_stream"] for r in mine)
+    targets = []
+    for loop in loops:
+        floor_n, ours_n = largest[f"floor/{loop}"], largest[f"rxllm/{loop}"]
+        floor_rss, ours_rss = rss[f"floor/{loop}"], rss[f"rxllm/{loop}"]
+        streams_ratio = ours_n / floor_n if floor_n else math.nan
+        rss_ratio = ours_rss / floor_rss if floor_rss else math.nan
+        targets.append(
+            f"{loop}: rxllm holds {ours_n:,} streams at p99 < 10 ms against the floor's {floor_n:,} "
+            f"({streams_ratio:.2f}x; target >= 0.8x: {'met' if streams_ratio >= 0.8 else 'MISSED'}); "
+            f"RSS per stream {ours_rss:.1f} KiB against {floor_rss:.1f} KiB (median over N; "
+            f"{rss_ratio:.2f}x; target <= 1.3x: {'met' if rss_ratio <= 1.3 else 'MISSED'})."
+        )
     notes = [
         f"Server: its own process, one {DELTA_SIZE}-character delta every {PERIOD * 1e3:g} ms per stream "
         "on a fixed schedule (OpenAI SSE). Client: one process per measurement, pinned to one core, "
         f"streams started evenly over {p['timing']['ramp']:g} s, {p['timing']['warmup']:g} s warm-up, "
         f"{p['timing']['window_s']:g} s window. Sides alternate at every N.",
-        "Delay: from aiohttp's StreamReader.feed_data receiving a frame's bytes (the socket read) to the "
-        "consumer having the delta (floor: parsed; rxllm: the ChunkEvent of the chunk it completes).",
+        "Delay: from the protocol receiving a frame's bytes (the socket read: aiohttp's "
+        "StreamReader.feed_data; for Mellea's httpx client anyio's data_received) to the consumer "
+        "having the delta (floor: parsed; rxllm and Mellea: the ChunkEvent of the chunk it completes).",
         "Largest N with p99 < 10 ms: " + ", ".join(f"{k} {v:,}" for k, v in largest.items()) + ".",
-        "Mellea 0.8.0: not measured yet.",
+        *targets,
+        "Mellea 0.8.0 runs as shipped: its thunk hands deltas on in batches of at least four "
+        "(ModelOutputThunk.chunk_size = 3), which alone delays a chunk by up to 60 ms at this pacing."
+        if MELLEA_PYTHON.exists()
+        else "Mellea 0.8.0: not measured (its virtualenv is missing: `make bench` builds it).",
     ]
     write_result(
         "http_fanout",
-        title="HTTP fan-out over loopback SSE: rxllm against the raw aiohttp floor",
+        title="HTTP fan-out over loopback SSE: rxllm against the raw aiohttp floor and Mellea 0.8.0",
         columns=COLUMNS,
         rows=rows,
         params={"period_s": PERIOD, "delta_chars": DELTA_SIZE, "requirements": 3, "plan": p, "loops": loops},
         notes=notes,
         quick=args.quick,
         out=args.out if args.out is not None else RESULTS_DIR / "http_fanout.json",
-        extra={"largest_streams_under_target": largest},
+        extra={"largest_streams_under_target": largest, "rss_kib_per_stream_median": rss},
     )
 
 
