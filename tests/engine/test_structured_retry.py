@@ -126,11 +126,16 @@ def retry_prompt_asks_for_the_items_from_17(prompt: str) -> None:
 @pytest.mark.asyncio
 async def test_the_example_with_a_retry_splices_the_new_documents_items_after_the_delivered_ones() -> None:
     recorder = Chunks()
+    first = json.dumps({"products": FIRST})
     backend = ScriptedBackend(
-        sliced(json.dumps({"products": FIRST})), continuations=[sliced(json.dumps({"products": SECOND}))]
+        sliced(first), delay=0.001, continuations=[sliced(json.dumps({"products": SECOND}))]
     )
     result, events = await run_the_example(backend, recorder)
     assert_spliced(result, events, SPLICED)
+    # The currency check stopped attempt 1 in its own step: within the delta in flight when
+    # item 17's currency closed, before the rest of the item arrived.
+    closes = first.index('"GBP"') + len('"GBP"')
+    assert closes <= len(result.mots[0].text) < closes + 4
     retry_prompt_asks_for_the_items_from_17(backend.generations[1].extra["repair"])
     # Chunk offsets are positions in full_text, across the retry too.
     delivered = {(e.chunk_index, e.text) for e in events if isinstance(e, ChunkEvent)}
