@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.core.components import Message
 from engine.core.context import Context
-from engine.core.continuation import Continuation
+from engine.core.continuation import Continuation, JsonContinuation
 from engine.core.thunk import ModelOutputThunk
 
 __all__ = ["chat_messages", "continuation_messages", "json_schema_for"]
@@ -23,7 +23,9 @@ def chat_messages(action: Any, ctx: Context, system_prompt: Any = None) -> list[
     ``Message`` keeps its role; a ``ModelOutputThunk`` is an assistant turn (its text
     so far); any other component (``format_for_llm()``) or string is a user turn. A
     :class:`~engine.core.continuation.Continuation` is its action's turn followed by a
-    trailing assistant message holding the partial answer (see :func:`continuation_messages`).
+    trailing assistant message holding the partial answer (see :func:`continuation_messages`);
+    a :class:`~engine.core.continuation.JsonContinuation` is its action's turn with the
+    instruction appended, which the server answers with a new document.
     """
     messages: list[dict[str, str]] = []
     if system_prompt:
@@ -31,6 +33,8 @@ def chat_messages(action: Any, ctx: Context, system_prompt: Any = None) -> list[
     for turn in [*ctx.view_for_generation(), action]:
         if isinstance(turn, Continuation):
             messages.extend(continuation_messages(turn))
+        elif isinstance(turn, JsonContinuation):  # a new document: no partial answer to continue
+            messages.extend(_with_repair(turn.action, turn.repair))
         else:
             messages.append(_message(turn))
     return messages
@@ -44,14 +48,20 @@ def continuation_messages(turn: Continuation) -> list[dict[str, str]]:
     server continues it; a system message mid-conversation would break chat templates
     that accept one only first.
     """
-    messages = [_message(turn.action)]
-    if turn.repair:
+    messages = _with_repair(turn.action, turn.repair)
+    messages.append({"role": "assistant", "content": turn.prefix})
+    return messages
+
+
+def _with_repair(action: Any, repair: str | None) -> list[dict[str, str]]:
+    """The action's turn with *repair* appended to it (a new user turn after a non-user action)."""
+    messages = [_message(action)]
+    if repair:
         last = messages[-1]
         if last["role"] == "user":
-            messages[-1] = {"role": "user", "content": f"{last['content']}\n\n{turn.repair}"}
+            messages[-1] = {"role": "user", "content": f"{last['content']}\n\n{repair}"}
         else:
-            messages.append({"role": "user", "content": turn.repair})
-    messages.append({"role": "assistant", "content": turn.prefix})
+            messages.append({"role": "user", "content": repair})
     return messages
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.core.asyncrx import from_async_iterable
 from engine.core.context import Context
-from engine.core.continuation import Continuation
+from engine.core.continuation import Continuation, JsonContinuation
 from engine.core.generation import GenerationInfo
 from engine.core.options import ModelOption
 from engine.core.thunk import ModelOutputThunk
@@ -36,7 +36,9 @@ class ScriptedBackend:
     replays ``continuations[n - 2]`` (the last one for later attempts). Without
     *continuations* it goes on as a model continues: *deltas* from right after the
     continuation's prefix (the text already delivered), when the script begins with that
-    prefix, else the whole script. Its record in ``generations`` keeps what it was asked:
+    prefix, else the whole script (a :class:`~engine.core.continuation.JsonContinuation`,
+    which asks for a new document, gets the whole script). Its record in ``generations``
+    keeps what it was asked:
     ``extra["attempt"]``, ``extra["continuation_prefix"]`` and ``extra["repair"]``.
     """
 
@@ -85,14 +87,15 @@ class ScriptedBackend:
         generation = GenerationInfo(model=self.model_id, provider=self.provider)
         generation.extra["streaming"] = stream
         deltas = self.deltas
-        if isinstance(action, Continuation):
+        if isinstance(action, (Continuation, JsonContinuation)):
+            prefix = action.prefix if isinstance(action, Continuation) else ""
             generation.extra["attempt"] = action.attempt
-            generation.extra["continuation_prefix"] = action.prefix
+            generation.extra["continuation_prefix"] = prefix
             generation.extra["repair"] = action.repair
             if self.continuations:
                 deltas = self.continuations[min(action.attempt - 2, len(self.continuations) - 1)]
             else:
-                deltas = _after(deltas, action.prefix)
+                deltas = _after(deltas, prefix)
         self.generations.append(generation)
         source = from_async_iterable(lambda: self._produce(generation, stream, deltas))
         thunk: ModelOutputThunk[str] = ModelOutputThunk(source, generation=generation)

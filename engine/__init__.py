@@ -17,7 +17,7 @@ from engine.checks import FieldCheck, ForbiddenWords, MaxCharacters, MaxSentence
 from engine.core.backend import Backend
 from engine.core.components import CBlock, Component, Instruction, Message
 from engine.core.context import ChatContext, Context, SimpleContext
-from engine.core.continuation import Continuation, StreamRetry
+from engine.core.continuation import Continuation, JsonContinuation, StreamRetry
 from engine.core.events import (
     ChunkEvent,
     CompletedEvent,
@@ -99,6 +99,7 @@ __all__ = [
     "GenerationInfo",
     "GenerativeOutputError",
     "Instruction",
+    "JsonContinuation",
     "MelleaSession",
     "Message",
     "ModelOption",

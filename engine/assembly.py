@@ -12,7 +12,8 @@ generation is cancelled in the same call; ``validate`` is also given the thunk's
 :func:`_assemble` is the one assembly; ``stream_with_chunking`` and Mellea 0.8's
 ``stream()`` (:mod:`engine.stream_handles`) both run it through :func:`start_run`. With
 ``retry=StreamRetry(...)``, ``retry_on_fail`` switches a retryable failure to a new
-generation (a :class:`~engine.core.continuation.Continuation` of the delivered text,
+generation (a :class:`~engine.core.continuation.Continuation` of the delivered text, or
+with JSON chunking a new document whose items are spliced after the delivered ones,
 started by :class:`~engine.attempts.Attempts`) whose deltas go through their own ``chunk``
 and ``validate`` into the same run.
 
@@ -169,7 +170,11 @@ async def start_run(
     with telemetry.run_scope(backend, action, reqs) as run:  # the run's span, when telemetry is on
         mot, gen_ctx = await start_streaming(backend, action, ctx, options, format)
     checker = validation_backend if validation_backend is not None else backend
-    attempts = None if retry is None else Attempts(retry, action, backend, ctx, mot, gen_ctx, options)
+    attempts = (
+        None
+        if retry is None
+        else Attempts(retry, action, backend, ctx, mot, gen_ctx, options, strategy, format)
+    )
     # The cancel signal: a lock-free, loop-bound log (a reactivex Subject would add a lock
     # and three wrappers per run to every stream).
     stop: ReplayLog[None] = ReplayLog()
@@ -186,15 +191,30 @@ async def start_run(
 def _refuse_structured_retry(
     retry: StreamRetry | None, strategy: ChunkingStrategy, reqs: Sequence[Requirement]
 ) -> None:
-    """In-stream retries continue the delivered text, which a JSON scanner cannot resume from
-    (a schema-constrained server starts a new document): refused until retries splice records."""
+    """A retry of a JSON answer splices a new document's items after the delivered ones, which
+    needs the run's chunks to be those items: a requirement with JSON chunking of its own (a
+    ``FieldCheck``) in a run with text chunking cannot be retried, nor any other scanning
+    chunking (whose state a new generation cannot take up)."""
     if retry is None:
         return
-    owns = [getattr(req, "chunking", None) for req in reqs]
-    if isinstance(strategy, ScanningStrategy) or any(isinstance(own, ScanningStrategy) for own in owns):
+    scanning = [
+        s
+        for s in [strategy, *(getattr(req, "chunking", None) for req in reqs)]
+        if isinstance(s, ScanningStrategy)
+    ]
+    if not scanning:
+        return
+    if not isinstance(strategy, JsonChunking):
         raise ValueError(
-            "retry= is not supported with JSON chunking (chunking='json' or a FieldCheck) yet: a retry "
-            "continues the delivered text, and a JSON document cannot be resumed mid-way; pass retry=None"
+            f"retry= with a requirement that reads JSON (a FieldCheck) needs chunking='json' for the run, "
+            f"got chunking={strategy!r}: a retry splices a new document's items after the delivered "
+            "ones, so the run's chunks must be those items; pass chunking='json' or retry=None"
+        )
+    other = [s for s in scanning if not isinstance(s, JsonChunking)]
+    if other:
+        raise ValueError(
+            f"retry= is not supported with the scanning chunking {other[0]!r}: a new generation cannot "
+            "take up its state; pass retry=None"
         )
 
 
@@ -229,7 +249,7 @@ def _assemble(
         return attempts.start(request, reqs, strategy, checker, timeout)
 
     return checked_chunks(mot, gen_ctx, reqs, chunk(strategy), checker, timeout, snapshots=True).pipe(
-        retry_on_fail(start_attempt, max_attempts=attempts.policy.max_attempts),
+        retry_on_fail(start_attempt, max_attempts=attempts.policy.max_attempts, resumable=attempts.resumable),
         cancel_on_fail(),
         final_validation(reqs, backend=checker, ctx=attempts.final_ctx, timeout=timeout),
         stop_when(stop),

@@ -1,10 +1,14 @@
 """The generations of a run: starting one, and the attempts of a run with retries.
 
 A run with ``retry=StreamRetry(...)`` may take several generations: when a retryable
-failure ends one, :meth:`Attempts.start` starts the next (a
-:class:`~engine.core.continuation.Continuation` of the delivered text) and chunks and
-validates it from where the delivered text ends, after :func:`restore_states` put every
-requirement back in its state before the failing chunk.
+failure ends one, :meth:`Attempts.start` starts the next and chunks and validates it
+from where the delivered text ends, after :func:`restore_states` put every requirement
+back in its state before the failing chunk. With text chunking the next generation is a
+:class:`~engine.core.continuation.Continuation` of the delivered text. With JSON
+chunking it is a :class:`~engine.core.continuation.JsonContinuation`: a new document
+holding the items after the delivered ones, spliced after them
+(:mod:`operators.chunking.json_splice`), or, when nothing was delivered, a new document
+that replaces the answer.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from reactivex import Observable
 from engine.core.asyncrx import from_awaitable
 from engine.core.backend import Backend
 from engine.core.context import Context
-from engine.core.continuation import Continuation, StreamRetry
+from engine.core.continuation import Continuation, JsonContinuation, StreamRetry
 from engine.core.redaction import redact
 from engine.core.requirements import Requirement
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
 from operators.chunk import chunk
-from operators.chunking import Chunk, ChunkingStrategy
+from operators.chunking import Chunk, ChunkingStrategy, JsonChunking
+from operators.chunking.json_splice import JsonSplice, ResumePoint, resume_point
+from operators.splice_document import splice_document
 from operators.validate import validate
 from operators.verdicts import ChunkVerdict, RetryRequest
 
@@ -44,11 +50,18 @@ def checked_chunks(
     *,
     snapshots: bool,
     carry: Sequence[tuple[int, str] | None] | None = None,
+    splice: tuple[JsonSplice, JsonSplice] | None = None,
+    start_index: int = 0,
 ) -> Observable[ChunkVerdict]:
     """One generation's deltas, chunked by *chunking* and validated: the part every run and
     every retry attempt share. ``stop=mot.cancel``: a failing check stops this generation's
-    producer in its own step; requirements with their own chunking read its raw deltas."""
-    return mot.owned_deltas().pipe(
+    producer in its own step; requirements with their own chunking read its raw deltas.
+    *splice* (a JSON retry's new document): the chunks' deltas and the raw deltas each go
+    through a splice of their own (two readers of one document, each with its state)."""
+    deltas, text = mot.owned_deltas(), mot.deltas
+    if splice is not None:
+        deltas, text = deltas.pipe(splice_document(splice[0])), text.pipe(splice_document(splice[1]))
+    return deltas.pipe(
         chunking,
         validate(
             reqs,
@@ -57,8 +70,9 @@ def checked_chunks(
             stop=mot.cancel,
             timeout=timeout,
             snapshots=snapshots,
-            text=mot.deltas,
+            text=text,
             carry=carry,
+            start_index=start_index,
         ),
     )
 
@@ -89,7 +103,9 @@ class Attempts:
     """The generations of a run with retries, and the delivered text the current one continues.
 
     The run's output is ``prefix`` (the delivered text the current attempt continues)
-    followed by what the current attempt's generation has received.
+    followed by what the current attempt's generation has received (after a JSON retry
+    that splices: what its new document adds after the delivered items). Every attempt
+    is sent the run's *format*.
     """
 
     def __init__(
@@ -101,8 +117,12 @@ class Attempts:
         first: ModelOutputThunk[Any],
         first_ctx: Context,
         options: dict[str, Any],
+        strategy: ChunkingStrategy,
+        format: OutputFormat = None,
     ) -> None:
         self.policy = policy
+        self.strategy = strategy
+        self.format = format
         self.options = options
         self.action = action
         self.backend = backend
@@ -113,10 +133,38 @@ class Attempts:
         self.current: ModelOutputThunk[Any] | None = first
         """The generation in progress (None while the next one is being started)."""
         self._whole: tuple[str, Context] | None = None
+        self._splice: JsonSplice | None = None  # what the current attempt's new document adds
+        self._point: tuple[int, ResumePoint | None] = (-1, None)
 
     def received_text(self) -> str:
         """The run's output so far: the delivered prefix, then the current attempt's text."""
+        if self._splice is not None:
+            return self.prefix + self._splice.text
         return self.prefix + (self.current.text if self.current is not None else "")
+
+    def resumable(self, failed: ChunkVerdict, delivered_end: int) -> bool:
+        """Whether a new attempt can take over after *failed*, with the delivered text ending at
+        *delivered_end*: always with text chunking; with JSON chunking when nothing was
+        delivered (a new document replaces the answer) or when the delivered text ends right
+        after an item of an array reached through field names (see
+        :func:`~operators.chunking.json_splice.resume_point`). Elsewhere (after a field, in
+        an array inside an array) a new document's items could not be spliced: the failure
+        ends the run as one that is not retryable."""
+        if not isinstance(self.strategy, JsonChunking) or delivered_end == 0:
+            return True
+        if self._point[0] != delivered_end:
+            delivered = self.received_text()[:delivered_end]
+            self._point = (delivered_end, resume_point(self.strategy, delivered))
+        if self._point[1] is None:
+            logger.info(
+                "not retrying the stream: the delivered JSON ends where a new document's items "
+                "cannot be spliced (after chunk %d, at offset %d; only after an item of an array "
+                "reached through field names)",
+                failed.chunk.chunk_index - 1,
+                delivered_end,
+            )
+            return False
+        return True
 
     def final_ctx(self) -> Context:
         """The context the final validation judges: the action, then the run's whole output."""
@@ -136,8 +184,9 @@ class Attempts:
         checker: Backend,
         timeout: float | None,
     ) -> Observable[ChunkVerdict]:
-        """Start attempt ``request.attempt``: a generation continuing the delivered text, chunked
-        and validated from where the delivered text ends."""
+        """Start attempt ``request.attempt``: a generation continuing the delivered text (with
+        JSON chunking: a new document, spliced after it), chunked and validated from where the
+        delivered text ends."""
         logger.info(
             "retrying the stream (attempt %d of %d): chunk %d failed: %s",
             request.attempt,
@@ -145,25 +194,52 @@ class Attempts:
             request.failed.chunk.chunk_index,
             redact(request.reason),
         )
-        self.prefix = self.received_text()[: request.delivered_end]
-        self.current = None
+        end = request.delivered_end
+        delivered = self.received_text()[:end]
+        self.prefix = delivered
+        self.current = self._splice = None
         # The failing chunk is not counted: every requirement continues from its state
         # right before it.
         restore_states(reqs, request.failed.restore)
-        continuation = Continuation(
-            self.action,
-            self.prefix,
-            repair=self.policy.repair_instruction(request.reason, request.failed.chunk.text),
-            attempt=request.attempt,
-        )
+        rejected = request.failed.chunk.text
+        point: ResumePoint | None = None
+        resume = ""  # what the chunker reads first to go on (a JSON document's nesting)
+        action: Continuation | JsonContinuation
+        if isinstance(strategy, JsonChunking):
+            if end:  # items were delivered: the new document's go after them
+                point, resume = self._point[1], delivered
+                assert point is not None and self._point[0] == end, "retry_on_fail asks resumable() first"
+            instruction = self.policy.json_instruction(
+                request.reason, rejected, point.array if point else None, point.kept if point else 0
+            )
+            action = JsonContinuation(self.action, instruction, attempt=request.attempt)
+        else:
+            repair = self.policy.repair_instruction(request.reason, rejected)
+            action = Continuation(self.action, delivered, repair=repair, attempt=request.attempt)
 
         async def begin() -> Observable[ChunkVerdict]:
-            mot, gen_ctx = await start_streaming(self.backend, continuation, self.ctx, self.options)
+            mot, gen_ctx = await start_streaming(self.backend, action, self.ctx, self.options, self.format)
             self.mots.append(mot)
             self.current, self.gen_ctx = mot, gen_ctx
-            chunking = chunk(strategy, start_index=request.next_index, start_offset=request.delivered_end)
+            splice = None
+            if point is not None:
+                assert isinstance(strategy, JsonChunking)
+                splice = (JsonSplice(strategy, point), JsonSplice(strategy, point))
+                self._splice = splice[0]
+            chunking = chunk(
+                strategy, start_index=request.next_index, start_offset=end - len(resume), resume=resume
+            )
             return checked_chunks(
-                mot, gen_ctx, reqs, chunking, checker, timeout, snapshots=True, carry=request.failed.carry
+                mot,
+                gen_ctx,
+                reqs,
+                chunking,
+                checker,
+                timeout,
+                snapshots=True,
+                carry=request.failed.carry,
+                splice=splice,
+                start_index=request.next_index,
             )
 
         return from_awaitable(begin)

@@ -14,7 +14,11 @@ __all__ = ["chunk"]
 
 
 def chunk(
-    strategy: ChunkingStrategy | str | None = "sentence", *, start_index: int = 0, start_offset: int = 0
+    strategy: ChunkingStrategy | str | None = "sentence",
+    *,
+    start_index: int = 0,
+    start_offset: int = 0,
+    resume: str = "",
 ) -> Callable[[Observable[str]], Observable[Chunk]]:
     """Cut a stream of deltas into chunks with *strategy* (an instance or an alias); with
     ``None``, every delta is a chunk (:class:`~operators.chunking.RawDeltas`).
@@ -25,18 +29,27 @@ def chunk(
     chunks before it already delivered) and the upstream is disposed.
 
     *start_index* and *start_offset* continue the numbering and the spans of an
-    earlier stream (see :class:`~operators.chunking.Chunker`).
+    earlier stream (see :class:`~operators.chunking.Chunker`). *resume* is that earlier
+    stream's text, from *start_offset* on, when the strategy must read it to go on (a JSON
+    document's nesting): each chunker reads it first (``Chunker.resume``), releasing
+    nothing, so the deltas' offsets count from ``start_offset + len(resume)``.
     """
     resolved = RawDeltas() if strategy is None else resolve_chunking_strategy(strategy)
 
     def operator(source: Observable[str]) -> Observable[Chunk]:
         return LoopObservable(
             lambda observer: _Chunking(
-                observer, Chunker(resolved, start_index=start_index, start_offset=start_offset)
+                observer, _chunker(resolved, start_index, start_offset, resume)
             ).connect(source)
         )
 
     return operator
+
+
+def _chunker(strategy: ChunkingStrategy, start_index: int, start_offset: int, resume: str) -> Chunker:
+    chunker = Chunker(strategy, start_index=start_index, start_offset=start_offset)
+    chunker.resume(resume)
+    return chunker
 
 
 class _Chunking(Relay[Chunk]):

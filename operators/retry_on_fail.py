@@ -14,7 +14,10 @@ __all__ = ["failure_reason", "retry_on_fail"]
 
 
 def retry_on_fail(
-    start_attempt: Callable[[RetryRequest], Observable[ChunkVerdict]], *, max_attempts: int
+    start_attempt: Callable[[RetryRequest], Observable[ChunkVerdict]],
+    *,
+    max_attempts: int,
+    resumable: Callable[[ChunkVerdict, int], bool] | None = None,
 ) -> Callable[[Observable[ChunkVerdict]], Observable[VerdictItem]]:
     """Pass verdicts through; on a retryable failure with attempts left, switch to a new attempt.
 
@@ -28,7 +31,10 @@ def retry_on_fail(
     of a new generation that continues the delivered text. Any other failing verdict
     passes through, so ``cancel_on_fail`` ends the run with its fast path. An error or
     the end of the current attempt is passed on. Operators know no backends: the
-    engine supplies *start_attempt*.
+    engine supplies *start_attempt*, and *resumable*: whether a new attempt can take over
+    after a failing verdict, given the offset where the delivered text ends (a JSON
+    document can be resumed only at some places); when it says no, the failure passes
+    through as one that is not retryable.
     """
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(f"retry_on_fail max_attempts must be a whole number >= 1, got {max_attempts!r}")
@@ -49,7 +55,12 @@ def retry_on_fail(
                     nonlocal delivered_end
                     if stopped or number != attempt:
                         return
-                    if verdict.passed or attempt >= max_attempts or not verdict.retryable:
+                    if (
+                        verdict.passed
+                        or attempt >= max_attempts
+                        or not verdict.retryable
+                        or (resumable is not None and not resumable(verdict, delivered_end))
+                    ):
                         if verdict.passed:
                             delivered_end = verdict.chunk.end
                         observer.on_next(verdict)

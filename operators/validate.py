@@ -79,6 +79,7 @@ def validate(
     snapshots: bool = False,
     text: Observable[str] | None = None,
     carry: Sequence[tuple[int, str] | None] | None = None,
+    start_index: int = 0,
 ) -> Callable[[Observable[Chunk]], Observable[ChunkVerdict]]:
     """Check every chunk against *requirements* (``stream_validate``); emit verdicts in order.
 
@@ -94,6 +95,8 @@ def validate(
     from it, so their pieces complete with the delta that completes them. Without it
     they are fed the chunks, and a piece at a chunk's end waits for the next chunk.
     *carry* is a failing verdict's ``carry``: the own chunkers continue from it.
+    *start_index* is the index of the stream's first chunk (a retry's chunks go on from
+    the delivered ones): a verdict on text before any chunk is numbered from there.
 
     After the failing verdict (always the last one) the operator completes and
     disposes its upstream. Disposal cancels the checks in flight. With no
@@ -112,7 +115,9 @@ def validate(
             return _unchecked(source)
 
         def subscribe_fn(observer: Any) -> abc.DisposableBase:
-            run = ValidationRun(reqs, strategies, backend, ctx, stop, timeout, snapshots, observer, carried)
+            run = ValidationRun(
+                reqs, strategies, backend, ctx, stop, timeout, snapshots, observer, carried, start_index
+            )
             run.connect(source, text)
             return Subscription(run.dispose)
 

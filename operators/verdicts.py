@@ -33,8 +33,9 @@ class ChunkVerdict:
     every requirement as it was when the delivered text ended (a ``copy.copy``; a
     requirement that never judged anything after it: itself), in requirement order.
     ``carry`` goes with it: for each requirement with its own chunking, the state of its
-    chunker at the end of the delivered text, ``(offset, pending fragment)`` (``None``
-    for the others). A retry puts both back, so the failing text is not counted and a
+    chunker at the end of the delivered text, ``(offset, pending fragment)`` (for a
+    scanning chunker, whose state is what it read: ``(start, the delivered text from its
+    start)``; ``None`` for the others). A retry puts both back, so the failing text is not counted and a
     fragment withheld at the end of the delivered text is judged with what follows it.
     ``on_delivered`` says a failing piece overlaps text delivered by an earlier attempt:
     that text cannot be retracted, so the failure is not retryable.

@@ -17,7 +17,7 @@ import attrs
 
 from engine.core import arguments
 
-__all__ = ["DEFAULT_REPAIR", "Continuation", "StreamRetry"]
+__all__ = ["DEFAULT_REPAIR", "JSON_RESTART", "JSON_RESUME", "Continuation", "JsonContinuation", "StreamRetry"]
 
 DEFAULT_REPAIR = (
     "Note: your answer is checked while it is written. What you wrote next, {rejected!r}, was "
@@ -25,6 +25,23 @@ DEFAULT_REPAIR = (
     "and make sure the rest meets every requirement."
 )
 """The default repair instruction; ``{reason}`` and ``{rejected}`` are filled in."""
+
+JSON_RESUME = (
+    "Note: your answer is checked while it is written. The first {kept} items of {array} (indices 0 "
+    "to {last}) were accepted and kept; the next one, {rejected!r}, was rejected: {reason}. Write a new "
+    "JSON document of the same shape whose {array} holds only the items from index {kept} on: they are "
+    "appended after the kept ones, so do not repeat those. Make sure every item meets every requirement."
+)
+"""The instruction of a retry that asks a JSON answer for the items after the delivered ones
+(:class:`JsonContinuation`); ``{kept}``, ``{last}``, ``{array}``, ``{rejected}`` and ``{reason}``
+are filled in."""
+
+JSON_RESTART = (
+    "Note: your answer is checked while it is written. Its start, {rejected!r}, was rejected: {reason}. "
+    "Write a new JSON document of the same shape, and make sure every value meets every requirement."
+)
+"""The instruction of a retry of a JSON answer of which nothing was delivered; ``{rejected}`` and
+``{reason}`` are filled in."""
 
 
 def _attempts(_: Any, __: Any, value: Any) -> None:
@@ -61,6 +78,15 @@ class StreamRetry:
         """The repair instruction for a chunk *rejected* because of *reason*."""
         return self.repair.format(reason=reason, rejected=rejected)
 
+    def json_instruction(self, reason: str, rejected: str, array: str | None, kept: int) -> str:
+        """The instruction of a retry of a JSON answer (:class:`JsonContinuation`): the items of
+        the array at *array* from index *kept* on (:data:`JSON_RESUME`), or with nothing kept
+        (*array* ``None``) a whole new document (:data:`JSON_RESTART`). *repair* is for text
+        continuations: a JSON retry asks for a new document, not for the rest of the text."""
+        if array is None:
+            return JSON_RESTART.format(reason=reason, rejected=rejected)
+        return JSON_RESUME.format(reason=reason, rejected=rejected, array=array, kept=kept, last=kept - 1)
+
 
 @attrs.frozen
 class Continuation:
@@ -89,3 +115,25 @@ class Continuation:
             self.prefix,
         ]
         return "\n".join(lines)
+
+
+@attrs.frozen
+class JsonContinuation:
+    """A retry of a JSON answer to *action*: a new document, asked for with *repair* (attempt *attempt*).
+
+    A schema-constrained server cannot continue a JSON document (it starts a new one), so a
+    retry of a run with JSON chunking does not hand the server the delivered text: *repair*
+    (see :meth:`StreamRetry.json_instruction`) asks for the items after the delivered ones,
+    and the engine splices the new document's items after them
+    (:mod:`operators.chunking.json_splice`). Backends render *action*'s turn with *repair*
+    appended to it, and the server answers it as a new turn.
+    """
+
+    action: Any
+    repair: str
+    attempt: int = 2
+
+    def format_for_llm(self) -> str:
+        """One user turn: the action, then the instruction."""
+        render = getattr(self.action, "format_for_llm", None)
+        return "\n".join([str(render()) if callable(render) else str(self.action), "", self.repair])

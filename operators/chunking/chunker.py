@@ -148,6 +148,22 @@ class Chunker:
             return self._place(self._scanner.feed(delta))
         return self._release(self.strategy.split(self._pending), "split")
 
+    def resume(self, text: str) -> None:
+        """Read *text* as the stream's beginning, delivered before (a retry continues after it):
+        its chunks are not released again, nor counted. A scanning strategy's scanner rebuilds
+        its state from it (the nesting of a JSON document); a restartable strategy keeps the
+        fragment after its last chunk, as if fed it."""
+        if self._flushed:
+            raise RuntimeError("Chunker.resume() after flush(): create a new Chunker for a new stream")
+        if not text:
+            return
+        self._pending += text
+        if self._scanner is not None:
+            released = self._place(self._scanner.resume(text))
+        else:
+            released = self._release(self.strategy.split(self._pending), "split")
+        self._count -= len(released)
+
     def flush(self) -> list[Chunk]:
         """End of stream: release the withheld fragment, as the strategy's ``flush`` decides."""
         if self._flushed:

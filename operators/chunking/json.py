@@ -178,6 +178,48 @@ class JsonScanner:
             self._i -= cut
         return spans
 
+    def resume(self, text: str) -> list[Span]:
+        """Read *text*, a stream's beginning whose values were released before (what a retry
+        delivered), and return the values it completes. A number or literal at its very end
+        is taken as complete: the delivered text ends where a delivered value ends, so the
+        next character (a retry's ``,``) must not release that value a second time."""
+        spans = self.feed(text)
+        if self._token == _SCALAR_TOKEN and self._where == _IN:
+            end = len(self._text)
+            start = self._token_at - self._base
+            if _SCALAR.fullmatch(self._text, start, end) is None:
+                raise self._fail(start, "a JSON value")
+            self._token = _NO_TOKEN
+            self._value_end(end)
+            spans += self._spans
+            self._spans = []
+        return spans
+
+    def after_element(self) -> tuple[tuple[Step, ...], int, str] | None:
+        """Where the scan stands, when it stands right after an element of an array inside the
+        user's value: that array's path (user-relative steps), how many elements it has had,
+        and the text that closes the containers around it (``"}"`` for ``{"products": [``).
+        ``None`` anywhere else (inside a value, after a field, before or after the document)."""
+        kinds, steps, root = self._kinds, self._steps, self._root
+        if self._where != _IN or self._token or self._expect != _NEXT or not kinds or kinds[-1]:
+            return None
+        if root and (len(steps) <= root or steps[0] != self._wrapper):
+            return None
+        count = steps[-1]
+        assert isinstance(count, int)
+        closers = "".join("}" if kind else "]" for kind in reversed(kinds[:-1]))
+        return tuple(steps[root:-1]), count + 1, closers
+
+    @property
+    def opened_at(self) -> int:
+        """The offset where the value being delivered began (-1: none is open)."""
+        return self._open_at
+
+    @property
+    def wrapped(self) -> bool:
+        """Whether the document is the wrapper object (the user's value is its field)."""
+        return self._root == 1
+
     @property
     def settled(self) -> int:
         """The offset before which no chunk not yet released can start: the start of the value

@@ -69,6 +69,11 @@ class Scanner(Protocol):
         """The stream has ended: the chunks still withheld, in order."""
         ...
 
+    def resume(self, text: str) -> list[Span]:
+        """Read *text*, the stream's beginning delivered before (a retry continues after it),
+        which ends where a chunk ends: return the chunks it completes, that one included."""
+        ...
+
     @property
     def settled(self) -> int:
         """The offset before which no chunk not yet released can start (text before it that

@@ -336,13 +336,20 @@ class OwnChunkingRun:
         for checker in self.checkers:
             own = checker.own
             assert own is not None
-            offset, fragment = own.anchor
-            chunker = Chunker(own.strategy, start_offset=offset)
-            released = len(chunker.feed(fragment)) + len(chunker.feed(text[:cut]))
+            if own.delivered is not None:
+                # A scanning chunker (see OwnChunking): its pieces never overlap, and the
+                # delivered text, which ends where a delivered value ends, completes the ones
+                # that end in it (Chunker.resume takes a number at its very end as complete).
+                own.delivered.append(text[:cut])
+                released = sum(1 for piece in own.log if piece.end <= end)
+            else:
+                offset, fragment = own.anchor
+                chunker = Chunker(own.strategy, start_offset=offset)
+                released = len(chunker.feed(fragment)) + len(chunker.feed(text[:cut]))
+                own.anchor = (end - len(chunker.pending), chunker.pending)
             for piece in own.log[:released]:
                 own.snaps.pop(piece.start, None)
             del own.log[:released]
-            own.anchor = (end - len(chunker.pending), chunker.pending)
         self.anchor_text = [text[cut:]] if cut < len(text) else []
         self.anchor_at = end
 

@@ -70,6 +70,7 @@ class ValidationRun:
         snapshots: bool,
         observer: Any,
         carry: tuple[tuple[int, str] | None, ...],
+        start_index: int = 0,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.reqs = reqs
@@ -95,7 +96,7 @@ class ValidationRun:
         self.finish_done = False
         self.finishing = False  # inside _finish_turn, which emits what is due at its end
         self.upstream_end: tuple[Exception | None] | None = None
-        self.next_index = 0  # the index after the last chunk received
+        self.next_index = start_index  # the index after the last chunk received
         self.stopped = False  # terminated or disposed
         self.upstream: abc.DisposableBase | None = None
 
@@ -457,7 +458,7 @@ class ValidationRun:
             if failing:
                 restore = tuple(self._state_at_delivered_end(w, k) for w in self.checkers)
                 if self.own is not None:
-                    carry = tuple(w.own.anchor if w.own is not None else None for w in self.checkers)
+                    carry = tuple(w.own.carried() if w.own is not None else None for w in self.checkers)
             for w in self.checkers:
                 w.snaps.pop(k, None)
         return ChunkVerdict(

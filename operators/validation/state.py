@@ -16,7 +16,7 @@ from collections import deque
 
 from engine.core.eager import Lane
 from engine.core.requirements import PartialValidationResult, Policy, Requirement
-from operators.chunking import Chunk, Chunker, ChunkingStrategy
+from operators.chunking import Chunk, Chunker, ChunkingStrategy, ScanningStrategy
 
 UNKNOWN = PartialValidationResult("unknown")
 
@@ -42,13 +42,17 @@ class OwnChunking:
     Pieces are judged in order, one at a time. ``judged`` keeps the answers of pieces
     that still overlap a chunk waiting to leave. With snapshots, ``anchor`` is the
     chunker's state ``(offset, pending)`` at the end of the delivered text, ``log`` the
-    pieces released after it and ``snaps`` the requirement before each was judged.
+    pieces released after it and ``snaps`` the requirement before each was judged. A
+    scanning chunker's state is not a fragment but what it read from its stream's start
+    (a JSON document's nesting): its anchor is ``(start, the delivered text since start)``,
+    whose parts ``delivered`` keeps until :meth:`carried` joins them.
     """
 
     __slots__ = (
         "anchor",
         "base",
         "chunker",
+        "delivered",
         "fed",
         "flushed",
         "judged",
@@ -71,15 +75,28 @@ class OwnChunking:
         self.fed = 0  # the offset after the text fed so far
         self.log: list[Chunk] = []
         self.snaps: dict[int, Requirement] = {}
+        self.delivered: list[str] | None = [] if isinstance(strategy, ScanningStrategy) else None
         if carry is not None:
             self.begin(*carry)
 
     def begin(self, offset: int, pending: str) -> None:
-        """Start the chunker in state *(offset, pending)* (withheld, nothing to release)."""
+        """Start the chunker in state *(offset, pending)*: *pending* is text judged before (a
+        restartable chunker's withheld fragment, or for a scanning one the delivered text from
+        the start of the output, which rebuilds its state); nothing of it is released again."""
         self.chunker = Chunker(self.strategy, start_offset=offset)
-        self.chunker.feed(pending)  # nothing complete in a withheld fragment: releases nothing
+        self.chunker.resume(pending)
         self.anchor = (offset, pending)
+        if self.delivered is not None:
+            self.delivered = [pending]
         self.base = self.fed = offset + len(pending)
+
+    def carried(self) -> tuple[int, str]:
+        """The chunker's state at the end of the delivered text, for the next attempt to begin in."""
+        if self.delivered is None:
+            return self.anchor
+        text = "".join(self.delivered)
+        self.delivered = [text]
+        return self.anchor[0], text
 
     def feed(self, text: str, at: int) -> list[Chunk]:
         """Feed *text*, which starts at offset *at*; return the pieces it completed."""

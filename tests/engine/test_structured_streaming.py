@@ -19,7 +19,6 @@ from engine import (
     PartialValidationResult,
     Session,
     SimpleContext,
-    StreamRetry,
     stream,
     stream_with_chunking,
 )
@@ -276,21 +275,6 @@ async def test_stream_takes_format_too() -> None:
         chunks = [c async for c in s]
     assert [json.loads(c) for c in chunks] == items
     assert s.result.parsed == ProductList(products=[Product(**p) for p in items])
-
-
-@pytest.mark.asyncio
-async def test_retry_with_json_chunking_is_refused_before_anything_starts() -> None:
-    backend = ScriptedBackend(["{}"])
-    with pytest.raises(ValueError, match="retry= is not supported with JSON chunking"):
-        await stream_with_chunking(
-            "x",
-            backend,
-            SimpleContext(),
-            format=ProductList,
-            chunking="json",
-            retry=StreamRetry(max_attempts=2),
-        )
-    assert backend.generations == []
 
 
 # -- FieldCheck on its own -----------------------------------------------------------------
