@@ -9,9 +9,10 @@ application configures (or ``rxllm`` and ``rxllm serve`` do, from the environmen
 
 Off, or with OpenTelemetry not installed, nothing of ``opentelemetry`` is imported and no
 call is added per delta: the engine reads the module attribute :data:`active` once per run
-and once per generation, and calls a hook only when it is true. On, the work happens
-per run, per generation, per chunk and per check, never per delta: the spans of a
-generation are written from its :class:`~engine.core.thunk.GenerationInfo` once it ends.
+and once per generation, and calls a hook only when it is true. On, the Python work
+happens per run, per generation and per check (its timing), never per delta or per chunk:
+a run's events are read once it ends, and the spans of a generation are written from its
+:class:`~engine.core.thunk.GenerationInfo` once it ends.
 
 Prompt and response text never goes on a span unless asked for (``content=True`` or
 ``RXLLM_TRACES_CONTENT=1``): it may hold personal data.

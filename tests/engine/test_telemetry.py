@@ -28,6 +28,7 @@ from opentelemetry.trace import StatusCode
 
 from backends import ScriptedBackend
 from engine import (
+    ChunkEvent,
     Instruction,
     PartialValidationResult,
     Requirement,
@@ -199,11 +200,37 @@ async def test_a_passing_run_is_one_run_span_over_its_request_span_with_counts_a
         == 3
     )
     assert total(found["rxllm.time_to_first_chunk"]) == 1
-    assert total(found["rxllm.time_per_chunk"]) == 2
+    assert total(found["rxllm.time_per_chunk"]) == 1  # one value per run (see the next test)
     assert total(found["rxllm.request.duration"]) == 1
     assert total(found["rxllm.time_to_first_token"]) == 1
     assert total(found["rxllm.streams.active"]) == 0  # +1 then -1
     assert "rxllm.verdict_to_stop.duration" not in found
+
+
+@pytest.mark.asyncio
+async def test_time_per_chunk_is_one_value_per_run_the_mean_interval_between_its_chunks(otel: Otel) -> None:
+    """rxllm.time_per_chunk is recorded once per run, as the GenAI conventions' time per output
+    token is per request: (last chunk - first chunk) / (chunks - 1), from the ChunkEvents'
+    own timestamps; a run of one chunk records none."""
+    backend = ScriptedBackend([f"Sentence {i}. " for i in range(6)], delay=0.002)
+    result = await stream_with_chunking(
+        Instruction("hi"), backend, SimpleContext(), requirements=[Words("zzz")]
+    )
+    stamps = [event.timestamp async for event in result.events() if isinstance(event, ChunkEvent)]
+    await result.acomplete()
+    assert result.completed and len(stamps) == 6
+    [point] = collect(otel)["rxllm.time_per_chunk"]
+    assert point.count == 1  # a record per chunk would make 5
+    assert point.sum == pytest.approx((stamps[-1] - stamps[0]) / 5, rel=1e-9, abs=1e-12)
+    assert dict(point.attributes) == {"gen_ai.provider.name": "scripted", "gen_ai.request.model": "scripted"}
+
+    single = await stream_with_chunking(
+        Instruction("hi"), ScriptedBackend(["Only one."]), SimpleContext(), requirements=[Words("zzz")]
+    )
+    await single.acomplete()
+    found = collect(otel)
+    assert total(found["rxllm.time_to_first_chunk"]) == 1
+    assert "rxllm.time_per_chunk" not in found  # no interval in a run of one chunk
 
 
 class Slow(Words):
@@ -587,11 +614,13 @@ print(off, on)
 """
 
 
-def test_on_a_chunk_of_quick_checks_costs_one_histogram_record() -> None:
-    """Traces and metrics on, each chunk with three quick checks costs about one histogram record
-    (the time per chunk, ~50 calls in the SDK) more than off, not one per check as well."""
+def test_on_a_chunk_of_quick_checks_costs_one_call_per_check_and_none_per_chunk() -> None:
+    """Traces and metrics on, a chunk with three quick checks costs three Python calls more than
+    off: the timing of each check. Nothing is recorded in the SDK per chunk (one histogram
+    record is ~50 calls: the time per chunk is one value per run, quick checks are counted),
+    and the chunk's events are not handled one by one: the run's events are read when it ends."""
     off, on = map(float, run_isolated(COUNT_CALLS_PER_CHUNK).split())
-    assert on - off <= 90, (off, on)  # four records per chunk would be over 200
+    assert on - off <= 3.5, (off, on)  # a call per event would make 5, a record per chunk over 50
 
 
 def test_the_switch_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -100,7 +100,8 @@ class Instruments:
         self.time_per_chunk = meter.create_histogram(
             "rxllm.time_per_chunk",
             unit=seconds,
-            description="Time between two validated chunks delivered in a run.",
+            description="Mean time between the validated chunks of a run, (last - first) / (chunks - 1): "
+            "one value per run of two chunks or more.",
             explicit_bucket_boundaries_advisory=LATENCY_SECONDS,
         )
         self.tokens_input = meter.create_counter(

@@ -134,7 +134,9 @@ class _Run:
             k: v for k, v in attributes.items() if k in ("gen_ai.provider.name", "gen_ai.request.model")
         }
         self.started = time.time()
-        self.last_chunk: float | None = None
+        # The run's events, as they come: taken by list.append (no Python call per event on
+        # the path every chunk takes) and read once, when the run ends (:meth:`_read`).
+        self.events: list[StreamEvent] = []
         self.chunks = 0
         self.labels: list[str] = []
         # Per requirement (by position): the attributes of its checks, and how many were fast.
@@ -177,10 +179,12 @@ class _Run:
         clock = time.perf_counter
 
         # stream_validate is an `async def` (the engine refuses a requirement whose isn't, at
-        # the call): the wrapper is one too, and costs one call per check.
-        async def timed(*args: Any, **kwargs: Any) -> Any:
+        # the call): the wrapper is one too, and costs one call per check. Its parameters are
+        # the ones the engine passes (the chunk, then backend and ctx by keyword): packing
+        # them as *args/**kwargs would cost as much again.
+        async def timed(chunk: str, *, backend: Any, ctx: Any) -> Any:
             started = clock()
-            result = await check(*args, **kwargs)
+            result = await check(chunk, backend=backend, ctx=ctx)
             elapsed = clock() - started
             if elapsed >= FAST_CHECK_SECONDS:
                 record(elapsed, attributes)
@@ -195,7 +199,7 @@ class _Run:
     # -- the run's events ---------------------------------------------------------------
 
     def watch(self, result: Any) -> None:
-        """Follow *result*'s events until its ``CompletedEvent``."""
+        """Keep *result*'s events until the run ends, and take them then."""
         self.mots = result.mots
         generation = result.mot.generation
         if generation.provider:  # the backend's own name for itself, known once it started
@@ -204,82 +208,69 @@ class _Run:
             self.metric_attributes = {**self.metric_attributes, "gen_ai.provider.name": provider}
             for attributes in self.check_attributes:  # the timed checks' own, shared with them
                 attributes["gen_ai.provider.name"] = provider
-        self.subscription = subscribe(result.observable, self._on_event, self._on_error, self._on_completed)
+        self.subscription = subscribe(result.observable, self.events.append, self._on_error, self._end)
         if self.ended and self.subscription is not None:
             self.subscription.dispose()
 
-    def _on_event(self, event: StreamEvent) -> None:
-        if self.ended:
-            return
-        try:  # a chunk's two events are handled here, without a call more: they come per chunk
-            if isinstance(event, ChunkEvent):
-                self.chunks += 1
-                if self.inst.metrics:
-                    now, last = event.timestamp, self.last_chunk
-                    if last is None:
-                        self.inst.time_to_first_chunk.record(
-                            max(0.0, now - self.started), self.metric_attributes, self.context
-                        )
-                    else:
-                        self.inst.time_per_chunk.record(
-                            max(0.0, now - last), self.metric_attributes, self.context
-                        )
-                    self.last_chunk = now
-            elif isinstance(event, QuickCheckEvent):
-                self._verdicts(event)
-            else:
-                self._take(event)
-        except Exception as exc:  # a bug here must neither end the run nor vanish
-            report_unhandled(exc, "rxllm telemetry failed to record a run event")
-
     def _on_error(self, error: Exception) -> None:
-        self._end(None)
+        self._end()
 
-    def _on_completed(self) -> None:
-        self._end(None)
-
-    def _take(self, event: StreamEvent) -> None:
-        """The run's other events (a chunk's are taken in :meth:`_on_event`)."""
+    def _read(self) -> CompletedEvent | None:
+        """Take the run's events, once it has ended: the run span's events, the verdict
+        counts and the chunks' times. Returns its ``CompletedEvent``, if it had one."""
         inst, span = self.inst, self.span
-        if isinstance(event, RetryEvent):
-            span.add_event(
-                "rxllm.retry",
-                {"rxllm.retry.attempt": event.attempt, "rxllm.retry.reason": redact(event.reason)},
-                timestamp=event_ns(event),
+        completed: CompletedEvent | None = None
+        first_chunk = last_chunk = 0.0
+        chunks = 0
+        counts, chunk_events = self.verdicts_by_requirement, inst.chunk_events
+        events, self.events = self.events, []
+        for event in events:  # a chunk's two events are taken here, without a call more
+            if isinstance(event, ChunkEvent):
+                if not chunks:
+                    first_chunk = event.timestamp
+                last_chunk = event.timestamp
+                chunks += 1
+            elif isinstance(event, QuickCheckEvent):
+                unusual = chunk_events or not event.passed
+                for i, result in enumerate(event.results):
+                    key = (i, result.success)
+                    counts[key] = counts.get(key, 0) + 1
+                    if result.reason is not None:
+                        unusual = True
+                if unusual:
+                    self._unusual_verdicts(event)
+            elif isinstance(event, RetryEvent):
+                span.add_event(
+                    "rxllm.retry",
+                    {"rxllm.retry.attempt": event.attempt, "rxllm.retry.reason": redact(event.reason)},
+                    timestamp=event_ns(event),
+                )
+                inst.retries.add(1, {**self.metric_attributes, "rxllm.retry.kind": "stream"})
+            elif isinstance(event, ErrorEvent):
+                message = redact(event.detail)
+                span.add_event(
+                    "exception",
+                    {"exception.type": event.exception_type, "exception.message": message},
+                    timestamp=event_ns(event),
+                )
+                span.set_attribute("error.type", event.exception_type)
+                span.set_status(Status(StatusCode.ERROR, f"{event.exception_type}: {message}"))
+                inst.errors.add(1, {**self.metric_attributes, "error.type": event.exception_type})
+            elif isinstance(event, CompletedEvent):
+                completed = event
+        self.chunks = chunks
+        if chunks and inst.metrics:
+            inst.time_to_first_chunk.record(
+                max(0.0, first_chunk - self.started), self.metric_attributes, self.context
             )
-            inst.retries.add(1, {**self.metric_attributes, "rxllm.retry.kind": "stream"})
-        elif isinstance(event, ErrorEvent):
-            message = redact(event.detail)
-            span.add_event(
-                "exception",
-                {"exception.type": event.exception_type, "exception.message": message},
-                timestamp=event_ns(event),
-            )
-            span.set_attribute("error.type", event.exception_type)
-            span.set_status(Status(StatusCode.ERROR, f"{event.exception_type}: {message}"))
-            inst.errors.add(1, {**self.metric_attributes, "error.type": event.exception_type})
-        elif isinstance(event, CompletedEvent):
-            self._end(event)
+            if chunks >= 2:  # as the GenAI conventions' time per output token: (last - first) / (n - 1)
+                mean = (last_chunk - first_chunk) / (chunks - 1)
+                inst.time_per_chunk.record(max(0.0, mean), self.metric_attributes, self.context)
+        return completed
 
-    def _verdicts(self, event: QuickCheckEvent) -> None:
-        # Per chunk: counting only (the metric is added once per run); the span events and
-        # the timeouts are for the few verdicts that are not plain passes.
-        counts = self.verdicts_by_requirement
-        unusual = not event.passed or self.inst.chunk_events
-        for i, result in enumerate(event.results):
-            key = (i, result.success)
-            counts[key] = counts.get(key, 0) + 1
-            if result.reason is not None:
-                unusual = True
-        if unusual:
-            self._verdict_details(event)
-        if not event.passed and 0 < event.attempt <= len(self.mots):
-            mot = self.mots[event.attempt - 1]
-            record = getattr(mot, "_telemetry", None)
-            if isinstance(record, GenerationRecord):
-                record.after_end(lambda generation: self._stopped(generation))
-
-    def _verdict_details(self, event: QuickCheckEvent) -> None:
+    def _unusual_verdicts(self, event: QuickCheckEvent) -> None:
+        """The verdicts of a chunk that are not all plain passes (or all of them, with
+        ``chunk_events``): span events, timeouts, and a failure's stop to measure."""
         inst, span = self.inst, self.span
         for req, result in zip(event.requirements, event.results, strict=False):
             status, reason, label = result.success, result.reason or "", requirement_label(req)
@@ -297,6 +288,11 @@ class _Run:
                     },
                     timestamp=event_ns(event),
                 )
+        if not event.passed and 0 < event.attempt <= len(self.mots):
+            mot = self.mots[event.attempt - 1]
+            record = getattr(mot, "_telemetry", None)
+            if isinstance(record, GenerationRecord):
+                record.after_end(lambda generation: self._stopped(generation))
 
     def _stopped(self, generation: GenerationInfo) -> None:
         """The generation a failing verdict cancelled has ended: how fast, and what came after."""
@@ -308,11 +304,16 @@ class _Run:
         after = max(0, generation.deltas_sent - generation.deltas_received)
         self.inst.deltas_after_verdict.record(after, self.metric_attributes)
 
-    def _end(self, completed: CompletedEvent | None) -> None:
+    def _end(self) -> None:
         if self.ended:
             return
         self.ended = True
         inst, span = self.inst, self.span
+        completed: CompletedEvent | None = None
+        try:
+            completed = self._read()
+        except Exception as exc:  # a bug here must neither leave the span open nor vanish
+            report_unhandled(exc, "rxllm telemetry failed to read a run's events")
         attributes: dict[str, Any] = {
             "rxllm.run.success": bool(completed is not None and completed.success),
             "rxllm.attempts": len(self.mots) or 1,
@@ -373,4 +374,4 @@ class _Run:
         self.span.set_attribute("error.type", error_type)
         self.span.set_status(Status(StatusCode.ERROR, f"{error_type}: {redact(str(error))}"))
         _count_error(self.inst, error, self.metric_attributes)
-        self._end(None)
+        self._end()
