@@ -223,7 +223,19 @@ class ModelOutputThunk(Generic[T]):
         if generation.deltas_received == 0:
             generation.first_delta_at = time.perf_counter()
         generation.deltas_received += 1
-        self._log.append(delta)
+        log = self._log
+        observers = log._observers
+        if len(observers) == 1:
+            # One subscriber (a pipeline): ReplayLog.append's own fast path, written out here
+            # (every delta passes here: one frame, not two). The log cannot have ended yet.
+            log.items.append(delta)
+            observer = observers[0]
+            try:
+                observer.on_next(delta)
+            except Exception as exc:
+                log._observer_failed(observer, exc)
+        else:
+            log.append(delta)
         changed = self._changed
         if changed is not None and not changed.done():
             changed.set_result(None)
