@@ -195,7 +195,7 @@ class ValidationRun:
             idle.pop()
         lane = idle.pop() if idle else Lane(self.loop, self._lane_done)
         try:
-            coro = req.stream_validate(slot.chunk.text, backend=self.backend, ctx=self.ctx)
+            coro = req.stream_validate(slot.chunk, backend=self.backend, ctx=self.ctx)  # a Chunk is its text
             if not hasattr(coro, "send"):
                 raise not_async(req, coro)
             deadline = None if checker.timeout is None else self.loop.time() + checker.timeout
@@ -211,6 +211,15 @@ class ValidationRun:
             checker.busy[lane] = k
             return
         idle.append(lane)
+        if isinstance(result, PartialValidationResult) and result.success != "fail":
+            # Answered in its first step, so inside _advance or _finish_turn, whose callers go
+            # on with this checker's next chunks and emit what is due: record the answer only
+            # (what _answer would do, without its _advance and emit_ready a check).
+            i = checker.index
+            if slot.results[i] is None:
+                slot.results[i] = result
+                slot.missing -= 1
+            return
         self._answer(checker, k, result, None)
 
     def _lane_done(self, lane: Lane, result: Any, error: BaseException | None) -> None:
@@ -451,7 +460,11 @@ class ValidationRun:
 
     def _verdict(self, slot: PendingChunk, *, failing: bool) -> ChunkVerdict:
         k = slot.chunk.chunk_index
-        results = tuple(r if r is not None else CANCELLED for r in slot.results)
+        results: tuple[PartialValidationResult, ...] = (
+            tuple(slot.results)  # type: ignore[arg-type]  # every answer is in: no None
+            if not slot.missing  # (a tuple of the list's size, not a generator's)
+            else tuple(r if r is not None else CANCELLED for r in slot.results)
+        )
         restore = carry = None
         if self.snapshots:
             if failing:
