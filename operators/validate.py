@@ -59,7 +59,7 @@ from typing import Any
 from reactivex import Observable, abc
 
 from engine.core import arguments
-from engine.core.asyncrx import LoopObservable, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, subscribe
 from engine.core.context import Context
 from engine.core.requirements import Requirement
 from operators.chunking import Chunk, ChunkingStrategy, resolve_chunking_strategy
@@ -114,7 +114,7 @@ def validate(
         def subscribe_fn(observer: Any) -> abc.DisposableBase:
             run = ValidationRun(reqs, strategies, backend, ctx, stop, timeout, snapshots, observer, carried)
             run.connect(source, text)
-            return Subscription(run.dispose)
+            return run  # its own subscription: dispose() is idempotent
 
         return LoopObservable(subscribe_fn)
 

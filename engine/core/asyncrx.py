@@ -157,7 +157,7 @@ def subscribe(
     return source.subscribe(on_next, on_error, on_completed)
 
 
-class Relay(Generic[T]):
+class Relay(abc.DisposableBase, Generic[T]):
     """One link of a pipeline: an observer of the source that forwards to one downstream observer.
 
     Subclasses override the hooks ``_next`` (and ``_completed`` or ``_error``); the
@@ -167,7 +167,9 @@ class Relay(Generic[T]):
     then ends the stream downstream with ``on_error``, once. After the end nothing more
     is forwarded; an exception from the downstream's own terminal callback cannot be
     delivered any more and goes to :func:`report_unhandled`. Build the observable with
-    ``LoopObservable(lambda o: MyRelay(o).connect(source))``.
+    ``LoopObservable(lambda o: MyRelay(o).connect(source))``. A relay is its own subscription
+    (``dispose`` is idempotent): a run keeps one object a link, not three. A link every delta
+    passes may override ``on_next`` itself, keeping that rule.
     """
 
     __slots__ = ("downstream", "stopped", "upstream")
@@ -184,7 +186,7 @@ class Relay(Generic[T]):
             upstream.dispose()
         else:
             self.upstream = upstream
-        return Subscription(self.dispose)
+        return self
 
     def on_next(self, value: Any) -> None:
         """Handle *value* (``_next``); a fault ends the stream with ``on_error``."""
@@ -356,46 +358,53 @@ async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
     ``contextlib.aclosing`` with ``break`` so that happens at once, not at GC.
     """
     loop = asyncio.get_running_loop()
-    # A list swapped out whole when read (not a deque: an empty deque costs 0.6 KiB a reader).
-    buffer: list[T] = []
-    waiter: asyncio.Future[None] | None = None
-    finished = False
-    error: BaseException | None = None
+    inbox: _Inbox[T] = _Inbox()
+    subscription = observe(source, inbox)
+    try:
+        while True:
+            while inbox.buffer:
+                ready, inbox.buffer = inbox.buffer, []
+                for item in ready:
+                    yield item
+            if inbox.finished:
+                if inbox.error is not None:
+                    raise inbox.error
+                return
+            inbox.waiter = waiter = loop.create_future()
+            await waiter
+            inbox.waiter = None
+    finally:
+        subscription.dispose()
 
-    def wake() -> None:
+
+class _Inbox(Generic[T]):
+    """What :func:`iterate` has received and not yet yielded, and its observer: one object a
+    reader (closures would cost a function, a cell and a tuple each)."""
+
+    __slots__ = ("buffer", "error", "finished", "waiter")
+
+    def __init__(self) -> None:
+        # A list swapped out whole when read (not a deque: an empty deque costs 0.6 KiB a reader).
+        self.buffer: list[T] = []
+        self.waiter: asyncio.Future[None] | None = None
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def on_next(self, item: T) -> None:
+        self.buffer.append(item)
+        waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def on_next(item: T) -> None:
-        buffer.append(item)
-        wake()
+    def on_error(self, error: Exception) -> None:
+        self.error = error
+        self.on_completed()
 
-    def on_error(exc: Exception) -> None:
-        nonlocal finished, error
-        finished, error = True, exc
-        wake()
-
-    def on_completed() -> None:
-        nonlocal finished
-        finished = True
-        wake()
-
-    subscription = subscribe(source, on_next, on_error, on_completed)
-    try:
-        while True:
-            while buffer:
-                ready, buffer = buffer, []
-                for item in ready:
-                    yield item
-            if finished:
-                if error is not None:
-                    raise error
-                return
-            waiter = loop.create_future()
-            await waiter
-            waiter = None
-    finally:
-        subscription.dispose()
+    def on_completed(self) -> None:
+        self.finished = True
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 def from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observable[T]:
@@ -574,11 +583,25 @@ class ReplayLog(Generic[T]):
                     report_unhandled(exc, "a subscriber raised when its stream ended")
             return Subscription()
         self._observers.append(observer)
+        return _Attachment(self, observer)
 
-        def dispose() -> None:
+
+class _Attachment(abc.DisposableBase):
+    """A subscriber's place in a :class:`ReplayLog`: disposing it (once) detaches the subscriber.
+    One object a subscription (a closure would cost a function, two cells and a tuple more)."""
+
+    __slots__ = ("_log", "_observer")
+
+    def __init__(self, log: ReplayLog[Any], observer: Any) -> None:
+        self._log: ReplayLog[Any] | None = log
+        self._observer = observer
+
+    def dispose(self) -> None:
+        """Detach the subscriber (once)."""
+        log, self._log = self._log, None
+        if log is not None:
             try:  # noqa: SIM105 (suppress() costs calls on the cancel path)
-                self._observers.remove(observer)
+                log._observers.remove(self._observer)
             except ValueError:
                 pass
-
-        return Subscription(dispose)
+            self._observer = None

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 
 from engine.core import telemetry
-from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, ReplayLog, subscribe
 from engine.core.generation import GenerationInfo
 
 __all__ = ["GenerationCancelled", "ModelOutputThunk", "wait_for_all_mots"]
@@ -113,18 +113,7 @@ class ModelOutputThunk(Generic[T]):
         subscription is removed *before* the thunk is cancelled, so the pipeline
         never sees the cancel as a natural end (a chunker would flush on it).
         """
-        log = self._log
-
-        def subscribe_fn(observer: Any) -> abc.DisposableBase:
-            subscription = log.attach(observer)
-
-            def dispose() -> None:
-                subscription.dispose()
-                self.cancel()
-
-            return Subscription(dispose)
-
-        return LoopObservable(subscribe_fn)
+        return LoopObservable(lambda observer: _Owned(self._log.attach(observer), self))
 
     @property
     def value(self) -> str | None:
@@ -297,6 +286,24 @@ class ModelOutputThunk(Generic[T]):
     def __repr__(self) -> str:
         state = "computed" if self.is_computed() else "failed" if self._error is not None else "streaming"
         return f"ModelOutputThunk({state}, {len(self.text)} chars, model={self.generation.model!r})"
+
+
+class _Owned(abc.DisposableBase):
+    """A subscription of :meth:`ModelOutputThunk.owned_deltas`: disposing it (once) detaches
+    the subscriber, then cancels the generation."""
+
+    __slots__ = ("_attachment", "_thunk")
+
+    def __init__(self, attachment: abc.DisposableBase, thunk: ModelOutputThunk[Any]) -> None:
+        self._attachment = attachment
+        self._thunk: ModelOutputThunk[Any] | None = thunk
+
+    def dispose(self) -> None:
+        """Detach, then cancel the generation (once)."""
+        thunk, self._thunk = self._thunk, None
+        if thunk is not None:
+            self._attachment.dispose()
+            thunk.cancel()
 
 
 def _log_cancel(generation: GenerationInfo) -> None:

@@ -28,7 +28,7 @@ from operators.validation.state import Checker, PendingChunk
 from operators.verdicts import CANCELLED, ChunkVerdict
 
 
-class ValidationRun:
+class ValidationRun(abc.DisposableBase):
     """One subscription of :func:`~operators.validate.validate`: it starts each requirement's
     checks on the chunks it receives, collects their answers, and emits the verdicts in order.
 
@@ -507,7 +507,7 @@ class ValidationRun:
             if exc is not error:
                 report_unhandled(exc, "validate: the downstream raised when the stream ended")
 
-    def dispose(self) -> None:
+    def dispose(self) -> None:  # the run is its own subscription (validate returns it)
         """Stop: close every lane (cancelling the checks in flight) and dispose the upstream."""
         if self.stopped:
             return
