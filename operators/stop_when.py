@@ -44,6 +44,15 @@ class _StopWhen(Relay[T]):
         else:
             self.trigger = trigger
 
+    def on_next(self, value: T) -> None:
+        # Relay.on_next's rule written out (one frame an item, not two).
+        if self.stopped:
+            return
+        try:
+            self.downstream.on_next(value)
+        except Exception as exc:
+            self.end(exc)
+
     def dispose(self) -> None:
         trigger, self.trigger = self.trigger, None
         if trigger is not None:
