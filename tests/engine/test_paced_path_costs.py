@@ -3,9 +3,10 @@
 With thousands of paced streams on one loop the CPU goes to work done for every delta and to
 the cycle collector walking every stream's objects, so both are budgets:
 
-* a delta that completes no chunk runs at most five Python frames of the engine and its
-  operators (the backend's producer aside): the pump's resume, the thunk taking the delta, the
-  chunk link, the Chunker and the strategy's ``split`` (each link handles an item in one frame);
+* a delta that completes no chunk runs at most six Python frames of the engine and its
+  operators (the backend's producer aside): the pump's resume, the thunk taking the delta (and
+  a store recording it, if the thunk keeps its deltas in one), the chunk link, the Chunker and
+  the strategy's ``split`` (each link handles an item in one frame);
 * the event log keeps events, not what they were made from: a ``ChunkEvent``'s text is a plain
   ``str``, not the ``Chunk`` (a ``str`` subclass whose place lives in an instance dict: three
   times the memory of its text, two objects for the collector), which would live as long as
@@ -80,9 +81,10 @@ print((large - small) / 400)
 """
 
 
-def test_a_delta_that_completes_no_chunk_runs_at_most_five_frames_of_ours() -> None:
+def test_a_delta_that_completes_no_chunk_runs_at_most_six_frames_of_ours() -> None:
     per_delta = float(run_isolated(COUNT_FRAMES))
-    assert per_delta <= 5.0, f"{per_delta:.2f} Python frames of the engine per delta (budget: 5)"
+    # A store may merge its blocks now and then: a fraction of a frame a delta, amortised.
+    assert per_delta <= 6.25, f"{per_delta:.2f} Python frames of the engine per delta (budget: 6)"
 
 
 class Unknown(Requirement):
