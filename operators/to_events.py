@@ -91,10 +91,7 @@ class _ToEvents(Relay[StreamEvent]):
                     chunk = value.chunk
                     observer.on_next(
                         ChunkEvent(
-                            # A plain copy of the text: the event log keeps every event for
-                            # the run's life, and a Chunk (its place in a dict) is three times
-                            # the size of its text, and two objects for the cycle collector.
-                            text=str(chunk),
+                            text=chunk,  # a Chunk is its text (astream() yields it, place and all)
                             chunk_index=chunk.chunk_index,
                             attempt=self.attempt,
                             path=chunk.path,

@@ -7,10 +7,6 @@ the cycle collector walking every stream's objects, so both are budgets:
   operators (the backend's producer aside): the pump's resume, the thunk taking the delta (and
   a store recording it, if the thunk keeps its deltas in one), the chunk link, the Chunker and
   the strategy's ``split`` (each link handles an item in one frame);
-* the event log keeps events, not what they were made from: a ``ChunkEvent``'s text is a plain
-  ``str``, not the ``Chunk`` (a ``str`` subclass whose place lives in an instance dict: three
-  times the memory of its text, two objects for the collector), which would live as long as
-  the run's record;
 * a running stream holds a bounded number of objects the collector tracks beyond those of a
   plain task reading the same source (its subscriptions are objects of their own, not closures
   costing a function, cells and a tuple each).
@@ -25,12 +21,9 @@ from typing import Any
 
 import pytest
 
-from backends import ScriptedBackend
 from engine import (
     CBlock,
-    ChunkEvent,
     GenerationInfo,
-    Instruction,
     ModelOutputThunk,
     PartialValidationResult,
     Requirement,
@@ -99,22 +92,10 @@ class Unknown(Requirement):
         return ValidationResult(True)
 
 
-@pytest.mark.asyncio
-async def test_the_event_log_keeps_chunk_texts_as_plain_strings() -> None:
-    deltas = ["One. ", "Two", " words. ", "Three", "."]
-    result = await stream_with_chunking(
-        Instruction("hi"), ScriptedBackend(deltas), SimpleContext(), requirements=[Unknown()]
-    )
-    await result.acomplete()
-    chunks = [e for e in [e async for e in result.events()] if isinstance(e, ChunkEvent)]
-    assert [e.text for e in chunks] == ["One.", "Two words.", "Three."]
-    assert all(type(e.text) is str for e in chunks), [type(e.text) for e in chunks]
-
-
 STREAMS = 40
 DELTAS_BEFORE_COUNT = 60  # a few chunks in: the count includes what the run keeps per chunk
 # Tracked objects a running stream (three checks, a few chunks in) holds beyond a plain reader's:
-# about 140 (it was about 198 with a closure per subscription and the Chunk in each ChunkEvent).
+# about 145 (it was about 198 with a closure per subscription).
 OBJECTS_BUDGET = 160
 
 
