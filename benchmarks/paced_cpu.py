@@ -16,7 +16,9 @@ fixed and a saturated loop shows up as lateness and queueing, not as a lower rat
 Measured in a window after a warm-up, per side: CPU µs per delta (``process_time`` /
 deltas produced), delivered / offered rate, how late producers ran (deadline →
 delta produced, p50/p99), and for the pipeline the delay from the delta that completes
-a chunk to the consumer reading its ``ChunkEvent`` (p50/p99). Each measurement is a
+a chunk to the consumer reading its ``ChunkEvent`` (p50/p99); the share of the CPU spent in
+the cycle collector (``gc.callbacks``, default GC settings) and how many full collections
+ran. Each measurement is a
 fresh process; the sides alternate (floor, pipeline, floor, pipeline, ...), and the
 ratio pipeline / floor is taken over the medians of the same run.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import statistics
@@ -56,6 +59,8 @@ COLUMNS = [
     ("late_p99_ms", "producer late p99 (ms)"),
     ("delay_p50_ms", "delta → ChunkEvent p50 (ms)"),
     ("delay_p99_ms", "delta → ChunkEvent p99 (ms)"),
+    ("gc_us_per_delta", "of which GC µs/delta"),
+    ("gc_full_per_s", "full collections per s"),
 ]
 
 
@@ -66,6 +71,17 @@ class _Window:
         self.deltas = 0
         self.late = array("d")
         self.delays = array("d")
+        self.gc_total = 0.0
+        self.gc_full = 0
+        self._gc_started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+        elif self.start <= self._gc_started < self.end:
+            self.gc_total += now - self._gc_started
+            self.gc_full += info["generation"] == 2
 
     def produced(self, due: float, now: float) -> None:
         if self.start <= now < self.end:
@@ -154,6 +170,7 @@ async def _child(side: str, streams: int, warmup: float, window_s: float) -> dic
         await result.acomplete()
 
     offsets = [PERIOD * s / streams for s in range(streams)]
+    gc.callbacks.append(win.on_gc)
     if side == "floor":
         tasks = [loop.create_task(_floor_stream(deltas, t0 + o, win)) for o in offsets]
     else:
@@ -166,6 +183,7 @@ async def _child(side: str, streams: int, warmup: float, window_s: float) -> dic
     cpu = time.process_time() - cpu_start
     window = win.end - win.start
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    gc.callbacks.remove(win.on_gc)
     errors = [repr(o) for o in outcomes if isinstance(o, BaseException)]
     return {
         "side": side,
@@ -176,6 +194,8 @@ async def _child(side: str, streams: int, warmup: float, window_s: float) -> dic
         "late_p99_ms": percentile(win.late, 0.99) * 1e3,
         "delay_p50_ms": percentile(win.delays, 0.5) * 1e3 if win.delays else math.nan,
         "delay_p99_ms": percentile(win.delays, 0.99) * 1e3 if win.delays else math.nan,
+        "gc_us_per_delta": 1e6 * win.gc_total / win.deltas if win.deltas else math.nan,
+        "gc_full_per_s": win.gc_full / window,
         "errors": len(errors),
         "first_error": (errors or [None])[0],
     }

@@ -3,8 +3,10 @@
 Runs *N* paced streams of ``paced_cpu.py`` (floor, then pipeline) to their end and counts,
 per delta produced: Python function calls (``sys.setprofile``: Python frames, generator
 resumes included, and C calls), event-loop handles scheduled (``call_soon`` / ``call_at``,
-split into task steps and other callbacks), and the traced heap's peak (``tracemalloc``,
-over a separate run). The difference pipeline - floor is what the pipeline adds.
+split into task steps and other callbacks), the traced heap's peak (``tracemalloc``,
+over a separate run), and the objects the cycle collector tracks per stream halfway
+through the streams (``gc.get_objects()``, over another run). The difference pipeline - floor
+is what the pipeline adds.
 ``--top K`` lists the K functions called most per delta on the pipeline side.
 
 Run: ``python benchmarks/profile_paced.py [--streams N] [--top K]``
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import math
 import sys
 import tracemalloc
@@ -31,7 +34,7 @@ def _deltas() -> list[str]:
     return split_deltas(make_text(N_DELTAS * paced_cpu.DELTA_SIZE, seed=7), paced_cpu.DELTA_SIZE)
 
 
-async def _run(side: str, streams: int) -> int:
+async def _run(side: str, streams: int, halfway: Any = None) -> int:
     from _ours import NoOpRequirement
 
     from engine import CBlock, GenerationInfo, ModelOutputThunk, SimpleContext, stream_with_chunking
@@ -65,9 +68,13 @@ async def _run(side: str, streams: int) -> int:
 
     offsets = [paced_cpu.PERIOD * s / streams for s in range(streams)]
     if side == "floor":
-        await asyncio.gather(*(paced_cpu._floor_stream(deltas, t0 + o, win) for o in offsets))
+        runs = asyncio.gather(*(paced_cpu._floor_stream(deltas, t0 + o, win) for o in offsets))
     else:
-        await asyncio.gather(*(pipeline_stream(t0 + o) for o in offsets))
+        runs = asyncio.gather(*(pipeline_stream(t0 + o) for o in offsets))
+    if halfway is not None:
+        await asyncio.sleep(t0 + paced_cpu.PERIOD * (N_DELTAS // 2 + 0.5) - loop.time())
+        halfway()
+    await runs
     return win.deltas
 
 
@@ -122,6 +129,27 @@ def _allocations(side: str, streams: int) -> tuple[int, int]:
     return produced, peak
 
 
+def _chunks_per_stream() -> int:
+    from operators import Chunker, SentenceChunking
+
+    chunker = Chunker(SentenceChunking())
+    return sum(len(chunker.feed(d)) for d in _deltas()) + len(chunker.flush())
+
+
+def _tracked_objects(side: str, streams: int) -> float:
+    """Objects the cycle collector tracks per stream, halfway through the streams (delta 100)."""
+    counts: list[int] = []
+
+    def count() -> None:
+        gc.collect()
+        counts.append(len(gc.get_objects()))
+
+    gc.collect()
+    before = len(gc.get_objects())
+    asyncio.run(_run(side, streams, halfway=count))
+    return (counts[0] - before) / streams
+
+
 _RXLLM_DIRS = ("engine/", "core/", "operators/", "chunking/", "validation/", "backends/")
 
 
@@ -155,6 +183,16 @@ def main() -> None:
         p = pick(per_side["pipeline"][1]) / per_side["pipeline"][0]
         print(f"| {label} | {f:.2f} | {p:.2f} | {p - f:.2f} |")
     produced, counts = per_side["pipeline"]
+    chunks = _chunks_per_stream() * args.streams
+    ours = {k: v for k, v in counts.calls.items() if _ours_code(k)}
+    # The per-delta path: functions of ours that run on every delta; the rest runs per chunk
+    # (and a few times per stream, which a 200-delta stream spreads over its chunks).
+    every_delta = sum(v for v in ours.values() if v >= produced)
+    print(
+        f"\nPython calls in rxllm's code: {every_delta / produced:.2f} a delta on the per-delta path, "
+        f"{(sum(ours.values()) - every_delta) / chunks:.1f} a chunk for the rest "
+        f"({chunks / produced:.3f} chunks a delta)"
+    )
     print("\nloop handles per delta (pipeline):")
     for key, value in counts.handles.most_common():
         print(f"  {value / produced:6.2f}  {key}")
@@ -174,6 +212,9 @@ def main() -> None:
     for side in paced_cpu.SIDES:
         produced, peak = _allocations(side, args.streams)
         print(f"traced peak per stream ({side}): {peak / args.streams / 1024:.1f} KiB")
+    for side in paced_cpu.SIDES:
+        objects = _tracked_objects(side, args.streams)
+        print(f"gc-tracked objects per stream at delta {N_DELTAS // 2} ({side}): {objects:.1f}")
 
 
 if __name__ == "__main__":

@@ -34,12 +34,18 @@ def cancel_on_fail() -> Callable[[Observable[VerdictItem]], Observable[VerdictIt
 class _CancelOnFail(Relay[VerdictItem]):
     __slots__ = ()
 
-    def _next(self, verdict: VerdictItem) -> None:
-        if not isinstance(verdict, ChunkVerdict) or verdict.passed:
-            self.downstream.on_next(verdict)
+    def on_next(self, value: VerdictItem) -> None:
+        # Relay.on_next's rule written out (one frame a chunk, not two).
+        if self.stopped:
             return
-        upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            upstream.dispose()  # the source (and the generation) stops first
-        self.downstream.on_next(verdict)
-        self.end(None)
+        try:
+            if not isinstance(value, ChunkVerdict) or value.passed:
+                self.downstream.on_next(value)
+                return
+            upstream, self.upstream = self.upstream, None
+            if upstream is not None:
+                upstream.dispose()  # the source (and the generation) stops first
+            self.downstream.on_next(value)
+            self.end(None)
+        except Exception as exc:
+            self.end(exc)

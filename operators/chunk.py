@@ -59,11 +59,17 @@ class _Chunking(Relay[Chunk]):
         super().__init__(downstream)
         self.chunker = chunker
 
-    def _next(self, delta: str) -> None:
-        for c in self.chunker.feed(delta):
-            if self.stopped:
-                return
-            self.downstream.on_next(c)
+    def on_next(self, value: str) -> None:
+        # Relay.on_next's rule written out (every delta passes here: one frame, not two).
+        if self.stopped:
+            return
+        try:
+            for c in self.chunker.feed(value):
+                if self.stopped:
+                    return
+                self.downstream.on_next(c)
+        except Exception as exc:
+            self.end(exc)
 
     def _completed(self) -> None:
         for c in self.chunker.flush():

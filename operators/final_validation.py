@@ -62,9 +62,15 @@ class _Final(Relay[FinalItem]):
         self.failed = False
         self.task: asyncio.Task[None] | None = None
 
-    def _next(self, verdict: VerdictItem) -> None:
-        self.failed = self.failed or (isinstance(verdict, ChunkVerdict) and not verdict.passed)
-        self.downstream.on_next(verdict)
+    def on_next(self, value: VerdictItem) -> None:
+        # Relay.on_next's rule written out (one frame a chunk, not two).
+        if self.stopped:
+            return
+        try:
+            self.failed = self.failed or (isinstance(value, ChunkVerdict) and not value.passed)
+            self.downstream.on_next(value)
+        except Exception as exc:
+            self.end(exc)
 
     def _completed(self) -> None:
         if self.failed:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 
-from engine.core.asyncrx import LoopObservable, Relay, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, Relay, observe
 from engine.core.thunk import GenerationCancelled
 
 __all__ = ["stop_when"]
@@ -25,21 +25,54 @@ def stop_when(signal: Observable[Any]) -> Callable[[Observable[T]], Observable[T
     """
 
     def operator(source: Observable[T]) -> Observable[T]:
-        def subscribe_fn(observer: Any) -> abc.DisposableBase:
-            relay: Relay[T] = Relay(observer)
-
-            def stop(_: Any) -> None:
-                relay.end(GenerationCancelled())
-
-            trigger = subscribe(signal, stop, relay.on_error, lambda: None)
-            link = relay.connect(source)
-
-            def dispose() -> None:
-                trigger.dispose()
-                link.dispose()
-
-            return Subscription(dispose)
-
-        return LoopObservable(subscribe_fn)
+        return LoopObservable(lambda observer: _StopWhen(observer, signal).connect(source))
 
     return operator
+
+
+class _StopWhen(Relay[T]):
+    """The link: passes items; the signal ends it (it is also the signal's observer's owner)."""
+
+    __slots__ = ("trigger",)
+
+    def __init__(self, downstream: Any, signal: Observable[Any]) -> None:
+        super().__init__(downstream)
+        self.trigger: abc.DisposableBase | None = None
+        trigger = observe(signal, _Signal(self))
+        if self.stopped:  # the signal had already been given (a replaying signal)
+            trigger.dispose()
+        else:
+            self.trigger = trigger
+
+    def on_next(self, value: T) -> None:
+        # Relay.on_next's rule written out (one frame an item, not two).
+        if self.stopped:
+            return
+        try:
+            self.downstream.on_next(value)
+        except Exception as exc:
+            self.end(exc)
+
+    def dispose(self) -> None:
+        trigger, self.trigger = self.trigger, None
+        if trigger is not None:
+            trigger.dispose()
+        super().dispose()
+
+
+class _Signal:
+    """The signal's observer: its first item ends the link as a cancellation; its error ends it."""
+
+    __slots__ = ("link",)
+
+    def __init__(self, link: _StopWhen[Any]) -> None:
+        self.link = link
+
+    def on_next(self, _: Any) -> None:
+        self.link.end(GenerationCancelled())
+
+    def on_error(self, error: Exception) -> None:
+        self.link.on_error(error)
+
+    def on_completed(self) -> None:
+        pass

@@ -77,33 +77,40 @@ class _ToEvents(Relay[StreamEvent]):
                 )
             )
 
-    def _next(self, item: FinalItem) -> None:
-        observer = self.downstream
-        if isinstance(item, ChunkVerdict):
-            self._quick_check(item)
-            if not item.passed:
-                self.failed = True
-            elif not item.flush:
-                observer.on_next(
-                    ChunkEvent(
-                        text=item.chunk.text,
-                        chunk_index=item.chunk.chunk_index,
-                        attempt=self.attempt,
-                        path=item.chunk.path,
-                        value=item.chunk.value,
+    def on_next(self, value: FinalItem) -> None:
+        # Relay.on_next's rule written out (one frame a chunk, not two).
+        if self.stopped:
+            return
+        try:
+            observer = self.downstream
+            if isinstance(value, ChunkVerdict):
+                self._quick_check(value)
+                if not value.passed:
+                    self.failed = True
+                elif not value.flush:
+                    chunk = value.chunk
+                    observer.on_next(
+                        ChunkEvent(
+                            text=chunk,  # a Chunk is its text (astream() yields it, place and all)
+                            chunk_index=chunk.chunk_index,
+                            attempt=self.attempt,
+                            path=chunk.path,
+                            value=chunk.value,
+                        )
                     )
+                    self.emitted_end = chunk.end
+            elif isinstance(value, Retrying):
+                self._quick_check(value.failed)
+                self.attempt = value.attempt
+                observer.on_next(RetryEvent(attempt=value.attempt, reason=value.reason))
+            elif isinstance(value, StreamingDone):
+                observer.on_next(StreamingDoneEvent(full_text=self.received_text(), attempt=self.attempt))
+            elif isinstance(value, FinalValidation):
+                observer.on_next(
+                    FullValidationEvent(passed=value.passed, results=value.results, attempt=self.attempt)
                 )
-                self.emitted_end = item.chunk.end
-        elif isinstance(item, Retrying):
-            self._quick_check(item.failed)
-            self.attempt = item.attempt
-            observer.on_next(RetryEvent(attempt=item.attempt, reason=item.reason))
-        elif isinstance(item, StreamingDone):
-            observer.on_next(StreamingDoneEvent(full_text=self.received_text(), attempt=self.attempt))
-        elif isinstance(item, FinalValidation):
-            observer.on_next(
-                FullValidationEvent(passed=item.passed, results=item.results, attempt=self.attempt)
-            )
+        except Exception as exc:
+            self.end(exc)
 
     def _completed(self) -> None:
         text = self.received_text()

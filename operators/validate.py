@@ -59,7 +59,7 @@ from typing import Any
 from reactivex import Observable, abc
 
 from engine.core import arguments
-from engine.core.asyncrx import LoopObservable, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, subscribe
 from engine.core.context import Context
 from engine.core.requirements import Requirement
 from operators.chunking import Chunk, ChunkingStrategy, resolve_chunking_strategy
@@ -119,7 +119,7 @@ def validate(
                 reqs, strategies, backend, ctx, stop, timeout, snapshots, observer, carried, start_index
             )
             run.connect(source, text)
-            return Subscription(run.dispose)
+            return run  # its own subscription: dispose() is idempotent
 
         return LoopObservable(subscribe_fn)
 

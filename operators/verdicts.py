@@ -48,11 +48,12 @@ class ChunkVerdict:
     flush: bool = False
     carry: tuple[tuple[int, str] | None, ...] | None = attrs.field(default=None, eq=False, repr=False)
     on_delivered: bool = False
+    passed: bool = attrs.field(init=False, eq=False, repr=False)
+    """True unless some requirement returned "fail" (worked out once, when the verdict is made:
+    every stage after ``validate`` reads it)."""
 
-    @property
-    def passed(self) -> bool:
-        """True unless some requirement returned "fail"."""
-        # Read several times per chunk: a list comprehension is one call, a generator one per result.
+    @passed.default
+    def _passed(self) -> bool:
         return "fail" not in [r.success for r in self.results]
 
     @property

@@ -11,14 +11,12 @@ asked for one since 2019), and the engine needs both directions:
 * :func:`from_awaitable`: an observable that awaits a coroutine for its source, then
   follows it (a retry attempt's generation is started that way).
 
-:class:`LoopObservable` is how the engine's own sources and operators are built.
-Everything runs on one asyncio loop, so reactivex's thread-safety machinery (an
-``AutoDetachObserver``, a ``SingleAssignmentDisposable`` and an ``RLock`` per
-operator per subscription, and the current-thread trampoline) buys nothing and
-costs memory per stream and calls on every disposal. A ``LoopObservable`` is a
-real ``Observable`` (``pipe``, ``reactivex.merge`` and any reactivex operator work on
-it, through reactivex's own ``subscribe``), and :func:`subscribe` connects two of
-ours directly: one plain observer and one :class:`Subscription` per link.
+:class:`LoopObservable` is how the engine's own sources and operators are built: on one
+asyncio loop, reactivex's thread-safety machinery (an ``AutoDetachObserver``, a
+``SingleAssignmentDisposable`` and an ``RLock`` per operator per subscription, the
+trampoline) buys nothing and costs memory per stream and calls on every disposal. It is a
+real ``Observable`` (``pipe`` and any reactivex operator work on it); :func:`observe`
+connects two of ours directly, and a link is its own subscription: one object a link.
 
 No exception may vanish inside a callback (one raised in a task or a loop callback
 is lost and the stream hangs). Every place here that calls an observer catches what it
@@ -27,11 +25,10 @@ its subscribers from each other, the pump of :func:`from_async_iterable` lets no
 escape its task, and what nobody can take goes to :func:`report_unhandled` (the loop's
 exception handler: logged).
 
-:class:`ReplayLog` is a replaying subject: one upstream, any number of subscribers,
-each of which first receives everything recorded so far. reactivex's
-``ReplaySubject`` would do, but it stamps every item with a ``datetime`` and keeps a
-second copy of it; a thunk receives one item per token, so this one keeps only the
-items and costs a list append per token.
+:class:`ReplayLog` is a replaying subject: one upstream, any number of subscribers, each
+first receiving everything recorded so far (reactivex's ``ReplaySubject`` stamps every item
+with a ``datetime`` and keeps a second copy; a thunk receives one item per token, so this
+one keeps only the items and costs a list append per token).
 """
 
 from __future__ import annotations
@@ -157,7 +154,7 @@ def subscribe(
     return source.subscribe(on_next, on_error, on_completed)
 
 
-class Relay(Generic[T]):
+class Relay(abc.DisposableBase, Generic[T]):
     """One link of a pipeline: an observer of the source that forwards to one downstream observer.
 
     Subclasses override the hooks ``_next`` (and ``_completed`` or ``_error``); the
@@ -167,7 +164,7 @@ class Relay(Generic[T]):
     then ends the stream downstream with ``on_error``, once. After the end nothing more
     is forwarded; an exception from the downstream's own terminal callback cannot be
     delivered any more and goes to :func:`report_unhandled`. Build the observable with
-    ``LoopObservable(lambda o: MyRelay(o).connect(source))``.
+    ``LoopObservable(lambda o: MyRelay(o).connect(source))``; the relay is its own subscription.
     """
 
     __slots__ = ("downstream", "stopped", "upstream")
@@ -184,7 +181,7 @@ class Relay(Generic[T]):
             upstream.dispose()
         else:
             self.upstream = upstream
-        return Subscription(self.dispose)
+        return self
 
     def on_next(self, value: Any) -> None:
         """Handle *value* (``_next``); a fault ends the stream with ``on_error``."""
@@ -356,46 +353,47 @@ async def iterate(source: Observable[T]) -> AsyncGenerator[T, None]:
     ``contextlib.aclosing`` with ``break`` so that happens at once, not at GC.
     """
     loop = asyncio.get_running_loop()
-    # A list swapped out whole when read (not a deque: an empty deque costs 0.6 KiB a reader).
-    buffer: list[T] = []
-    waiter: asyncio.Future[None] | None = None
-    finished = False
-    error: BaseException | None = None
-
-    def wake() -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def on_next(item: T) -> None:
-        buffer.append(item)
-        wake()
-
-    def on_error(exc: Exception) -> None:
-        nonlocal finished, error
-        finished, error = True, exc
-        wake()
-
-    def on_completed() -> None:
-        nonlocal finished
-        finished = True
-        wake()
-
-    subscription = subscribe(source, on_next, on_error, on_completed)
+    inbox: _Inbox[T] = _Inbox()
+    subscription = observe(source, inbox)
     try:
         while True:
-            while buffer:
-                ready, buffer = buffer, []
+            while inbox.buffer:
+                ready, inbox.buffer = inbox.buffer, []
                 for item in ready:
                     yield item
-            if finished:
-                if error is not None:
-                    raise error
+            if inbox.finished:
+                if inbox.error is not None:
+                    raise inbox.error
                 return
-            waiter = loop.create_future()
+            inbox.waiter = waiter = loop.create_future()
             await waiter
-            waiter = None
+            inbox.waiter = None
     finally:
         subscription.dispose()
+
+
+class _Inbox(Generic[T]):
+    """:func:`iterate`'s observer and what it has not yielded yet (one object, not four closures)."""
+
+    __slots__ = ("buffer", "error", "finished", "waiter")
+
+    def __init__(self) -> None:
+        self.buffer: list[T] = []  # swapped out whole when read (an empty deque costs 0.6 KiB)
+        self.waiter: asyncio.Future[None] | None = None
+        self.finished = False
+        self.error: BaseException | None = None
+
+    def on_next(self, item: T) -> None:
+        self.buffer.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def on_completed(self, error: Exception | None = None) -> None:
+        self.finished, self.error = True, error
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    on_error = on_completed
 
 
 def from_awaitable(factory: Callable[[], Awaitable[Observable[T]]]) -> Observable[T]:
@@ -584,11 +582,19 @@ class ReplayLog(Generic[T]):
                     report_unhandled(exc, "a subscriber raised when its stream ended")
             return Subscription()
         self._observers.append(observer)
+        return _Attachment(self, observer)
 
-        def dispose() -> None:
-            try:  # noqa: SIM105 (suppress() costs calls on the cancel path)
-                self._observers.remove(observer)
-            except ValueError:
-                pass
 
-        return Subscription(dispose)
+class _Attachment(abc.DisposableBase):
+    """A subscriber's place in a :class:`ReplayLog` (one object, not a closure): ``dispose()`` detaches it."""
+
+    __slots__ = ("log", "observer")
+
+    def __init__(self, log: ReplayLog[Any], observer: Any) -> None:
+        self.log: ReplayLog[Any] | None = log
+        self.observer = observer
+
+    def dispose(self) -> None:
+        log, self.log = self.log, None
+        if log is not None and self.observer in log._observers:
+            log._observers.remove(self.observer)

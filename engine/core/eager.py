@@ -33,6 +33,13 @@ PENDING: Final = object()
 
 _enter_task = _tasks._enter_task
 _leave_task = _tasks._leave_task
+# asyncio.current_task(loop) without its Python frame: Python 3.11's is a function around
+# the C module's dict of current tasks (from 3.12 it is a C function itself).
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    _tasks.current_task
+    if isinstance(_tasks.current_task, types.BuiltinFunctionType)
+    else _tasks._current_tasks.get  # type: ignore[attr-defined]
+)
 
 Done = Callable[["Lane", Any, BaseException | None], None]
 """Called as ``done(lane, result, None)`` or ``done(lane, None, exception)`` when a continued
@@ -90,7 +97,7 @@ class _Job:
 class Lane:
     """Runs coroutines one at a time: each starts eagerly in the caller, continues in the lane's task."""
 
-    __slots__ = ("_closed", "_current", "_done", "_loop", "_own_cancels", "_pending", "_task", "_wakeup")
+    __slots__ = ("_current", "_done", "_loop", "_own_cancels", "_pending", "_task", "_wakeup", "closed")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, done: Done) -> None:
         self._loop = loop
@@ -99,14 +106,11 @@ class Lane:
         self._pending: _Job | None = None  # handed over, not yet picked up by the task
         self._current: _Job | None = None  # being continued by the task
         self._wakeup: asyncio.Future[None] | None = None
-        self._closed = False
+        # True after close(), or once its task was cancelled by someone else (asyncio.run
+        # shutting down): a closed lane starts nothing. An attribute, not a property: it is
+        # read before every check a run starts.
+        self.closed = False
         self._own_cancels = 0  # task.cancel() calls made by cancel(), not by someone else
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`, or once its task was cancelled by someone else (asyncio.run
-        shutting down): a closed lane starts nothing."""
-        return self._closed
 
     @property
     def busy(self) -> bool:
@@ -122,15 +126,15 @@ class Lane:
         lane's *done* when it ends (:class:`DeadlineExceeded` past the deadline,
         ``CancelledError`` after :meth:`cancel`). The lane must not be busy.
         """
-        if self._closed:
+        if self.closed:
             coro.close()
             raise RuntimeError("Lane.start() after close()")
-        assert not self.busy, "a lane runs one coroutine at a time"
+        assert self._pending is None and self._current is None, "a lane runs one coroutine at a time"
         if self._task is None:
             self._task = self._loop.create_task(self._drive())
         task: asyncio.Task[None] = self._task
         loop = self._loop
-        caller = _tasks.current_task(loop)
+        caller = _current_task(loop)
         if caller is not task:
             if caller is not None:
                 _leave_task(loop, caller)
@@ -165,9 +169,9 @@ class Lane:
 
     def close(self) -> None:
         """Cancel what runs here and end the lane's task (at its next step)."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         # Drop the owner's callback: a cancelled check's traceback (kept alive by
         # asyncio's own future/exception cycle) references this lane, and must not
         # keep the owner (a whole run) alive with it.
@@ -180,17 +184,17 @@ class Lane:
             task.cancel()
 
     async def _drive(self) -> None:
-        while not self._closed:
+        while not self.closed:
             job = self._pending
             if job is None:
                 self._wakeup = wakeup = self._loop.create_future()
                 try:
                     await wakeup
                 except asyncio.CancelledError:
-                    if self._closed or self._cancelled_from_outside():
+                    if self.closed or self._cancelled_from_outside():
                         # The loop is shutting down (or someone cancelled this task): end. A job
                         # handed over meanwhile never ran on: its owner hears it was cancelled.
-                        self._closed = True
+                        self.closed = True
                         job, self._pending = self._pending, None
                         if job is not None:
                             job.coro.close()
@@ -208,12 +212,12 @@ class Lane:
                         result = await resume(job.coro, job.yielded, job.cancelled)
             except asyncio.CancelledError as exc:
                 self._current = None
-                if self._closed:
+                if self.closed:
                     return
                 outside = self._cancelled_from_outside()
                 self._uncancel()
                 if outside:  # closed before its owner hears of it: the owner must not reuse it
-                    self._closed = True
+                    self.closed = True
                 self._done(self, None, exc)
                 if outside:
                     raise

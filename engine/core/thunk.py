@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 
 from engine.core import telemetry
-from engine.core.asyncrx import LoopObservable, ReplayLog, Subscription, subscribe
+from engine.core.asyncrx import LoopObservable, ReplayLog, subscribe
 from engine.core.delta_store import DeltaStore
 from engine.core.generation import GenerationInfo
 
@@ -115,18 +115,7 @@ class ModelOutputThunk(Generic[T]):
         subscription is removed *before* the thunk is cancelled, so the pipeline
         never sees the cancel as a natural end (a chunker would flush on it).
         """
-        log = self._log
-
-        def subscribe_fn(observer: Any) -> abc.DisposableBase:
-            subscription = log.attach(observer)
-
-            def dispose() -> None:
-                subscription.dispose()
-                self.cancel()
-
-            return Subscription(dispose)
-
-        return LoopObservable(subscribe_fn)
+        return LoopObservable(lambda observer: _Owned(self._log.attach(observer), self))
 
     @property
     def value(self) -> str | None:
@@ -225,7 +214,19 @@ class ModelOutputThunk(Generic[T]):
         if generation.deltas_received == 0:
             generation.first_delta_at = time.perf_counter()
         generation.deltas_received += 1
-        self._log.append(delta)
+        log = self._log
+        observers = log._observers
+        if len(observers) == 1:
+            # One subscriber (a pipeline): ReplayLog.append's own fast path, written out here
+            # (every delta passes here: one frame, not two). The log cannot have ended yet.
+            log.items.append(delta)
+            observer = observers[0]
+            try:
+                observer.on_next(delta)
+            except Exception as exc:
+                log._observer_failed(observer, exc)
+        else:
+            log.append(delta)
         changed = self._changed
         if changed is not None and not changed.done():
             changed.set_result(None)
@@ -287,6 +288,24 @@ class ModelOutputThunk(Generic[T]):
     def __repr__(self) -> str:
         state = "computed" if self.is_computed() else "failed" if self._error is not None else "streaming"
         return f"ModelOutputThunk({state}, {len(self.text)} chars, model={self.generation.model!r})"
+
+
+class _Owned(abc.DisposableBase):
+    """A subscription of :meth:`ModelOutputThunk.owned_deltas`: disposing it (once) detaches
+    the subscriber, then cancels the generation."""
+
+    __slots__ = ("_attachment", "_thunk")
+
+    def __init__(self, attachment: abc.DisposableBase, thunk: ModelOutputThunk[Any]) -> None:
+        self._attachment = attachment
+        self._thunk: ModelOutputThunk[Any] | None = thunk
+
+    def dispose(self) -> None:
+        """Detach, then cancel the generation (once)."""
+        thunk, self._thunk = self._thunk, None
+        if thunk is not None:
+            self._attachment.dispose()
+            thunk.cancel()
 
 
 def _log_cancel(generation: GenerationInfo) -> None:

@@ -146,7 +146,11 @@ class Chunker:
         self._pending += delta
         if self._scanner is not None:
             return self._place(self._scanner.feed(delta))
-        return self._release(self.strategy.split(self._pending), "split")
+        returned = self.strategy.split(self._pending)
+        # Most deltas complete no chunk: an empty list needs no checking, nor a call to say so.
+        if type(returned) is list and not returned:
+            return []
+        return self._release(returned, "split")
 
     def resume(self, text: str) -> None:
         """Read *text* as the stream's beginning, delivered before (a retry continues after it):

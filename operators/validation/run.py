@@ -28,7 +28,7 @@ from operators.validation.state import Checker, PendingChunk
 from operators.verdicts import CANCELLED, ChunkVerdict
 
 
-class ValidationRun:
+class ValidationRun(abc.DisposableBase):
     """One subscription of :func:`~operators.validate.validate`: it starts each requirement's
     checks on the chunks it receives, collects their answers, and emits the verdicts in order.
 
@@ -196,7 +196,7 @@ class ValidationRun:
             idle.pop()
         lane = idle.pop() if idle else Lane(self.loop, self._lane_done)
         try:
-            coro = req.stream_validate(slot.chunk.text, backend=self.backend, ctx=self.ctx)
+            coro = req.stream_validate(slot.chunk, backend=self.backend, ctx=self.ctx)  # a Chunk is its text
             if not hasattr(coro, "send"):
                 raise not_async(req, coro)
             deadline = None if checker.timeout is None else self.loop.time() + checker.timeout
@@ -212,6 +212,15 @@ class ValidationRun:
             checker.busy[lane] = k
             return
         idle.append(lane)
+        if isinstance(result, PartialValidationResult) and result.success != "fail":
+            # Answered in its first step, so inside _advance or _finish_turn, whose callers go
+            # on with this checker's next chunks and emit what is due: record the answer only
+            # (what _answer would do, without its _advance and emit_ready a check).
+            i = checker.index
+            if slot.results[i] is None:
+                slot.results[i] = result
+                slot.missing -= 1
+            return
         self._answer(checker, k, result, None)
 
     def _lane_done(self, lane: Lane, result: Any, error: BaseException | None) -> None:
@@ -452,7 +461,11 @@ class ValidationRun:
 
     def _verdict(self, slot: PendingChunk, *, failing: bool) -> ChunkVerdict:
         k = slot.chunk.chunk_index
-        results = tuple(r if r is not None else CANCELLED for r in slot.results)
+        results: tuple[PartialValidationResult, ...] = (
+            tuple(slot.results)  # type: ignore[arg-type]  # every answer is in: no None
+            if not slot.missing  # (a tuple of the list's size, not a generator's)
+            else tuple(r if r is not None else CANCELLED for r in slot.results)
+        )
         restore = carry = None
         if self.snapshots:
             if failing:
@@ -495,7 +508,7 @@ class ValidationRun:
             if exc is not error:
                 report_unhandled(exc, "validate: the downstream raised when the stream ended")
 
-    def dispose(self) -> None:
+    def dispose(self) -> None:  # the run is its own subscription (validate returns it)
         """Stop: close every lane (cancelling the checks in flight) and dispose the upstream."""
         if self.stopped:
             return
