@@ -16,6 +16,8 @@ from types import TracebackType
 
 __all__ = ["IdleDeadline"]
 
+_CLOCK_SLACK = 0.001
+
 
 class IdleDeadline:
     """``async with IdleDeadline(idle):`` raises :class:`TimeoutError` after *idle* seconds without news.
@@ -56,7 +58,10 @@ class IdleDeadline:
     def _fire(self) -> None:
         assert self._idle is not None
         due = self.last + self._idle
-        if due > self._loop.time():  # news came since this timer was set: wait from there
+        # News came since this timer was set: wait from there. Within a millisecond counts as
+        # due (a loop fires timers that early: asyncio within its clock resolution, uvloop's
+        # clock counts milliseconds), or the timer would re-arm itself for nothing.
+        if due - self._loop.time() > _CLOCK_SLACK:
             self._handle = self._loop.call_at(due, self._fire)
             return
         self._handle = None
