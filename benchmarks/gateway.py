@@ -354,9 +354,13 @@ def main(args: argparse.Namespace) -> None:
         f"{p['timing']['window_s']:g} s window. Delay: upstream write → client read of that chunk "
         "(CLOCK_MONOTONIC, one clock for all processes). Added: gateway minus direct at the same N.",
         f"Streams at p99 < {TARGET_P99_MS:g} ms (grid {p['grid']}): direct {floor:,}; one worker {one:,}; "
-        f"two workers {two:,} ({two / 2:,.0f} per worker). Two workers / one: {scaling:.2f}x "
-        f"(target ≥ {TARGET_SCALING:g}x where cores are free: "
-        f"{'met' if scaling >= TARGET_SCALING else 'not met'}).",
+        f"two workers {two:,} ({two / 2:,.0f} per worker). "
+        + (
+            f"Two workers / one: {scaling:.2f}x (target ≥ {TARGET_SCALING:g}x where cores are free: "
+            f"{'met' if scaling >= TARGET_SCALING else 'not met'})."
+            if one
+            else "One worker held no N of the grid under the target, so there is no ratio to report."
+        ),
         f"This machine has {cores} cores; at {busiest['streams']:,} streams the upstream and the load "
         f"generator took {taken:.2f} cores beside the gateway's {busiest['cpu_gateway']:.2f}, so "
         + (

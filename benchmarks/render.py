@@ -256,7 +256,8 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         add(
             "gateway: 2 workers ≥ 1.7x the streams of one at p99 < 10 ms, where cores are free",
             f"one worker {largest['one_worker']:,}, two {largest['two_workers']:,} streams "
-            f"({fmt(scaling)}x; direct {largest['direct']:,}); see the gateway notes for the cores taken "
+            + (f"({fmt(scaling)}x; " if not math.isnan(scaling) else "(no ratio: one worker held none; ")
+            + f"direct {largest['direct']:,}); see the gateway notes for the cores taken "
             "by the load generator and the upstream",
             None if math.isnan(scaling) else scaling >= 1.7,
         )
