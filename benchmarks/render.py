@@ -124,7 +124,11 @@ def targets(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         )
     long_output = docs.get("long_output")
     if long_output and not long_output.get("quick"):
-        big = [r for r in long_output["rows"] if r["n_chars"] == 1_000_000 and r["delta_chars"] == 1]
+        big = [
+            r
+            for r in long_output["rows"]
+            if r["n_chars"] == 1_000_000 and r["delta_chars"] == 1 and r.get("text", "prose") == "prose"
+        ]
         slopes = long_output.get("loglog_slope", {})
         if big:
             add(
@@ -288,7 +292,11 @@ def plot(docs: dict[str, dict[str, Any]], path: Path) -> bool:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     if long_output:
         for delta, marker in ((1, "o"), (4, "s")):
-            rows = [r for r in long_output["rows"] if r["delta_chars"] == delta]
+            rows = [
+                r
+                for r in long_output["rows"]
+                if r["delta_chars"] == delta and r.get("text", "prose") == "prose"
+            ]
             if not rows:
                 continue
             xs = [r["n_chars"] for r in rows]

@@ -15,7 +15,9 @@ The laws, for any text and any slicing of it into deltas:
    ``split(text) + flush(text)``;
 4. **delta invariance**: a ``Chunker`` fed any slicing releases the same chunks at the
    same offsets as one fed the whole text;
-5. **coverage** (optional): every non-whitespace character is in some chunk once
+5. **extension**: ``split_extended(text, k)`` equals ``split(text)`` wherever
+   ``split(text[:k])`` completes no chunk (the ``Chunker`` calls it on every delta);
+6. **coverage** (optional): every non-whitespace character is in some chunk once
    flushed; pass ``require_coverage=False`` for a strategy that drops text on purpose.
 """
 
@@ -136,6 +138,12 @@ def check_laws(
             f"withholding law: {strategy!r}.split({text[:cut]!r}) = {partial!r} is not a prefix of "
             f"split({text!r}) = {whole!r}; a chunk was released before it was complete"
         )
+        if not partial:
+            extended = strategy.split_extended(text, cut)
+            assert extended == whole, (
+                f"extension law: {strategy!r}.split_extended({text!r}, {cut}) = {extended!r}, but "
+                f"split gives {whole!r} (and split({text[:cut]!r}) completes no chunk)"
+            )
 
     one_pass = _run(strategy, [text])
     expected = whole + strategy.flush(text)

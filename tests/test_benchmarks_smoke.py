@@ -218,13 +218,15 @@ def test_throughput_quick_compares_with_the_floor(quick_results: dict[str, Any])
         assert row["events"] > 0
 
 
-def test_long_output_quick_fits_both_delta_sizes(quick_results: dict[str, Any]) -> None:
+def test_long_output_quick_fits_both_delta_sizes_and_the_one_sentence_text(
+    quick_results: dict[str, Any],
+) -> None:
     doc, _ = quick_results["long_output"]
-    assert set(doc["loglog_slope"]) == {"1", "4"}
+    assert set(doc["loglog_slope"]) == {"1", "4", "1, one sentence"}
     assert all(math.isfinite(slope) for slope in doc["loglog_slope"].values())
-    assert {(row["n_chars"], row["delta_chars"]) for row in doc["rows"]} == {
-        (n, d) for n in (2_000, 8_000) for d in (1, 4)
-    }
+    assert {(row["text"], row["n_chars"], row["delta_chars"]) for row in doc["rows"]} == {
+        ("prose", n, d) for n in (2_000, 8_000) for d in (1, 4)
+    } | {("one sentence", n, 1) for n in (2_000, 8_000)}
 
 
 def test_fanout_quick_runs_every_stream_without_error(quick_results: dict[str, Any]) -> None:

@@ -143,10 +143,17 @@ class Chunker:
             raise RuntimeError("Chunker.feed() after flush(): create a new Chunker for a new stream")
         if not delta:
             return []
-        self._pending += delta
+        pending = self._pending
+        known = len(pending)
+        # The local is then the string's only reference, so += extends it in place: through
+        # the attribute it would copy the whole pending text on every delta (quadratic in
+        # the length of a chunk).
+        self._pending = ""
+        pending += delta
+        self._pending = pending
         if self._scanner is not None:
             return self._place(self._scanner.feed(delta))
-        returned = self.strategy.split(self._pending)
+        returned = self.strategy.split_extended(pending, known)
         # Most deltas complete no chunk: an empty list needs no checking, nor a call to say so.
         if type(returned) is list and not returned:
             return []

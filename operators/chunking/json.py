@@ -163,7 +163,10 @@ class JsonScanner:
         """Read *delta*; return the values it completed at the delivery path."""
         if self._where == _AFTER or not delta:
             return []
-        self._text += delta
+        text = self._text
+        self._text = ""  # the local alone holds it: += extends it in place instead of copying
+        text += delta
+        self._text = text
         self._scan()
         spans, self._spans = self._spans, []
         # Keep only what may still be needed: the value being delivered, or the token being read.

@@ -32,6 +32,15 @@ class SentenceChunking(ChunkingStrategy):
             return []
         return self._scan(accumulated_text)[0]
 
+    def split_extended(self, accumulated_text: str, known: int) -> list[str]:
+        """``split``, looking for a sentence end only where the new text can complete one."""
+        # No sentence ended in the first *known* characters, and a sentence end is at most
+        # three characters long: one the new text completes starts two characters before it
+        # at the earliest. Scanning only there keeps a long sentence linear, not quadratic.
+        if _SENTENCE_END.search(accumulated_text, known - 2 if known > 2 else 0) is None:
+            return []
+        return self._scan(accumulated_text)[0]
+
     def flush(self, accumulated_text: str) -> list[str]:
         """The unterminated tail, stripped of surrounding whitespace, if any is left."""
         tail = self._scan(accumulated_text)[1].rstrip()

@@ -35,6 +35,13 @@ class ChunkingStrategy(ABC):
     :func:`~operators.chunking.register_chunking`.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A split_extended is written for one split: a subclass that overrides split alone
+        # (a variant of a built-in) gets the default, which calls the new split.
+        if "split" in cls.__dict__ and "split_extended" not in cls.__dict__:
+            cls.split_extended = ChunkingStrategy.split_extended  # type: ignore[method-assign]
+
     separator: ClassVar[str] = " "
     """What stands between two of its chunks when they are shown joined and the text
     between them is not known (the command line's view of a run)."""
@@ -53,6 +60,19 @@ class ChunkingStrategy(ABC):
         The default discards it (returns ``[]``).
         """
         return []
+
+    def split_extended(self, accumulated_text: str, known: int) -> list[str]:
+        """``split(accumulated_text)``, where ``accumulated_text[:known]`` completes no chunk.
+
+        The :class:`~operators.chunking.Chunker` calls this on every delta, with *known* the
+        length of the text it held before the delta. The default calls ``split``, which reads
+        the whole text again: a chunk that grows over many deltas then costs time quadratic
+        in its length. A strategy whose chunk ends can be seen in a few characters overrides
+        it to look only at the text from just before *known* (the built-ins do), so a stream
+        costs time linear in its length whatever the length of its chunks.
+        ``operators.testing.check_chunking_strategy`` checks that both agree.
+        """
+        return self.split(accumulated_text)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import time
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +18,9 @@ from operators import (
     WordChunking,
     resolve_chunking_strategy,
 )
+from operators.chunking import paragraph as paragraph_module
+from operators.chunking import sentence as sentence_module
+from operators.chunking import word as word_module
 from operators.testing import check_chunking_strategy, check_laws, slicings, text_samples
 
 BUILT_INS = [SentenceChunking(), WordChunking(), ParagraphChunking()]
@@ -177,12 +184,22 @@ class DropsTail(ChunkingStrategy):
         return WordChunking().split(accumulated_text)
 
 
+class LooksOnlyAtTheDelta(SentenceChunking):
+    """Misses a sentence end that straddles two deltas ("word." then " next")."""
+
+    def split_extended(self, accumulated_text: str, known: int) -> list[str]:
+        if not any(mark in accumulated_text[known:] for mark in ".!?"):
+            return []
+        return self.split(accumulated_text)
+
+
 @pytest.mark.parametrize(
     ("strategy", "law"),
     [
         (MelleaStyleSentences(), "(one-pass|delta-invariance) law"),
         (ReleasesEarly(), "withholding law"),
         (DropsTail(), "coverage law"),
+        (LooksOnlyAtTheDelta(), "extension law"),
     ],
     ids=lambda v: v if isinstance(v, str) else type(v).__name__,
 )
@@ -193,6 +210,16 @@ def test_the_kit_catches_broken_strategies(strategy: ChunkingStrategy, law: str)
 
 def test_the_kit_can_waive_coverage_for_strategies_that_drop_text_on_purpose() -> None:
     check_chunking_strategy(DropsTail(), max_examples=100, require_coverage=False)
+
+
+def test_a_variant_of_a_built_in_that_overrides_split_alone_is_asked_through_its_split() -> None:
+    class NoQuestions(SentenceChunking):
+        def split(self, accumulated_text: str) -> list[str]:
+            return [s for s in super().split(accumulated_text) if not s.endswith("?")]
+
+    chunker = Chunker(NoQuestions())
+    released = [c for delta in ["Why", "? Yes", ". "] for c in chunker.feed(delta)]
+    assert released == ["Yes."]
 
 
 def test_check_laws_on_one_example() -> None:
@@ -206,3 +233,59 @@ def test_check_laws_on_one_example() -> None:
 def test_slicings_reassemble_the_text(data: st.DataObject) -> None:
     text = data.draw(text_samples())
     assert "".join(data.draw(slicings(text))) == text
+
+
+class _CountingPattern:
+    """A compiled pattern that counts the characters its searches are given to read."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.scanned = 0
+
+    def search(self, text: str, pos: int = 0) -> re.Match[str] | None:
+        self.scanned += len(text) - pos
+        return self.pattern.search(text, pos)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "module", "pattern", "unit"),
+    [
+        (SentenceChunking(), sentence_module, "_SENTENCE_END", "word, "),
+        (ParagraphChunking(), paragraph_module, "_PARAGRAPH_END", "One. Two.\n"),
+        (WordChunking(), word_module, "_WORD_END", "x"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, ChunkingStrategy) else None,
+)
+def test_a_chunk_that_grows_over_many_deltas_is_read_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch, strategy: ChunkingStrategy, module: Any, pattern: str, unit: str
+) -> None:
+    # One sentence (paragraph, word) of 20,000 characters in 1-character deltas: searching the
+    # whole pending text on every delta reads ~200 million characters, the extension ~60,000.
+    counting = _CountingPattern(getattr(module, pattern))
+    monkeypatch.setattr(module, pattern, counting)
+    n = 20_000
+    chunker = Chunker(strategy)
+    for char in (unit * n)[:n]:
+        assert chunker.feed(char) == []
+    assert counting.scanned <= 4 * n
+    assert len(chunker.pending) == n
+
+
+class _NeverEnds(ChunkingStrategy):
+    def split(self, accumulated_text: str) -> list[str]:
+        return []
+
+    def split_extended(self, accumulated_text: str, known: int) -> list[str]:
+        return []
+
+
+def test_the_chunker_extends_its_pending_text_without_copying_it() -> None:
+    # A million 1-character deltas in one chunk: copying the pending text on every delta moves
+    # ~500 GB (minutes); extending it in place takes well under a second. The bound is a
+    # sanity bound, 20x what it takes here.
+    chunker = Chunker(_NeverEnds())
+    started = time.perf_counter()
+    for _ in range(1_000_000):
+        chunker.feed("x")
+    assert time.perf_counter() - started < 8.0
+    assert len(chunker.pending) == 1_000_000
