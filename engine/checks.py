@@ -62,18 +62,24 @@ _WHITESPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)]?(?=\s)")
 
 
-def _split_sentences(text: str) -> tuple[int, str]:
-    """Count the sentences of *text* that are known to be complete; return it and the rest.
+def _split_sentences(text: str, opened: bool = False) -> tuple[int, bool]:
+    """Count the sentences of *text* that are known to be complete; return it and whether
+    text of a next sentence follows them (an open sentence).
 
-    The rest (the open tail) may be empty, whitespace, or the start of the next sentence.
+    *opened*: *text* continues an open sentence, after whitespace. That is all a later
+    piece needs to know of the text before it: a sentence end found there was followed by
+    whitespace within it, so no end spans the two, and a run of punctuation not counted
+    there (it closed no text) is only part of the open sentence.
     """
     count = 0
     start = 0
     for match in _SENTENCE_END.finditer(text):
-        if text[start : match.start()].strip():
+        if opened or text[start : match.start()].strip():
             count += 1
             start = match.end()
-    return count, text[start:]
+            opened = False
+    rest = text[start:]
+    return count, opened or (bool(rest) and not rest.isspace())
 
 
 def count_sentences(text: str) -> int:
@@ -84,8 +90,8 @@ def count_sentences(text: str) -> int:
     of the text; trailing text without terminal punctuation counts as one more sentence.
     It is a heuristic: an abbreviation such as ``e.g.`` followed by a space ends a sentence.
     """
-    count, tail = _split_sentences(text)
-    return count + (1 if tail.strip() else 0)
+    count, opened = _split_sentences(text)
+    return count + (1 if opened else 0)
 
 
 def _require_limit(name: str, limit: int) -> int:
@@ -168,15 +174,16 @@ class MaxSentences(_CountingCheck):
     def __init__(self, limit: int) -> None:
         super().__init__(limit, "The response must be at most {}.")
         self._complete = 0
-        self._tail = ""
+        self._opened = False
 
     async def stream_validate(self, chunk: str, *, backend: Backend, ctx: Context) -> PartialValidationResult:
         """Count the sentences seen so far, an open (unfinished) one included."""
         # The trailing space: the chunk boundary is whitespace (see the module docstring).
-        complete, tail = _split_sentences(self._tail + chunk + " ")
+        # Only the chunk is read, with whether a sentence is open before it: re-reading an
+        # open sentence's text on every chunk would cost time quadratic in its length.
+        complete, self._opened = _split_sentences(chunk + " ", self._opened)
         self._complete += complete
-        self._tail = tail
-        return self._verdict(self._complete + (1 if tail.strip() else 0))
+        return self._verdict(self._complete + (1 if self._opened else 0))
 
     async def check_text(self, text: str) -> ValidationResult:
         """Count the sentences of the whole output."""

@@ -6,12 +6,14 @@ import asyncio
 import copy
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.scripted import ScriptedBackend
+from engine import checks as checks_module
 from engine.assembly import stream_with_chunking
 from engine.checks import (
     ChunkCheck,
@@ -91,6 +93,47 @@ async def test_max_sentences_fails_when_the_sentence_over_the_limit_begins() -> 
 async def test_max_sentences_counts_across_word_chunks() -> None:
     verdicts = await feed(MaxSentences(1), ["It", "is", "done.", "Really"])
     assert [v.success for v in verdicts] == ["unknown", "unknown", "unknown", "fail"]
+
+
+_SENTENCE_PIECES = ["One", "two", ".", "!", "?", "...", '"', ")", " ", "  ", "\n", "e.g.", "3.14"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_SENTENCE_PIECES), max_size=6).map("".join), max_size=8))
+def test_max_sentences_counts_a_stream_as_count_sentences_counts_its_chunks_joined(chunks: list[str]) -> None:
+    # Whatever the chunks, the streaming count (open sentence included) is the count of the
+    # chunks joined by the whitespace the chunker dropped between them.
+    limit = 2
+    verdicts = asyncio.run(feed(MaxSentences(limit), chunks))
+    for n, verdict in enumerate(verdicts, start=1):
+        expected = count_sentences(" ".join(chunks[:n]))
+        assert (verdict.success == "fail") == (expected > limit), (chunks[:n], expected, verdict)
+        if verdict.success == "fail":
+            assert verdict.reason == f"{expected} sentences so far, more than the limit of {limit}"
+            break
+
+
+@pytest.mark.asyncio
+async def test_max_sentences_reads_only_the_new_chunk_of_an_open_sentence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20,000 one-word chunks of one open sentence: re-reading the open sentence on every
+    # chunk reads ~200 million characters; reading each chunk once, ~120,000.
+    read = 0
+    pattern = checks_module._SENTENCE_END
+
+    class Counting:
+        def finditer(self, text: str) -> Any:
+            nonlocal read
+            read += len(text)
+            return pattern.finditer(text)
+
+    monkeypatch.setattr(checks_module, "_SENTENCE_END", Counting())
+    check = MaxSentences(1)
+    for _ in range(20_000):
+        verdict = await check.stream_validate("word", backend=None, ctx=None)  # type: ignore[arg-type]
+    assert verdict.success == "unknown"
+    assert read <= 6 * 20_000
 
 
 @pytest.mark.asyncio
