@@ -283,7 +283,8 @@ class HttpBackend(ABC):
         url, body = self._request(action, ctx, options, format, stream)
         session = self._ensure_session()
         generation = GenerationInfo(model=self.model_id, provider=self.provider)
-        generation.extra["url"] = redact_url(url)
+        shown = redact_url(url)  # one string per generation: its record and its messages share it
+        generation.extra["url"] = shown
         generation.extra["streaming"] = stream
         self.generations.append(generation)
         if len(self.generations) > 1000:
@@ -291,7 +292,9 @@ class HttpBackend(ABC):
 
         def subscribe(observer: Any) -> abc.DisposableBase:
             live = _Connection(generation)
-            reader = from_async_iterable(lambda: self._produce(session, url, body, generation, stream, live))
+            reader = from_async_iterable(
+                lambda: self._produce(session, url, shown, body, generation, stream, live)
+            )
             subscription = observe(reader, observer)
 
             def dispose() -> None:
@@ -382,12 +385,12 @@ class HttpBackend(ABC):
         self,
         session: aiohttp.ClientSession,
         url: str,
+        shown: str,
         body: dict[str, Any],
         generation: GenerationInfo,
         stream: bool,
         live: _Connection,
     ) -> AsyncIterator[str]:
-        shown = redact_url(url)
         loop = asyncio.get_running_loop()
         idle = self.idle_timeout
         deadline = asyncio.timeout(self.timeout)
@@ -401,13 +404,14 @@ class HttpBackend(ABC):
             async with deadline, idle_timer:
                 fallback = True  # one fallback request, for a server that refused a part of the first
                 while True:
-                    payload = json.dumps(body, ensure_ascii=False).encode()
                     try:
                         response = await self._respond(
-                            session, url, payload, generation, stream, live, idle_timer, body
+                            session, url, shown, body, generation, stream, live, idle_timer
                         )
                         frames = 0
-                        async for data in response.content.iter_any():
+                        content = response.content
+                        # readany() itself, not iter_any(): its iterator adds a coroutine per read.
+                        while data := await content.readany():
                             for delta in parser.feed(data):
                                 generation.deltas_sent += 1
                                 yield delta
@@ -494,15 +498,17 @@ class HttpBackend(ABC):
         self,
         session: aiohttp.ClientSession,
         url: str,
-        payload: bytes,
+        shown: str,
+        body: Mapping[str, Any],
         generation: GenerationInfo,
         stream: bool,
         live: _Connection,
         idle_timer: IdleDeadline,
-        body: Mapping[str, Any],
     ) -> aiohttp.ClientResponse:
-        """Send the request until a 2xx answers (retrying as configured); return that response."""
-        shown = redact_url(url)
+        """Send the request until a 2xx answers (retrying as configured); return that response.
+
+        The encoded body lives in this call only: a stream does not keep it while it is read."""
+        payload = json.dumps(body, ensure_ascii=False).encode()
         attempt = 0
         while True:
             idle_timer.arm()

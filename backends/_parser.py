@@ -40,12 +40,13 @@ class StreamParser(ABC):
     """Turns one response body into text deltas and fills in the generation record.
 
     ``feed`` gets the body in network-sized pieces; ``close`` is called at the end of
-    the body. A streaming body goes to ``_feed`` piece by piece and ends with
-    ``_close``; a non-streaming one (at most ``max_body_bytes``, refused as soon as it
+    the body. A streaming body goes to ``_feed`` piece by piece (it appends the non-empty
+    deltas a piece completes to a list, counting them in ``kept``: no generator per piece)
+    and ends with ``_close``; a non-streaming one (at most ``max_body_bytes``, refused as soon as it
     grows past that) is decoded here as it arrives (:class:`~backends._json_body.JsonBodyDecoder`)
-    and handed parsed to ``_close_whole``. All three are generators
-    of deltas that raise a :class:`BackendError` where the stream goes wrong (the
-    closing ones raise :class:`IncompleteStreamError` if the terminal frame never came).
+    and handed parsed to ``_close_whole``. All three raise a :class:`BackendError` where the
+    stream goes wrong (the closing ones, generators of the last deltas, raise
+    :class:`IncompleteStreamError` if the terminal frame never came).
     The deltas parsed before the error are still returned, and the error is kept in
     ``error`` for the caller to raise after handing them on: text that arrived is never
     lost. ``kept`` counts the deltas returned so far (what error messages report);
@@ -64,8 +65,9 @@ class StreamParser(ABC):
         self.error: BackendError | None = None
         self.max_frame_bytes = backend.max_frame_bytes
         self.max_body_bytes = backend.max_body_bytes
-        # A non-streaming body: decoded as it arrives, its first bytes kept to quote in errors.
-        self._document = JsonBodyDecoder()
+        # A non-streaming body: decoded as it arrives (the decoder made by its first piece: a
+        # stream never needs one), its first bytes kept to quote in errors.
+        self._document: JsonBodyDecoder | None = None
         self._head = b""
         self._size = 0
         self._blank = True
@@ -75,7 +77,12 @@ class StreamParser(ABC):
         if self.error is not None:
             return []
         if self.stream:
-            return self._collect(self._feed(data))
+            out: list[str] = []
+            try:
+                self._feed(data, out)
+            except BackendError as exc:
+                self.error = exc
+            return out
         self._size += len(data)
         if len(self._head) < _HEAD_BYTES:
             self._head += data[: _HEAD_BYTES - len(self._head)]
@@ -85,9 +92,11 @@ class StreamParser(ABC):
                 f"if that is expected)",
                 self._head[:200],
             )
-            self._document = JsonBodyDecoder()  # drop what was read
+            self._document = None  # drop what was read
             return []
         self._blank = self._blank and not data.strip()
+        if self._document is None:
+            self._document = JsonBodyDecoder()
         try:
             self._document.feed(data)
         except ValueError:
@@ -103,13 +112,14 @@ class StreamParser(ABC):
         if self._blank:
             self.error = self.incomplete("sent an empty body")
             return []
+        assert self._document is not None  # a body that is not blank came in a piece
         try:
             document = self._document.close()
         except ValueError:
             self.error = self.malformed("a response that is not JSON", self._head)
             return []
         finally:
-            self._document = JsonBodyDecoder()
+            self._document = None
         return self._collect(self._close_whole(document))
 
     def _collect(self, deltas: Iterator[str]) -> list[str]:
@@ -126,8 +136,9 @@ class StreamParser(ABC):
         return out
 
     @abstractmethod
-    def _feed(self, data: bytes) -> Iterator[str]:
-        """Yield the deltas *data* completes."""
+    def _feed(self, data: bytes, out: list[str]) -> None:
+        """Append to *out* the non-empty deltas *data* completes, adding one to ``kept`` for each
+        (a frame's error then reports them), then raise if a frame is bad."""
 
     @abstractmethod
     def _close(self) -> Iterator[str]:

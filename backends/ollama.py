@@ -218,13 +218,16 @@ class _OllamaParser(StreamParser):
         super().__init__(backend, url, generation, stream)
         self.lines = LineSplitter(max_line_bytes=self.max_frame_bytes)
 
-    def _feed(self, data: bytes) -> Iterator[str]:
+    def _feed(self, data: bytes, out: list[str]) -> None:
         try:
             lines = self.lines.feed(data)
         except LineTooLongError as exc:
             raise self.too_large(exc.what, exc.limit, exc.head) from None
         for line in lines:
-            yield self._line(line)
+            text = self._line(line)
+            if text:
+                out.append(text)
+                self.kept += 1
 
     def _close_whole(self, document: Any) -> Iterator[str]:
         yield self._object(document, self.head)

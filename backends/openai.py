@@ -51,6 +51,8 @@ _REFUSED_FORM = re.compile(r"json_schema|response_format", re.IGNORECASE)
 """What a server's refusal of the ``json_schema`` form names (llama-cpp-python's server answers
 500 "... response_format.type Input should be 'text' or 'json_object' ... input_value='json_schema'")."""
 
+_DECODER = json.JSONDecoder()
+
 _OPTIONS = {
     ModelOption.TEMPERATURE: "temperature",
     ModelOption.MAX_NEW_TOKENS: "max_tokens",
@@ -258,14 +260,18 @@ class _OpenAIParser(StreamParser):
         super().__init__(backend, url, generation, stream)
         self.events = SSEDecoder(max_line_bytes=self.max_frame_bytes, max_event_bytes=self.max_frame_bytes)
         self.finished = False  # a finish_reason arrived
+        self.model: str | None = None  # the response model recorded last
 
-    def _feed(self, data: bytes) -> Iterator[str]:
+    def _feed(self, data: bytes, out: list[str]) -> None:
         try:
             events = self.events.feed(data)
         except LineTooLongError as exc:
             raise self.too_large(exc.what, exc.limit, exc.head) from None
         for event in events:
-            yield self._event(event)
+            text = self._event(event)
+            if text:
+                out.append(text)
+                self.kept += 1
 
     def _close(self) -> Iterator[str]:
         for event in self.events.close():
@@ -285,15 +291,23 @@ class _OpenAIParser(StreamParser):
         if data.strip() == "[DONE]":
             self.done = True
             return ""
+        # raw_decode: json.loads less its two Python frames per chunk. A chunk is one object
+        # without whitespace around it; anything else goes to json.loads, which judges it exactly.
         try:
-            obj = json.loads(data)
+            obj, end = _DECODER.raw_decode(data)
         except ValueError:
-            raise self.malformed("an event whose data is not JSON", data) from None
+            end = -1
+        if end != len(data):
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                raise self.malformed("an event whose data is not JSON", data) from None
         if not isinstance(obj, dict):
             raise self.malformed("an event whose data is not a JSON object", data)
         if obj.get("error") is not None:
             raise self.stream_error(_error_message(data))
-        self._usage(obj)
+        if "usage" in obj or obj.get("model") != self.model:  # the usage chunk, or news
+            self._usage(obj)
         choices = obj.get("choices")
         if choices is None:
             return ""
@@ -336,7 +350,7 @@ class _OpenAIParser(StreamParser):
                 if isinstance(usage.get(key), int):
                     self.generation.usage[key] = usage[key]
         if isinstance(obj.get("model"), str):
-            self.generation.extra["response_model"] = obj["model"]
+            self.generation.extra["response_model"] = self.model = obj["model"]
 
 
 def _not_a_listing(backend: OpenAIBackend, url: str, document: Any) -> MalformedStreamError:
