@@ -80,18 +80,22 @@ class LineSplitter:
                 buf.clear()
                 raise LineTooLongError(self._max, head)
             return lines
+        # What the buffer holds has no line end in it (each found is consumed, a "\r" that
+        # ends a piece too): only the new bytes can end a line. Searching from the buffer's
+        # start instead would read a long line once per piece (quadratic in its length).
+        scan_from = len(buf)
         buf += data
         lines = []
         start = 0
         if self._cr_is_eol:
             end = len(buf)
-            for match in _EOL_ANY.finditer(buf):
+            for match in _EOL_ANY.finditer(buf, scan_from):
                 lines.append(bytes(buf[start : match.start()]))
                 start = match.end()
                 if match.end() == end and match.group() == b"\r":
                     self._skip_lf = True
         else:
-            for match in _EOL_LF.finditer(buf):
+            for match in _EOL_LF.finditer(buf, scan_from):
                 stop = match.start()
                 if stop > start and buf[stop - 1] == 0x0D:
                     stop -= 1

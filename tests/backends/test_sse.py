@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backends import sse as sse_module
 from backends.sse import EventTooLargeError, LineSplitter, LineTooLongError, SSEDecoder, SSEEvent
 
 UNICODE_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
@@ -171,3 +175,33 @@ def test_dispatched_events_do_not_count_towards_the_cap() -> None:
     decoder = SSEDecoder(max_event_bytes=100)
     for _ in range(50):
         assert [e.data for e in decoder.feed(b"data: " + b"z" * 60 + b"\n\n")] == ["z" * 60]
+
+
+class _CountingEol:
+    """A line-end pattern that counts the bytes its searches are given to read."""
+
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self.pattern = pattern
+        self.read = 0
+
+    def finditer(self, data: bytearray, pos: int = 0) -> Iterator[re.Match[bytes]]:
+        self.read += len(data) - pos
+        return self.pattern.finditer(data, pos)
+
+
+@pytest.mark.parametrize(("cr_is_eol", "pattern"), [(False, "_EOL_LF"), (True, "_EOL_ANY")])
+def test_a_long_line_in_many_pieces_is_read_once(
+    monkeypatch: pytest.MonkeyPatch, cr_is_eol: bool, pattern: str
+) -> None:
+    # A 4 MiB line (under the 8 MiB cap) in 4 KiB pieces, as a hostile or broken server may
+    # send it: searching the whole buffer for a line end on every piece reads ~2 GiB; the
+    # new bytes alone, 4 MiB.
+    counting = _CountingEol(getattr(sse_module, pattern))
+    monkeypatch.setattr(sse_module, pattern, counting)
+    splitter = LineSplitter(cr_is_eol=cr_is_eol)
+    piece = b"x" * 4096
+    assert splitter.feed(b"start") == []  # a pending head, so every piece takes the buffered path
+    for _ in range(1024):
+        assert splitter.feed(piece) == []
+    assert splitter.feed(b"\r\nnext") == [b"start" + piece * 1024]
+    assert counting.read <= 2 * (5 + 1024 * len(piece) + 6)
