@@ -38,7 +38,7 @@ from engine.core.events import (
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
-from operators.to_events import error_event
+from operators.to_events import chunk_of, error_event
 
 if TYPE_CHECKING:
     from engine.attempts import Attempts
@@ -150,7 +150,7 @@ class StreamChunkingResult:
             async with contextlib.aclosing(iterate(self._log.observable)) as events:
                 async for event in events:
                     if isinstance(event, ChunkEvent):
-                        yield event.text
+                        yield chunk_of(event)
             read_to_end = True
         finally:
             if not read_to_end:  # the reader left early: it owned the run
