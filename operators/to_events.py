@@ -111,7 +111,6 @@ class _ToEvents(Relay[StreamEvent]):
                             path=chunk.path,
                             value=chunk.value,
                             start=chunk.start,
-                            end=chunk.end,
                             gap=chunk.gap,
                         )
                     )

@@ -50,10 +50,10 @@ class StreamEvent:
 class ChunkEvent(StreamEvent):
     """A validated chunk was delivered to the consumer.
 
-    ``text`` is the chunk's text (a plain ``str``); ``start`` and ``end`` are its offsets
-    in the output (``full_text[start:end] == text``) and ``gap`` the text between the
-    previous chunk's end and ``start``: the place that the ``Chunk`` ``astream()`` yields
-    carries (it is rebuilt from these fields). ``end`` defaults to ``start + len(text)``.
+    ``text`` is the chunk's text (a plain ``str``); ``start`` is its offset in the output
+    and ``end`` (``start + len(text)``) the offset after it (``full_text[start:end] ==
+    text``); ``gap`` is the text between the previous chunk's end and ``start``: the place
+    that the ``Chunk`` ``astream()`` yields carries (it is rebuilt from these fields).
     With JSON chunking, ``path`` is the place of the JSON value the chunk is
     (``"$.products[3]"``) and ``value`` that value parsed (JSON ``null``: ``None`` with a
     path); with text chunking both are ``None``.
@@ -69,11 +69,11 @@ class ChunkEvent(StreamEvent):
     # A parsed value may be a dict or a list: left out of the hash, so events stay hashable.
     value: Any = attrs.field(default=None, hash=False)
     start: int = 0
-    end: int = attrs.field()
     gap: str = ""
 
-    @end.default
-    def _end(self) -> int:
+    @property
+    def end(self) -> int:
+        """The offset after the chunk in the output: ``start + len(text)`` (not kept: derived)."""
         return self.start + len(self.text)
 
 

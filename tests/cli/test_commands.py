@@ -524,7 +524,6 @@ def test_event_to_json_names_the_requirement_of_each_result() -> None:
         "chunk_index": 0,
         "attempt": 1,
         "start": 0,
-        "end": 3,
         "gap": "",
     }
 

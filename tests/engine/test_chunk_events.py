@@ -99,7 +99,8 @@ async def test_a_chunk_event_keeps_plain_text_and_the_place_and_stays_hashable()
 def test_a_chunk_event_made_without_a_place_spans_its_text() -> None:
     event = ChunkEvent(text="Hi.", chunk_index=0)
     assert (event.start, event.end, event.gap) == (0, 3, "")
-    assert ChunkEvent(text="Hi.", chunk_index=2, start=10, gap=" ").end == 13
+    placed = ChunkEvent(text="Hi.", chunk_index=2, start=10, gap=" ")
+    assert (placed.start, placed.end, placed.gap) == (10, 13, " ")
 
 
 @pytest.mark.asyncio

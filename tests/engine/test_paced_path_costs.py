@@ -174,9 +174,10 @@ async def pipeline_once(pipeline: Any, resume: asyncio.Event) -> None:
 # seven objects a chunk with three checks: the Chunk, kept as the event's text, a results
 # tuple, and a fresh result from each check.)
 OBJECTS_PER_CHUNK_BUDGET = 2.2
-# Traced bytes a chunk of about 40 characters, its text in the thunk's store included: about 550
-# (it was about 1,050 with the Chunk, a results tuple and fresh pass results kept a chunk).
-BYTES_PER_CHUNK_BUDGET = 650
+# Traced bytes a chunk of about 40 characters, its text in the thunk's store included: about 470
+# (it was about 1,050 with the Chunk, a results tuple and fresh pass results kept a chunk, an
+# end offset kept beside start + len(text), and 8 bytes a delta for the store's offsets).
+BYTES_PER_CHUNK_BUDGET = 540
 
 
 def _sentences(count: int) -> str:
