@@ -60,8 +60,8 @@ class ChunkEvent(StreamEvent):
     """
 
     # The event log keeps every event for the run's life: the text is a plain str and the
-    # place three fields, not the Chunk (a str subclass whose place needs an instance dict),
-    # which costs about twice the bytes and one more object for the cycle collector.
+    # place two fields (end is derived), not the Chunk (a str subclass whose place needs an
+    # instance dict), which costs about twice the bytes and one more object for the collector.
     text: str
     chunk_index: int
     attempt: int = 1
