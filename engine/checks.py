@@ -60,6 +60,9 @@ __all__ = [
 # (The same rule as operators.SentenceChunking, so the counts agree with its chunks.)
 _WHITESPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'\u201d\u2019)]?(?=\s)")
+# Shared verdicts (results are immutable): a run's events keep one object, not one a chunk.
+_PASS = PartialValidationResult("pass")
+_UNKNOWN = PartialValidationResult("unknown")
 
 
 def _split_sentences(text: str, opened: bool = False) -> tuple[int, bool]:
@@ -288,7 +291,7 @@ class ForbiddenWords(TextCheck):
         self._tail = _WHITESPACE.sub(" ", text[-4 * self._keep :])[-self._keep :]
         if found is not None:
             return PartialValidationResult("fail", reason=f"forbidden word {found!r}")
-        return PartialValidationResult("pass")
+        return _PASS
 
     async def check_text(self, text: str) -> ValidationResult:
         """Search the whole output for the forbidden words."""
@@ -347,7 +350,7 @@ class MustNotMatch(TextCheck):
         found = self._verdict(chunk)
         if found is not None:
             return PartialValidationResult("fail", reason=f"{found!r} matches /{self.pattern.pattern}/")
-        return PartialValidationResult("pass")
+        return _PASS
 
     async def check_text(self, text: str) -> ValidationResult:
         """Fail if the whole output matches."""
@@ -381,13 +384,15 @@ def _as_partial(outcome: object, fn: Callable[..., Any]) -> PartialValidationRes
     if isinstance(outcome, PartialValidationResult):
         return outcome
     if outcome is None:
-        return PartialValidationResult("unknown")
+        return _UNKNOWN
     if isinstance(outcome, bool):
         if outcome:
-            return PartialValidationResult("pass")
+            return _PASS
         return PartialValidationResult("fail", reason=f"{_fn_name(fn)} returned False")
     if outcome in ("pass", "fail", "unknown"):
-        return PartialValidationResult(outcome)
+        if outcome == "fail":
+            return PartialValidationResult("fail")
+        return _PASS if outcome == "pass" else _UNKNOWN
     name = _fn_name(fn)
     raise TypeError(
         f"the check function {name} returned {outcome!r}; return True (pass), False (fail), "
@@ -499,7 +504,7 @@ class FieldCheck(Requirement):
             return outcome
         if isinstance(outcome, bool):
             if outcome:
-                return PartialValidationResult("pass")
+                return _PASS
             return PartialValidationResult("fail", reason=f"{where or self.path} failed: {self.description}")
         if isinstance(outcome, str):
             return PartialValidationResult("fail", reason=f"{where or self.path}: {outcome}")

@@ -23,7 +23,7 @@ import reactivex
 from reactivex import Observable, abc
 
 from engine.core import typed_output
-from engine.core.asyncrx import ReplayLog, iterate, report_unhandled, subscribe
+from engine.core.asyncrx import ReplayLog, iterate, observe, report_unhandled
 from engine.core.context import Context
 from engine.core.events import (
     ChunkEvent,
@@ -38,7 +38,7 @@ from engine.core.events import (
 from engine.core.requirements import PartialValidationResult, Requirement, ValidationResult
 from engine.core.thunk import ModelOutputThunk
 from engine.core.typed_output import OutputFormat
-from operators.to_events import error_event
+from operators.to_events import chunk_of, error_event
 
 if TYPE_CHECKING:
     from engine.attempts import Attempts
@@ -46,10 +46,48 @@ if TYPE_CHECKING:
 __all__ = ["StreamChunkingResult", "streamed_to_end", "take_error"]
 
 
-def _call_if_alive(method: weakref.WeakMethod[Any], error: Exception) -> None:
-    bound = method()
-    if bound is not None:
-        bound(error)
+class _Feed:
+    """A result's observer of its pipeline: one object (not three bound methods in a holder),
+    kept by the pipeline for the run's life."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: StreamChunkingResult) -> None:
+        self.result = result
+
+    def on_next(self, event: StreamEvent) -> None:
+        result = self.result
+        if result._ended:
+            return
+        try:
+            result._record(event)
+        except Exception as exc:
+            result._fail_run(exc)
+            return
+        result._log.append(event)  # a subscriber that raises ends the run (_fail_run)
+
+    def on_error(self, error: Exception) -> None:
+        self.result._on_error(error)
+
+    def on_completed(self) -> None:
+        self.result._finish()
+
+
+class _FailRun:
+    """What a result's log calls when one of its subscribers raised: the result's ``_fail_run``,
+    if the result is still alive. Weak: the log must not keep its result alive (a finished run
+    is freed by reference counting). One object and its weak reference, not a closure around
+    a ``WeakMethod``."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: StreamChunkingResult) -> None:
+        self.result = weakref.ref(result)
+
+    def __call__(self, error: Exception) -> None:
+        result = self.result()
+        if result is not None:
+            result._fail_run(error)
 
 
 class StreamChunkingResult:
@@ -113,21 +151,16 @@ class StreamChunkingResult:
         self.streaming_failures: list[tuple[Requirement, PartialValidationResult]] = []
         self.retried_failures: list[tuple[Requirement, PartialValidationResult]] = []
         self._streamed_to_end = False  # a StreamingDoneEvent was seen (Mellea 0.8's completed_normally)
-        # Held weakly: the log must not keep its result alive (a finished run is freed by
-        # reference counting).
-        fail_run = weakref.WeakMethod(self._fail_run)
-        self._log: ReplayLog[StreamEvent] = ReplayLog(
-            on_observer_error=lambda error: _call_if_alive(fail_run, error)
-        )
+        self._log: ReplayLog[StreamEvent] = ReplayLog(on_observer_error=_FailRun(self))
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ended = False
         self._error: Exception | None = None
         self._error_raised = False
         self._cancelled = False
-        self._consumers: set[str] = set()
+        self._consumers: tuple[str, ...] = ()  # a tuple of str: no object for the collector
         self._stop: ReplayLog[None] | None = stop
         self._subscription: abc.DisposableBase | None = None
-        subscription = subscribe(events, self._on_event, self._on_error, self._on_completed)
+        subscription = observe(events, _Feed(self))
         if self._ended:  # it ended while subscribing
             subscription.dispose()
         else:
@@ -150,7 +183,7 @@ class StreamChunkingResult:
             async with contextlib.aclosing(iterate(self._log.observable)) as events:
                 async for event in events:
                     if isinstance(event, ChunkEvent):
-                        yield event.text
+                        yield chunk_of(event)
             read_to_end = True
         finally:
             if not read_to_end:  # the reader left early: it owned the run
@@ -254,16 +287,6 @@ class StreamChunkingResult:
 
     # -- pipeline callbacks: trivial bookkeeping, and nothing may escape them ------
 
-    def _on_event(self, event: StreamEvent) -> None:
-        if self._ended:
-            return
-        try:
-            self._record(event)
-        except Exception as exc:
-            self._fail_run(exc)
-            return
-        self._log.append(event)  # a subscriber that raises ends the run (_fail_run)
-
     def _record(self, event: StreamEvent) -> None:
         if isinstance(event, QuickCheckEvent) and not event.passed:
             self.streaming_failures.extend(
@@ -297,9 +320,6 @@ class StreamChunkingResult:
                 report_unhandled(error, "StreamChunkingResult: an error after the run ended")
             return
         self._error = error
-        self._finish()
-
-    def _on_completed(self) -> None:
         self._finish()
 
     def _fail_run(self, error: Exception) -> None:
@@ -357,7 +377,7 @@ class StreamChunkingResult:
                 f"StreamChunkingResult.{consumer}() is single-consumer and was already called; "
                 "keep what the first call yielded, or use result.full_text after acomplete()"
             )
-        self._consumers.add(consumer)
+        self._consumers += (consumer,)
 
     def __repr__(self) -> str:
         state = "running" if not self._done.done() else ("completed" if self.completed else "stopped early")

@@ -31,7 +31,7 @@ from operators.chunking import (
 )
 from operators.final_validation import final_validation
 from operators.retry_on_fail import retry_on_fail
-from operators.to_events import to_events
+from operators.to_events import chunk_of, to_events
 from operators.validate import validate
 from operators.verdicts import ChunkVerdict, FinalValidation, Retrying, RetryRequest, StreamingDone
 
@@ -56,6 +56,7 @@ __all__ = [
     "WordChunking",
     "cancel_on_fail",
     "chunk",
+    "chunk_of",
     "final_validation",
     "register_chunking",
     "resolve_chunking_strategy",

@@ -19,9 +19,21 @@ from engine.core.events import (
     StreamingDoneEvent,
 )
 from engine.core.thunk import GenerationCancelled
+from operators.chunking.chunker import Chunk
 from operators.verdicts import ChunkVerdict, FinalItem, FinalValidation, Retrying, StreamingDone
 
-__all__ = ["error_event", "to_events"]
+__all__ = ["chunk_of", "error_event", "to_events"]
+
+
+def chunk_of(event: ChunkEvent) -> Chunk:
+    """The :class:`~operators.chunking.Chunk` that *event* delivered: its text with its place
+    (``chunk_index``, ``start``, ``end``, ``gap``, and ``path``/``value`` for JSON chunking),
+    equal to the one the requirements judged. ``astream()`` yields these."""
+    if event.path is None:
+        return Chunk(event.text, event.chunk_index, event.start, event.end, event.gap)
+    return Chunk.structured(
+        event.text, event.chunk_index, event.start, event.end, event.gap, event.path, event.value
+    )
 
 
 def error_event(error: Exception) -> ErrorEvent:
@@ -89,13 +101,17 @@ class _ToEvents(Relay[StreamEvent]):
                     self.failed = True
                 elif not value.flush:
                     chunk = value.chunk
+                    # The event keeps a plain copy of the text and the place, not the Chunk
+                    # (the log keeps events for the run's life); chunk_of() rebuilds it.
                     observer.on_next(
                         ChunkEvent(
-                            text=chunk,  # a Chunk is its text (astream() yields it, place and all)
+                            text=str(chunk),
                             chunk_index=chunk.chunk_index,
                             attempt=self.attempt,
                             path=chunk.path,
                             value=chunk.value,
+                            start=chunk.start,
+                            gap=chunk.gap,
                         )
                     )
                     self.emitted_end = chunk.end

@@ -22,6 +22,8 @@ __all__ = ["BLOCK", "DeltaStore"]
 BLOCK: Final = 64
 """Deltas kept as separate objects before they are joined into a block."""
 
+_WIDE_FROM: Final = 2**32 - 1  # the largest offset an array("I") holds (on every platform Python runs on)
+
 
 class DeltaStore:
     """An append-only sequence of strings (``append``, ``len``, ``store[i]``), stored compactly.
@@ -36,7 +38,9 @@ class DeltaStore:
     def __init__(self) -> None:
         self._blocks: list[str] = []  # joined deltas, oldest first, sizes non-increasing
         self._starts: list[int] = []  # where each block starts in the text
-        self._ends = array("Q")  # where each joined delta ends in the text
+        # Where each joined delta ends in the text: 4 bytes a delta while the text is under
+        # 4 GiB (a stream keeps one per delta for its life), 8 beyond.
+        self._ends = array("I")
         self._tail: list[str] = []  # the newest deltas, not joined yet
 
     def append(self, delta: str) -> None:
@@ -81,8 +85,10 @@ class DeltaStore:
     def _join_tail(self) -> None:
         tail, self._tail = self._tail, []
         base = self._ends[-1] if self._ends else 0
-        ends = accumulate(map(len, tail), initial=base)
-        next(ends)  # the initial value itself
+        ends = list(accumulate(map(len, tail), initial=base))
+        del ends[0]  # the initial value itself
+        if ends[-1] > _WIDE_FROM and self._ends.typecode == "I":
+            self._ends = array("Q", self._ends)
         self._ends.extend(ends)
         blocks, starts = self._blocks, self._starts
         blocks.append("".join(tail))

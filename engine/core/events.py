@@ -50,17 +50,31 @@ class StreamEvent:
 class ChunkEvent(StreamEvent):
     """A validated chunk was delivered to the consumer.
 
+    ``text`` is the chunk's text (a plain ``str``); ``start`` is its offset in the output
+    and ``end`` (``start + len(text)``) the offset after it (``full_text[start:end] ==
+    text``); ``gap`` is the text between the previous chunk's end and ``start``: the place
+    that the ``Chunk`` ``astream()`` yields carries (it is rebuilt from these fields).
     With JSON chunking, ``path`` is the place of the JSON value the chunk is
     (``"$.products[3]"``) and ``value`` that value parsed (JSON ``null``: ``None`` with a
     path); with text chunking both are ``None``.
     """
 
+    # The event log keeps every event for the run's life: the text is a plain str and the
+    # place two fields (end is derived), not the Chunk (a str subclass whose place needs an
+    # instance dict), which costs about twice the bytes and one more object for the collector.
     text: str
     chunk_index: int
     attempt: int = 1
     path: str | None = None
     # A parsed value may be a dict or a list: left out of the hash, so events stay hashable.
     value: Any = attrs.field(default=None, hash=False)
+    start: int = 0
+    gap: str = ""
+
+    @property
+    def end(self) -> int:
+        """The offset after the chunk in the output: ``start + len(text)`` (not kept: derived)."""
+        return self.start + len(self.text)
 
 
 @attrs.frozen

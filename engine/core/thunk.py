@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 
 from engine.core import telemetry
-from engine.core.asyncrx import LoopObservable, ReplayLog, subscribe
+from engine.core.asyncrx import LoopObservable, ReplayLog, observe
 from engine.core.delta_store import DeltaStore
 from engine.core.generation import GenerationInfo
 
@@ -94,7 +94,7 @@ class ModelOutputThunk(Generic[T]):
             self._loop = asyncio.get_running_loop()
             if telemetry.active:
                 self._telemetry = telemetry.generation_started(self.generation)
-            upstream = subscribe(source, self._on_delta, self._on_error, self._on_completed)
+            upstream = observe(source, _Source(self))
             if self._ended:  # it ended while subscribing (a bad first delta)
                 upstream.dispose()
             else:
@@ -204,39 +204,6 @@ class ModelOutputThunk(Generic[T]):
 
     # -- upstream ----------------------------------------------------------------
 
-    def _on_delta(self, delta: str) -> None:
-        if self._ended:
-            return
-        if not isinstance(delta, str):
-            self._reject(delta)
-            return
-        generation = self.generation
-        if generation.deltas_received == 0:
-            generation.first_delta_at = time.perf_counter()
-        generation.deltas_received += 1
-        log = self._log
-        observers = log._observers
-        if len(observers) == 1:
-            # One subscriber (a pipeline): ReplayLog.append's own fast path, written out here
-            # (every delta passes here: one frame, not two). The log cannot have ended yet.
-            log.items.append(delta)
-            observer = observers[0]
-            try:
-                observer.on_next(delta)
-            except Exception as exc:
-                log._observer_failed(observer, exc)
-        else:
-            log.append(delta)
-        changed = self._changed
-        if changed is not None and not changed.done():
-            changed.set_result(None)
-
-    def _on_error(self, error: Exception) -> None:
-        self._finish(error)
-
-    def _on_completed(self) -> None:
-        self._finish(None)
-
     def _reject(self, delta: object) -> None:
         """A delta that is not text fails the generation (it would break every reader)."""
         generation = self.generation
@@ -343,3 +310,47 @@ async def wait_for_all_mots(thunks: Iterable[ModelOutputThunk[Any]]) -> list[str
             raise outcome
         values.append(outcome)
     return values
+
+
+class _Source:
+    """A thunk's observer of its source: one object (not three bound methods in a holder), kept
+    by the source for the generation's life. ``on_next`` is the per-delta path: one frame."""
+
+    __slots__ = ("thunk",)
+
+    def __init__(self, thunk: ModelOutputThunk[Any]) -> None:
+        self.thunk = thunk
+
+    def on_next(self, delta: str) -> None:
+        thunk = self.thunk
+        if thunk._ended:
+            return
+        if not isinstance(delta, str):
+            thunk._reject(delta)
+            return
+        generation = thunk.generation
+        if generation.deltas_received == 0:
+            generation.first_delta_at = time.perf_counter()
+        generation.deltas_received += 1
+        log = thunk._log
+        observers = log._observers
+        if len(observers) == 1:
+            # One subscriber (a pipeline): ReplayLog.append's own fast path, written out here
+            # (every delta passes here: one frame, not two). The log cannot have ended yet.
+            log.items.append(delta)
+            observer = observers[0]
+            try:
+                observer.on_next(delta)
+            except Exception as exc:
+                log._observer_failed(observer, exc)
+        else:
+            log.append(delta)
+        changed = thunk._changed
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    def on_error(self, error: Exception) -> None:
+        self.thunk._finish(error)
+
+    def on_completed(self) -> None:
+        self.thunk._finish(None)

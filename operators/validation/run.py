@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ class ValidationRun(abc.DisposableBase):
         "finish_done",
         "finishing",
         "idle",
+        "last_results",
         "loop",
         "next_index",
         "observer",
@@ -97,6 +99,7 @@ class ValidationRun(abc.DisposableBase):
         self.finishing = False  # inside _finish_turn, which emits what is due at its end
         self.upstream_end: tuple[Exception | None] | None = None
         self.next_index = start_index  # the index after the last chunk received
+        self.last_results: tuple[PartialValidationResult, ...] = ()  # the last verdict's results
         self.stopped = False  # terminated or disposed
         self.upstream: abc.DisposableBase | None = None
 
@@ -461,11 +464,16 @@ class ValidationRun(abc.DisposableBase):
 
     def _verdict(self, slot: PendingChunk, *, failing: bool) -> ChunkVerdict:
         k = slot.chunk.chunk_index
-        results: tuple[PartialValidationResult, ...] = (
-            tuple(slot.results)  # type: ignore[arg-type]  # every answer is in: no None
-            if not slot.missing  # (a tuple of the list's size, not a generator's)
-            else tuple(r if r is not None else CANCELLED for r in slot.results)
-        )
+        answers, last = slot.results, self.last_results
+        results: tuple[PartialValidationResult, ...]
+        if slot.missing:
+            results = tuple(r if r is not None else CANCELLED for r in answers)
+        elif len(answers) == len(last) and all(map(operator.is_, answers, last)):
+            # The same result objects as the previous verdict (checks that return shared
+            # constants): its tuple again, so the event log keeps one tuple, not one a chunk.
+            results = last
+        else:
+            results = self.last_results = tuple(answers)  # type: ignore[arg-type]  # no None
         restore = carry = None
         if self.snapshots:
             if failing:

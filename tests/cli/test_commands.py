@@ -523,6 +523,8 @@ def test_event_to_json_names_the_requirement_of_each_result() -> None:
         "text": "Hi.",
         "chunk_index": 0,
         "attempt": 1,
+        "start": 0,
+        "gap": "",
     }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.core import delta_store
 from engine.core.delta_store import BLOCK, DeltaStore
 
 DELTAS = st.lists(st.text(max_size=6), max_size=BLOCK * 5)
@@ -55,3 +57,19 @@ def test_a_long_answer_costs_a_few_bytes_per_delta_not_an_object_each() -> None:
     as_list = sum(sys.getsizeof(f"{i % 10000:04d}") for i in range(n)) + sys.getsizeof([None] * n)
     assert held < as_list / 4
     assert len(store._blocks) <= 8  # merged like a binary counter: O(log n) blocks
+
+
+def test_it_keeps_four_bytes_a_delta_and_widens_past_four_gib(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = DeltaStore()
+    for _ in range(BLOCK * 4):
+        store.append("abcd")
+    assert store._ends.itemsize == 4  # a stream keeps one end a delta for its life
+    # Past the largest offset a 4-byte end holds (made small here), the ends widen; nothing changes.
+    monkeypatch.setattr(delta_store, "_WIDE_FROM", 600)
+    deltas = ["abcd"] * (BLOCK * 4) + [f"delta {i}" for i in range(BLOCK * 3)]
+    for delta in deltas[BLOCK * 4 :]:
+        store.append(delta)
+    assert store._ends.itemsize == 8
+    assert [store[i] for i in range(len(deltas))] == deltas
+    assert store.text() == "".join(deltas)
+    assert store.text_from(BLOCK * 4 + 5) == "".join(deltas[BLOCK * 4 + 5 :])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,12 +24,15 @@ import pytest
 
 from engine import (
     CBlock,
+    ChunkEvent,
     GenerationInfo,
     ModelOutputThunk,
+    MustNotMatch,
     PartialValidationResult,
     Requirement,
     SimpleContext,
     ValidationResult,
+    req,
     stream_with_chunking,
 )
 from engine.core.asyncrx import from_async_iterable
@@ -95,8 +99,10 @@ class Unknown(Requirement):
 STREAMS = 40
 DELTAS_BEFORE_COUNT = 60  # a few chunks in: the count includes what the run keeps per chunk
 # Tracked objects a running stream (three checks, a few chunks in) holds beyond a plain reader's:
-# about 145 (it was about 198 with a closure per subscription).
-OBJECTS_BUDGET = 160
+# about 126 (it was about 198 with a closure per subscription, about 144 with the result's and
+# the thunk's callbacks as bound methods in a holder, the result's log's error handler a closure
+# around a WeakMethod, and a closure per observable).
+OBJECTS_BUDGET = 132
 
 
 @pytest.mark.asyncio
@@ -159,3 +165,86 @@ async def test_a_running_stream_holds_a_bounded_number_of_tracked_objects() -> N
 async def pipeline_once(pipeline: Any, resume: asyncio.Event) -> None:
     resume.set()
     await pipeline()
+
+
+# What a run keeps for each delivered chunk until it ends (its event log): the ChunkEvent and
+# the QuickCheckEvent, with the chunk's text as a plain str and its place as fields. Checks
+# that answer with shared result objects (the built-in ones on a pass or "no opinion") add
+# nothing more: consecutive verdicts with the same results share one results tuple. (It was
+# seven objects a chunk with three checks: the Chunk, kept as the event's text, a results
+# tuple, and a fresh result from each check.)
+OBJECTS_PER_CHUNK_BUDGET = 2.2
+# Traced bytes a chunk of about 40 characters, its text in the thunk's store included: about 470
+# (it was about 1,050 with the Chunk, a results tuple and fresh pass results kept a chunk, an
+# end offset kept beside start + len(text), and 8 bytes a delta for the store's offsets).
+BYTES_PER_CHUNK_BUDGET = 540
+
+
+def _sentences(count: int) -> str:
+    return "".join(f"Sentence number {i} says a few words. " for i in range(count))
+
+
+async def _kept_after(chunks: int, requirements: Any) -> tuple[int, int]:
+    """(tracked objects, traced bytes) a stream's run holds once *chunks* chunks were delivered,
+    its source still open, after a full collection."""
+    text = _sentences(chunks) + "And the rest of the story"
+    deltas = [text[i : i + 4] for i in range(0, len(text), 4)]
+    delivered = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        for delta in deltas:
+            yield delta
+        await resume.wait()
+
+    class Backend:
+        async def generate_from_context(self, action: Any, ctx: Any, **kwargs: Any) -> Any:
+            thunk: Any = ModelOutputThunk(from_async_iterable(source), generation=GenerationInfo())
+            return thunk, ctx.add(action).add(thunk)
+
+    seen = [0]
+
+    async def pipeline() -> None:
+        result = await stream_with_chunking(
+            CBlock("p"), Backend(), SimpleContext(), requirements=requirements
+        )
+        async for event in result.events():
+            if isinstance(event, ChunkEvent):
+                seen[0] += 1
+                if seen[0] == chunks:
+                    delivered.set()
+        await result.acomplete()
+
+    gc.collect()
+    objects = len(gc.get_objects())
+    tracemalloc.start()
+    try:
+        task = asyncio.create_task(pipeline())
+        await asyncio.wait_for(delivered.wait(), 30)
+        await asyncio.sleep(0)
+        gc.collect()
+        held = len(gc.get_objects()) - objects, tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        resume.set()
+    await task
+    return held
+
+
+@pytest.mark.asyncio
+async def test_a_run_keeps_two_objects_a_delivered_chunk_with_the_built_in_checks() -> None:
+    def checks() -> list[Requirement]:
+        return [MustNotMatch(r"\d{5}"), req("no opinion", lambda chunk: None), req("yes", lambda chunk: True)]
+
+    await _kept_after(2, checks())  # first-time work (lazy imports, caches) outside the count
+    few_objects, few_bytes = await _kept_after(5, checks())
+    many_objects, many_bytes = await _kept_after(105, checks())
+    per_chunk = (many_objects - few_objects) / 100
+    assert per_chunk <= OBJECTS_PER_CHUNK_BUDGET, (
+        f"a run keeps {per_chunk:.2f} tracked objects a delivered chunk (budget {OBJECTS_PER_CHUNK_BUDGET})"
+    )
+    bytes_per_chunk = (many_bytes - few_bytes) / 100
+    assert bytes_per_chunk <= BYTES_PER_CHUNK_BUDGET, (
+        f"a run keeps {bytes_per_chunk:.0f} traced bytes a delivered chunk of about 40 characters "
+        f"(budget {BYTES_PER_CHUNK_BUDGET})"
+    )
