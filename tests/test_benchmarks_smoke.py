@@ -192,7 +192,9 @@ def test_http_fanout_quick_measures_both_sides_on_every_loop(quick_results: dict
         # errors also counts streams whose frames were not each timed once (misattributed delays).
         assert row["errors"] == 0, row["first_error"]
         assert row["samples"] > 0 and 0 <= row["delay_p50_ms"] <= row["delay_p99_ms"]
-        assert row["cpu_us_per_delta"] > 0 and 0 < row["delivered_rate"] < 1.5
+        # No upper bound on the rate: a client the loaded machine stalled before the 0.4 s window
+        # reads its backlog inside it (2.1x was seen). Frames timed twice are errors above.
+        assert row["cpu_us_per_delta"] > 0 and row["delivered_rate"] > 0
         assert 0 < row["server_cpu_share"] < 1
     assert set(doc["largest_streams_under_target"]) == {
         f"{s}/{loop}" for s in ("floor", "rxllm") for loop in loops
