@@ -27,19 +27,15 @@ import pytest
 
 from backends import OpenAIBackend
 from engine import ModelOption, SimpleContext
+from tests.hostile import openai_chunk
 
 STREAM = {ModelOption.STREAM: True}
 _BACKENDS_DIR = str(Path(__file__).resolve().parents[2] / "backends")
 
 
-def _chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
-    chunk = {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
+def _chunk(content: str | None = None, finish: str | None = None) -> bytes:
+    """One event as OpenAI sends it: compact JSON with the id, creation time and model."""
+    chunk = {"id": "c", "created": 0, "model": "m", **openai_chunk(content, finish)}
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
@@ -49,8 +45,8 @@ async def _sse_server(
 ) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """Serve *n_deltas* 4-character deltas per request; with *hold_after*, stop after that many
     while the yielded event is clear (it starts set)."""
-    frames = [_chunk({"content": f"d{k:03d}"}) for k in range(n_deltas)]
-    end = _chunk({}, "stop") + b"data: [DONE]\n\n"
+    frames = [_chunk(f"d{k:03d}") for k in range(n_deltas)]
+    end = _chunk(finish="stop") + b"data: [DONE]\n\n"
     release = asyncio.Event()
     release.set()
 
